@@ -1,0 +1,34 @@
+"""User-facing errors. Each renders as one line: `<file>: <field.path>: <what is wrong / what is allowed>`."""
+
+from __future__ import annotations
+
+
+class ThinktraceError(Exception):
+    """Base class for errors the CLI reports as one line (exit code 2) instead of a traceback."""
+
+
+class SpecError(ThinktraceError):
+    """A problem with the experiment spec or with what it points to (data files, programs, models).
+
+    `field` is the dotted path of the spec field at fault (e.g. ``data.split.train``), `file` the spec or data
+    file the problem was found in.
+    """
+
+    def __init__(self, field: str, message: str, file: str | None = None):
+        self.field = field
+        self.message = message
+        self.file = file
+        super().__init__(str(self))
+
+    def with_file(self, file: str) -> "SpecError":
+        """Return a copy that names `file` when this error did not name one yet."""
+        return self if self.file else SpecError(self.field, self.message, file)
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}{field}{self.message}"
+
+
+class DataError(SpecError):
+    """The data a spec points to cannot be used (missing columns, empty, undecodable, labels outside label_set)."""
