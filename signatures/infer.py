@@ -1,0 +1,13 @@
+"""InferRationale: given the item AND the human label, write the reasoning that leads from the guideline to that
+label (STaR-style rationalization). Used by the hinted trace-inference strategy; a blind Judge must then reproduce
+the label from the rationale alone before the trace is accepted."""
+
+import dspy
+
+
+class InferRationale(dspy.Signature):
+    """Explain, following the annotation guideline, why a careful annotator gave this item this label."""
+
+    item: str = dspy.InputField(desc="the text that was rated")
+    label: str = dspy.InputField(desc="the label the human annotator gave")
+    rationale: str = dspy.OutputField(desc="brief reasoning, in the annotator's voice, that arrives at the label")

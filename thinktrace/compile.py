@@ -1,0 +1,106 @@
+"""`python -m thinktrace.compile SPEC [--set key=value ...] [--dry-run] [--resume RUN_DIR]`
+
+Loads the spec, the data and the models, runs the configured stages and writes the run folder
+`<output_dir>/<name>/<timestamp>/`: spec.resolved.yaml, data.json, predictions.jsonl, metrics.json, report.md.
+Bad input exits with code 2 and one line on stderr naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from thinktrace import _env  # noqa: F401  (before dspy)
+from thinktrace.errors import SpecError, ThinktraceError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m thinktrace.compile", description=__doc__.split("\n\n")[1])
+    p.add_argument("spec", nargs="?", help="experiment spec (YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set data.limit=50 --set models.raters.0.temperature=0.7")
+    p.add_argument("--dry-run", action="store_true", help="validate, print the plan, load no model")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
+    p.add_argument("--out", metavar="RUN_DIR", help="write the run into this folder (resumes if it exists)")
+    p.add_argument("--schema", action="store_true", help="print every spec field with its meaning and exit")
+    return p
+
+
+def plan(loaded, corpus) -> dict:
+    """Items per split and an upper bound on LM calls per stage (no model is loaded)."""
+    spec = loaded.spec
+    sizes = {name: len(corpus.split(name)) for name in ("train", "dev", "test")}
+    stages = {}
+    n_raters = len(spec.models.raters)
+    eval_items = sum(min(sizes[s], spec.evaluate.max_items or sizes[s]) for s in spec.evaluate.splits)
+    stages["evaluate"] = {"raters": [r.name for r in spec.models.raters], "splits": spec.evaluate.splits,
+                          "lm_calls_max": eval_items * n_raters}
+    return {"name": spec.name, "items": sizes, "label_set": list(corpus.label_set.labels),
+            "level": corpus.label_set.level, "per_annotator": corpus.per_annotator, "stages": stages,
+            "lm_calls_max": sum(s["lm_calls_max"] for s in stages.values())}
+
+
+def print_plan(p: dict, out=sys.stdout) -> None:
+    print(f"experiment {p['name']}: items train={p['items']['train']} dev={p['items']['dev']} "
+          f"test={p['items']['test']}; labels ({p['level']}): {', '.join(p['label_set'])}; "
+          f"per-annotator labels: {'yes' if p['per_annotator'] else 'no'}", file=out)
+    for name, stage in p["stages"].items():
+        detail = ", ".join(f"{k}={v}" for k, v in stage.items() if k != "lm_calls_max")
+        print(f"  stage {name}: {detail}; at most {stage['lm_calls_max']} LM calls", file=out)
+    print(f"  total: at most {p['lm_calls_max']} LM calls", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from thinktrace.data import load_corpus
+    from thinktrace.spec import Spec, load_spec
+
+    if args.schema:
+        from thinktrace.schema_doc import markdown
+
+        print(markdown(Spec))
+        return 0
+    if not args.spec:
+        raise SpecError("", "missing SPEC argument (a YAML experiment spec)")
+    loaded = load_spec(args.spec, args.overrides)
+    spec = loaded.spec
+    try:
+        corpus = load_corpus(spec.data, loaded.base_dir, spec.data.seed if spec.data.seed is not None else spec.seed)
+    except SpecError as err:
+        raise err.with_file(str(loaded.path)) from None
+    from thinktrace.programs import load_object
+
+    for field in ("rater", "infer"):
+        try:
+            load_object(getattr(spec.programs, field), [loaded.base_dir], f"programs.{field}")
+        except SpecError as err:
+            raise err.with_file(str(loaded.path)) from None
+    the_plan = plan(loaded, corpus)
+    if args.dry_run:
+        print_plan(the_plan)
+        return 0
+    from thinktrace.pipeline import Pipeline
+
+    print_plan(the_plan, out=sys.stderr)
+    pipeline = Pipeline(loaded, corpus, run_dir=args.resume or args.out)
+    pipeline.run()
+    print(f"run folder: {pipeline.run.path}", file=sys.stderr)
+    print(pipeline.summary())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ThinktraceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed work is saved; rerun with --resume <run folder> to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Run a rater program over items with one LM, in parallel, appending one prediction record per item.
+
+A record: split, rater, item_id, human (gold label), label (parsed, None = unparseable), raw_label, rationale,
+raw (the completion when the adapter could not parse it), error (an exception's one-line text), latency_s,
+tokens. Items already in the log (a resumed run) are skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Sequence
+
+import dspy
+from tqdm.auto import tqdm
+
+from thinktrace.data import Item
+from thinktrace.rundir import JsonlLog
+
+
+def usage_tokens(prediction) -> dict:
+    """Prompt/completion tokens of one prediction (DSPy usage tracking), summed over LMs."""
+    total = {"prompt": 0, "completion": 0}
+    get = getattr(prediction, "get_lm_usage", None)
+    for usage in ((get() if get else None) or {}).values():
+        total["prompt"] += int(usage.get("prompt_tokens") or 0)
+        total["completion"] += int(usage.get("completion_tokens") or 0)
+    return total
+
+
+def rate_one(program: dspy.Module, lm: dspy.LM, item: Item) -> dict:
+    start = time.perf_counter()
+    record: dict = {"item_id": item.item_id, "human": item.label}
+    try:
+        with dspy.context(lm=lm, track_usage=True):
+            pred = program(item=item.text)
+        record.update(label=pred.label, raw_label=pred.get("raw_label"), rationale=pred.get("rationale"),
+                      raw=pred.get("raw"), error=None, tokens=usage_tokens(pred))
+    except Exception as err:  # an LM fault is a failed prediction, counted in the report, never a crash
+        record.update(label=None, raw_label=None, rationale=None, raw=None,
+                      error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300],
+                      tokens={"prompt": 0, "completion": 0})
+    record["latency_s"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def rate_items(program: dspy.Module, lm: dspy.LM, items: Sequence[Item], log: JsonlLog, *, split: str,
+               rater: str, threads: int = 4, done: set | None = None, desc: str | None = None,
+               on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Rate `items` not yet in `done` (a set of item ids); returns the new records (also appended to `log`)."""
+    todo = [it for it in items if not done or it.item_id not in done]
+    records: list[dict] = []
+    if not todo:
+        return records
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
+            tqdm(total=len(todo), desc=desc or f"rate {rater} [{split}]", unit="item") as bar:
+        futures = [pool.submit(rate_one, program, lm, it) for it in todo]
+        for future in as_completed(futures):
+            record = {"split": split, "rater": rater, **future.result()}
+            log.append(record)
+            records.append(record)
+            if on_record:
+                on_record(record)
+            bar.update(1)
+    return records

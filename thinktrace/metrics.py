@@ -1,0 +1,45 @@
+"""Agreement metrics of a run, computed from its prediction records: per split and rater, α with CI and the
+task's other metrics, parse failures and LM errors, the human ceiling and the agreement among LLM raters."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+from thinktrace.agreement import human_ceiling, inter_rater_alpha, rater_vs_human
+from thinktrace.data import Corpus, Item
+
+
+def rater_metrics(items: Sequence[Item], records: Sequence[dict], corpus: Corpus, *, n_boot: int,
+                  seed: int) -> dict:
+    """Metrics of one rater on `items`, in item order; an item without a record counts as unparsed."""
+    by_id = {r["item_id"]: r for r in records}
+    human = [it.label for it in items]
+    rater = [by_id.get(it.item_id, {}).get("label") for it in items]
+    result = rater_vs_human(human, rater, corpus.label_set, n_boot=n_boot, seed=seed)
+    result["n_errors"] = sum(1 for it in items if by_id.get(it.item_id, {}).get("error"))
+    result["n_missing"] = sum(1 for it in items if it.item_id not in by_id)
+    result["tokens"] = {k: sum((r.get("tokens") or {}).get(k, 0) for r in records) for k in ("prompt", "completion")}
+    lat = sorted(r.get("latency_s") or 0.0 for r in records)
+    result["latency_s_median"] = lat[len(lat) // 2] if lat else None
+    return result
+
+
+def split_metrics(corpus: Corpus, split: str, items: Sequence[Item], records: Sequence[dict], *, n_boot: int,
+                  seed: int, aggregate: str) -> dict:
+    per_rater: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["split"] == split:
+            per_rater[r["rater"]].append(r)
+    raters = {name: rater_metrics(items, recs, corpus, n_boot=n_boot, seed=seed) for name, recs in per_rater.items()}
+    ids = {it.item_id for it in items}
+    long = corpus.long(split)
+    long = long[long["item_id"].isin(ids)]
+    ceiling = human_ceiling(long, corpus.label_set, n_boot=n_boot, seed=seed,
+                            aggregate="majority" if aggregate == "each" else aggregate) if len(long) else None
+    inter = None
+    if len(per_rater) >= 2:
+        ratings = {name: [{r["item_id"]: r for r in recs}.get(it.item_id, {}).get("label") for it in items]
+                   for name, recs in per_rater.items()}
+        inter = inter_rater_alpha(ratings, corpus.label_set, n_boot=n_boot, seed=seed)
+    return {"n_items": len(items), "raters": raters, "human_ceiling": ceiling, "inter_rater": inter}

@@ -1,0 +1,127 @@
+"""The stages of a compile run, in order, each resumable from the run folder:
+
+1. evaluate: every configured rater, with the original guideline, on the evaluation splits.
+Later stages (trace inference, fine-tuning, guideline synthesis) plug in here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import yaml
+
+from thinktrace.data import Corpus
+from thinktrace.errors import SpecError
+from thinktrace.evaluate import rate_items
+from thinktrace.metrics import split_metrics
+from thinktrace.programs import load_object
+from thinktrace.report import write_report
+from thinktrace.rundir import RunDir
+from thinktrace.spec import LoadedSpec
+
+
+class Pipeline:
+    def __init__(self, loaded: LoadedSpec, corpus: Corpus, run_dir: str | None = None):
+        self.loaded = loaded
+        self.spec = loaded.spec
+        self.corpus = corpus
+        self.resolved = {**self.spec.model_dump(mode="json"), "codebook": loaded.guideline, "codebook_file": None}
+        if run_dir:
+            self.run = RunDir(__import__("pathlib").Path(run_dir))
+            self._check_same_spec()
+        else:
+            self.run = RunDir.create(self.spec.output_dir, self.spec.name)
+        self._lms: dict = {}
+        self.timing: dict[str, float] = {}
+
+    # -- setup -----------------------------------------------------------------------------------------------
+    def _check_same_spec(self) -> None:
+        path = self.run.file("spec.resolved.yaml")
+        if path.exists():
+            before = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if before != self.resolved:
+                changed = sorted(k for k in set(before) | set(self.resolved) if before.get(k) != self.resolved.get(k))
+                raise SpecError(", ".join(changed), f"the run folder {self.run.path} was made with a different spec "
+                                "(these sections differ); resume it with the same spec or start a new run")
+
+    def _write_setup(self) -> None:
+        self.run.write_text("spec.resolved.yaml", yaml.safe_dump(self.resolved, sort_keys=False, allow_unicode=True))
+        self.run.write_json("data.json", {
+            "stats": self.corpus.stats,
+            "splits": {s: [it.item_id for it in self.corpus.split(s)] for s in ("train", "dev", "test")},
+        })
+
+    def lm(self, cfg):
+        from thinktrace.lm import build_lm
+
+        if cfg.name not in self._lms:
+            self._lms[cfg.name] = build_lm(cfg)
+        return self._lms[cfg.name]
+
+    def rater_program(self, guideline: str):
+        cls = load_object(self.spec.programs.rater, [self.loaded.base_dir], "programs.rater")
+        return cls(guideline=guideline, label_set=self.corpus.label_set)
+
+    def eval_items(self, split: str):
+        items = self.corpus.split(split)
+        return items[: self.spec.evaluate.max_items] if self.spec.evaluate.max_items else items
+
+    # -- stages ----------------------------------------------------------------------------------------------
+    def evaluate(self) -> list[dict]:
+        log = self.run.log("predictions.jsonl")
+        records = log.read()
+        done = {(r["split"], r["rater"], r["item_id"]) for r in records}
+        for split in self.spec.evaluate.splits:
+            items = self.eval_items(split)
+            for cfg in self.spec.models.raters:
+                ids = {i for (s, r, i) in done if s == split and r == cfg.name}
+                if len(ids) >= len(items) and all(it.item_id in ids for it in items):
+                    continue
+                program = self.rater_program(self.loaded.guideline)
+                records += rate_items(program, self.lm(cfg), items, log, split=split, rater=cfg.name,
+                                      threads=cfg.num_threads, done=ids)
+        return records
+
+    def metrics(self, records: list[dict]) -> dict:
+        ev = self.spec.evaluate
+        splits = {s: split_metrics(self.corpus, s, self.eval_items(s), records, n_boot=ev.bootstrap,
+                                   seed=self.spec.seed, aggregate=self.spec.data.aggregate) for s in ev.splits}
+        stats = self.corpus.stats
+        n_labels = [len(it.labels) for it in self.corpus.items]
+        return {
+            "spec": {"name": self.spec.name, "description": self.spec.description, "seed": self.spec.seed},
+            "data": {"label_set": list(self.corpus.label_set.labels), "level": self.corpus.label_set.level,
+                     "per_annotator": self.corpus.per_annotator, "stats": stats,
+                     "labels_per_item": round(sum(n_labels) / len(n_labels), 2) if n_labels else 0},
+            "splits": splits,
+            "timing": {k: f"{v:.1f} s" for k, v in self.timing.items()},
+        }
+
+    def run_stage(self, name: str, fn):
+        start = time.perf_counter()
+        result = fn()
+        self.timing[name] = time.perf_counter() - start
+        return result
+
+    def run(self) -> dict:
+        self._write_setup()
+        records = self.run_stage("evaluate", self.evaluate)
+        self.result = self.run_stage("metrics", lambda: self.metrics(records))
+        self.run.write_json("metrics.json", self.result)
+        write_report(self.run, self.result)
+        self.run.write_json("metrics.json", self.result)
+        return self.result
+
+    def summary(self) -> str:
+        from thinktrace.report import fmt_est
+
+        lines = []
+        for split, m in self.result["splits"].items():
+            for name, r in m["raters"].items():
+                lines.append(f"{split} {name}: alpha {fmt_est(r['alpha'])}, parsed {r['n_items'] - r['n_unparsed']}"
+                             f"/{r['n_items']}, LM errors {r.get('n_errors', 0)}")
+            ceiling = (m.get("human_ceiling") or {}).get("loo_alpha")
+            if ceiling:
+                lines.append(f"{split} human ceiling (LOO alpha): {fmt_est(ceiling)}")
+        lines.append(f"report: {self.run.file('report.md')}")
+        return "\n".join(lines)

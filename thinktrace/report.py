@@ -1,0 +1,119 @@
+"""report.md (and its plots) from metrics.json: what a prompt engineer reads after a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from thinktrace.rundir import RunDir
+
+
+def fmt_est(est: dict | None, digits: int = 3) -> str:
+    """`0.412 [0.301, 0.520]`, or `n/a` when undefined."""
+    if not est or est.get("value") is None:
+        return "n/a"
+    value = f"{est['value']:.{digits}f}"
+    ci = est.get("ci") or [None, None]
+    if ci[0] is None or ci[1] is None:
+        return value
+    return f"{value} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _rater_table(split: dict, level: str) -> list[str]:
+    second = ["accuracy", "macro_f1"] if level == "nominal" else ["mae", "spearman", "accuracy"]
+    head = ["rater", "α (95% CI)", *second, "parsed", "unparsed", "LM errors", "tokens in/out"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in split["raters"].items():
+        tok = m.get("tokens") or {}
+        row = [name, fmt_est(m.get("alpha")), *[fmt_est(m.get(k)) for k in second],
+               f"{m['n_items'] - m['n_unparsed']}/{m['n_items']}", str(m["n_unparsed"]), str(m.get("n_errors", 0)),
+               f"{tok.get('prompt', 0)}/{tok.get('completion', 0)}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def plot_alpha(metrics: dict, path: Path) -> Path | None:
+    """α with 95% CI per rater on the test split (or the first evaluated split), the human ceiling as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = metrics.get("splits") or {}
+    if not splits:
+        return None
+    split_name = "test" if "test" in splits else next(iter(splits))
+    split = splits[split_name]
+    names, values, lows, highs = [], [], [], []
+    for name, m in split["raters"].items():
+        a = m.get("alpha") or {}
+        if a.get("value") is None:
+            continue
+        ci = a.get("ci") or [a["value"], a["value"]]
+        names.append(name)
+        values.append(a["value"])
+        lows.append(a["value"] - (ci[0] if ci[0] is not None else a["value"]))
+        highs.append((ci[1] if ci[1] is not None else a["value"]) - a["value"])
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names) + 2), 3.2))
+    ceiling = ((split.get("human_ceiling") or {}).get("loo_alpha") or {})
+    if ceiling.get("value") is not None:
+        ci = ceiling.get("ci") or [None, None]
+        if ci[0] is not None:
+            ax.axhspan(ci[0], ci[1], color="tab:green", alpha=0.15, label="human ceiling (95% CI)")
+        ax.axhline(ceiling["value"], color="tab:green", lw=1)
+    if names:
+        ax.errorbar(range(len(names)), values, yerr=[lows, highs], fmt="o", capsize=4, color="tab:blue",
+                    label="rater vs human α")
+    ax.axhline(0, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylabel("Krippendorff's α")
+    ax.set_title(f"Rater-human agreement ({split_name} split)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def render_report(run: RunDir, metrics: dict) -> str:
+    spec = metrics["spec"]
+    level = metrics["data"]["level"]
+    lines = [f"# thinktrace run: {spec['name']}", ""]
+    if spec.get("description"):
+        lines += [spec["description"], ""]
+    stats = metrics["data"].get("stats", {})
+    lines += ["## Data", "",
+              f"- items: {stats.get('items', '?')}, per split: {stats.get('per_split', {})}",
+              f"- label set ({level}): {', '.join(metrics['data']['label_set'])}",
+              f"- human labels per item: {metrics['data'].get('labels_per_item', 'n/a')}",
+              ""]
+    for split_name, split in (metrics.get("splits") or {}).items():
+        lines += [f"## Agreement with humans — {split_name} split ({split['n_items']} items)", ""]
+        lines += _rater_table(split, level)
+        lines += ["", "α: Krippendorff's alpha between the rater and the aggregated human label at the "
+                  f"{level} level (1 = perfect agreement, 0 = chance level; unparsed outputs are missing values). "
+                  "Accuracy counts unparsed outputs as wrong. CIs: percentile bootstrap over items.", ""]
+        ceiling = split.get("human_ceiling")
+        if ceiling:
+            lines += [f"**Human ceiling** (leave-one-annotator-out α: each annotator vs the aggregate of the others): "
+                      f"{fmt_est(ceiling.get('loo_alpha'))}; α among all annotators: "
+                      f"{fmt_est(ceiling.get('inter_annotator_alpha'))} "
+                      f"({ceiling.get('n_annotators')} annotators).", ""]
+        else:
+            lines += ["**Human ceiling**: n/a (the data has no per-annotator labels).", ""]
+        if split.get("inter_rater"):
+            lines += [f"**α among LLM raters**: {fmt_est(split['inter_rater'])}", ""]
+    if metrics.get("plots"):
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in metrics["plots"]] + [""]
+    timing = metrics.get("timing") or {}
+    if timing:
+        lines += ["## Cost", "", *[f"- {k}: {v}" for k, v in timing.items()], ""]
+    return "\n".join(lines)
+
+
+def write_report(run: RunDir, metrics: dict) -> Path:
+    try:
+        if plot_alpha(metrics, run.file("alpha.png")):
+            metrics.setdefault("plots", []).append("alpha.png")
+    except Exception as err:  # a plot must never cost the run its report
+        metrics.setdefault("warnings", []).append(f"alpha plot failed: {err}")
+    return run.write_text("report.md", render_report(run, metrics))

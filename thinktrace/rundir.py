@@ -1,0 +1,107 @@
+"""The run folder `runs/<name>/<timestamp>/`: append-only JSONL records (flushed and fsynced per record, so a
+kill loses at most the record being written) and JSON/Markdown artifacts written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, recursively (metrics.json stays strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class JsonlLog:
+    """An append-only JSONL file shared by worker threads. Reading skips a torn last line (from a kill)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(json_safe(record), ensure_ascii=False) + "\n"
+        with self._lock:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def read(self) -> list[dict]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[dict]:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # torn by a kill mid-write: that record was never complete
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+
+class RunDir:
+    """Paths and writers of one run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, output_dir: str | Path, name: str) -> "RunDir":
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(output_dir) / name
+        path, n = base / stamp, 1
+        while path.exists():
+            n += 1
+            path = base / f"{stamp}-{n}"
+        return cls(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def log(self, name: str) -> JsonlLog:
+        return JsonlLog(self.file(name))
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.file(name)
+        write_atomic(path, json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.file(name)
+        write_atomic(path, text)
+        return path
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        path = self.file(name)
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(json_safe(r), ensure_ascii=False) + "\n" for r in records))

@@ -1,0 +1,244 @@
+"""The experiment spec: YAML (safe-loaded) into typed, validated sections. The pydantic models below ARE the
+documentation of the YAML (`python -m thinktrace.compile --schema` prints every field with its description).
+
+Errors name the file, the field path and what is allowed, on one line (see `thinktrace.errors.SpecError`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from thinktrace.config import Section
+from thinktrace.data import DataConfig
+from thinktrace.errors import SpecError
+from thinktrace.lm.config import ModelConfig
+
+
+class ModelsConfig(Section):
+    """The LMs of an experiment."""
+
+    generator: ModelConfig | None = Field(
+        None, description="LM that samples thinking traces (rejection sampling); defaults to the first rater.")
+    raters: list[ModelConfig] = Field(
+        ..., min_length=1, description="LM raters evaluated against the humans; each runs the rater program.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ModelsConfig":
+        names = [r.name for r in self.raters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rater names must be unique; repeated: {dupes} (set `name:` on each rater)")
+        return self
+
+
+class ProgramsConfig(Section):
+    """DSPy programs, referenced as `<file.py>:<Class>` relative to the spec's folder, the working directory or
+    the thinktrace project root."""
+
+    rater: str = Field("programs/rater.py:Rater", description="Rater program: Class(guideline, label_set); "
+                       "forward(item) -> Prediction(rationale, label).")
+    infer: str = Field("programs/trace.py:TraceInferrer", description="Trace inference program used by the "
+                       "rejection-sampling teleprompter.")
+
+
+class SamplingConfig(Section):
+    """Rejection sampling of thinking traces on the train split."""
+
+    enabled: bool = Field(True, description="Infer traces (false: only evaluate the raters).")
+    k: int = Field(8, ge=1, le=256, description="LM samples per item and strategy, at most.")
+    keep: int = Field(1, ge=1, description="Stop sampling an item once this many traces are accepted.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature of the generator.")
+    strategy: Literal["blind", "hinted", "blind_then_hinted"] = Field(
+        "blind", description="blind: the generator sees guideline + item (the paper); hinted: it sees the human "
+        "label and a blind judge must reproduce it; blind_then_hinted: hinted only for items blind left "
+        "unexplained.")
+    tolerance: float = Field(0.0, ge=0.0, description="Ordinal/interval only: accept a sampled label within this "
+                             "distance (in label value units) of the human label. 0 = exact match.")
+    max_items: int | None = Field(None, ge=1, description="Sample traces for at most this many train items.")
+
+    @model_validator(mode="after")
+    def _keep_le_k(self) -> "SamplingConfig":
+        if self.keep > self.k:
+            raise ValueError(f"keep ({self.keep}) cannot exceed k ({self.k})")
+        return self
+
+
+class EvaluateConfig(Section):
+    """How raters are evaluated against the humans."""
+
+    splits: list[Literal["train", "dev", "test"]] = Field(
+        ["test"], min_length=1, description="Splits every rater is evaluated on (the report's numbers are test).")
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples for 95% CIs (0 = no CIs).")
+    max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items per split "
+                                  "(deterministic: the first in split order).")
+
+
+class Spec(Section):
+    """A thinktrace experiment."""
+
+    name: str = Field(..., description="Experiment name; runs go to `<output_dir>/<name>/<timestamp>/`.")
+    description: str = Field("", description="Free text shown in the report.")
+    seed: int = Field(0, description="Seed for splits, sampling and bootstrap.")
+    data: DataConfig = Field(..., description="The human-annotated corpus.")
+    codebook: str | None = Field(None, description="The original annotation guideline, inline.")
+    codebook_file: str | None = Field(None, description="Or: a text/Markdown file with the guideline (relative "
+                                      "to the spec's folder).")
+    models: ModelsConfig
+    programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    output_dir: str = Field("runs", description="Where run folders are written (relative to the working dir).")
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("use letters, digits, '_', '-' or '.' (it names a folder)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_codebook(self) -> "Spec":
+        if (self.codebook is None) == (self.codebook_file is None):
+            raise ValueError("give exactly one of `codebook` (inline text) or `codebook_file`")
+        return self
+
+    @property
+    def generator(self) -> ModelConfig:
+        return self.models.generator or self.models.raters[0]
+
+
+class LoadedSpec:
+    """A validated spec with where it came from and its resolved guideline."""
+
+    def __init__(self, spec: Spec, path: Path, guideline: str, raw: dict):
+        self.spec = spec
+        self.path = path
+        self.guideline = guideline
+        self.raw = raw
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-after")))
+
+
+def _allowed(error: dict) -> str:
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "literal_error":
+        return msg.replace("Input should be", "allowed:")
+    return msg.removeprefix("Value error, ")
+
+
+def _allowed_fields(model: type, loc: tuple) -> str:
+    """For an unknown key: the fields its parent section allows."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        ann = field.annotation
+        for arg in (getattr(ann, "__args__", None) or (ann,)):
+            if hasattr(arg, "model_fields"):
+                current = arg
+                break
+            for inner in getattr(arg, "__args__", ()) or ():
+                if hasattr(inner, "model_fields"):
+                    current = inner
+    fields = getattr(current, "model_fields", None)
+    return f"; allowed: {', '.join(fields)}" if fields else ""
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: YAML scalar/list/mapping syntax (`3`, `0.5`, `true`, `[a, b]`, `null`)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """`a.b.c=value` (list elements by index: `models.raters.0.model=x`) applied to the raw YAML mapping."""
+    if "=" not in assignment:
+        raise SpecError("--set", f"expected key.path=value, got {assignment!r}")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError(".".join(parts[: i + 1]), f"--set: no list element {part}")
+            node = node[int(part)]
+        else:
+            if not isinstance(node, dict):
+                raise SpecError(".".join(parts[:i]), "--set: not a section")
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise SpecError(key, f"--set: no list element {last}")
+        node[int(last)] = parse_value(value)
+    elif isinstance(node, dict):
+        node[last] = parse_value(value)
+    else:
+        raise SpecError(key, "--set: parent is not a section")
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> LoadedSpec:
+    """Read, override and validate a spec. Raises SpecError (one line, names file and field)."""
+    path = Path(path)
+    shown = str(path)
+    if not path.is_file():
+        raise SpecError("", "spec file not found", shown)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError("", "not UTF-8 text", shown) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError("", f"invalid YAML{where}: {problem}", shown) from None
+    if not isinstance(raw, dict):
+        raise SpecError("", "a spec is a YAML mapping (key: value lines)", shown)
+    for assignment in overrides or []:
+        try:
+            apply_override(raw, assignment)
+        except SpecError as err:
+            raise err.with_file(shown) from None
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        extra = _allowed_fields(Spec, loc) if first["type"] == "extra_forbidden" else ""
+        got = "" if first["type"] in ("missing", "extra_forbidden") else f" (got {first.get('input')!r:.60})"
+        more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
+        raise SpecError(_field_path(loc), f"{_allowed(first)}{extra}{got}{more}", shown) from None
+    if spec.codebook_file:
+        from thinktrace.programs import resolve_path
+
+        try:
+            guideline = resolve_path(spec.codebook_file, [path.parent], "codebook_file").read_text(encoding="utf-8")
+        except SpecError as err:
+            raise err.with_file(shown) from None
+    else:
+        guideline = spec.codebook or ""
+    if not guideline.strip():
+        raise SpecError("codebook", "the guideline is empty", shown)
+    try:
+        spec.data.labels()
+    except ValueError as err:
+        raise SpecError("data.label_set", str(err), shown) from None
+    return LoadedSpec(spec, path, guideline, raw)
