@@ -11,3 +11,11 @@ class InferRationale(dspy.Signature):
     item: str = dspy.InputField(desc="the text that was rated")
     label: str = dspy.InputField(desc="the label the human annotator gave")
     rationale: str = dspy.OutputField(desc="brief reasoning, in the annotator's voice, that arrives at the label")
+
+
+class CheckRationale(dspy.Signature):
+    """Read the reasoning about the item and give the label it supports, following the annotation guideline."""
+
+    item: str = dspy.InputField(desc="the text that was rated")
+    rationale: str = dspy.InputField(desc="reasoning about the item")
+    label: str = dspy.OutputField(desc="exactly one label from the label set")

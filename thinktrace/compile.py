@@ -35,6 +35,13 @@ def plan(loaded, corpus) -> dict:
     stages = {}
     n_raters = len(spec.models.raters)
     eval_items = sum(min(sizes[s], spec.evaluate.max_items or sizes[s]) for s in spec.evaluate.splits)
+    if spec.sampling.enabled:
+        from thinktrace.traces import trainset
+
+        examples = trainset(corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items)
+        stages["traces"] = {"generator": spec.generator.name, "strategy": spec.sampling.strategy,
+                            "examples": len(examples), "k": spec.sampling.k,
+                            "lm_calls_max": len(examples) * spec.sampling.calls_per_example()}
     stages["evaluate"] = {"raters": [r.name for r in spec.models.raters], "splits": spec.evaluate.splits,
                           "lm_calls_max": eval_items * n_raters}
     return {"name": spec.name, "items": sizes, "label_set": list(corpus.label_set.labels),

@@ -1,7 +1,8 @@
 """The stages of a compile run, in order, each resumable from the run folder:
 
-1. evaluate: every configured rater, with the original guideline, on the evaluation splits.
-Later stages (trace inference, fine-tuning, guideline synthesis) plug in here.
+1. traces: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal; traces.jsonl,
+   sft.jsonl and the compiled program program.json are rebuilt from it).
+2. evaluate: every configured rater, with the original guideline, on the evaluation splits.
 """
 
 from __future__ import annotations
@@ -82,6 +83,31 @@ class Pipeline:
                                       threads=cfg.num_threads, done=ids)
         return records
 
+    def traces(self) -> dict:
+        from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor
+        from thinktrace.traces import acceptance_stats, sft_rows, trainset
+        from thinktrace.rundir import write_jsonl
+
+        cfg = self.spec.sampling
+        if cfg.per_annotator and not self.corpus.per_annotator:
+            raise SpecError("sampling.per_annotator", "the data has no per-annotator labels")
+        examples = trainset(self.corpus, per_annotator=cfg.per_annotator, max_items=cfg.max_items)
+        gen_cfg = self.spec.generator
+        infer_cls = load_object(self.spec.programs.infer, [self.loaded.base_dir], "programs.infer")
+        teacher = infer_cls(guideline=self.loaded.guideline, label_set=self.corpus.label_set)
+        student = self.rater_program(self.loaded.guideline)
+        log = self.run.log("attempts.jsonl")
+        tele = RejectionSampling(self.corpus.label_set, generator=self.lm(gen_cfg), k=cfg.k, keep=cfg.keep,
+                                 temperature=cfg.temperature, strategy=cfg.strategy, tolerance=cfg.tolerance,
+                                 seed=self.spec.seed, num_threads=cfg.num_threads or gen_cfg.num_threads,
+                                 attempts_log=log, max_demos=cfg.max_demos)
+        compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
+        traces = accepted_traces(tele.attempts, examples)
+        write_jsonl(self.run.file("traces.jsonl"), traces)
+        write_jsonl(self.run.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature))
+        compiled.save(str(self.run.file("program.json")))
+        return acceptance_stats(tele.attempts, examples)
+
     def metrics(self, records: list[dict]) -> dict:
         ev = self.spec.evaluate
         splits = {s: split_metrics(self.corpus, s, self.eval_items(s), records, n_boot=ev.bootstrap,
@@ -105,8 +131,11 @@ class Pipeline:
 
     def run(self) -> dict:
         self._write_setup()
+        trace_stats = self.run_stage("traces", self.traces) if self.spec.sampling.enabled else None
         records = self.run_stage("evaluate", self.evaluate)
         self.result = self.run_stage("metrics", lambda: self.metrics(records))
+        if trace_stats is not None:
+            self.result["traces"] = trace_stats
         self.run.write_json("metrics.json", self.result)
         write_report(self.run, self.result)
         self.run.write_json("metrics.json", self.result)
@@ -116,6 +145,10 @@ class Pipeline:
         from thinktrace.report import fmt_est
 
         lines = []
+        t = self.result.get("traces")
+        if t:
+            lines.append(f"traces: {t['accepted']} accepted of {t['attempts']} attempts; {t['explained']}/"
+                         f"{t['examples']} examples explained")
         for split, m in self.result["splits"].items():
             for name, r in m["raters"].items():
                 lines.append(f"{split} {name}: alpha {fmt_est(r['alpha'])}, parsed {r['n_items'] - r['n_unparsed']}"

@@ -31,6 +31,31 @@ def _rater_table(split: dict, level: str) -> list[str]:
     return lines
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _trace_section(t: dict) -> list[str]:
+    lines = ["## Inferred thinking traces (rejection sampling, train split)", "",
+             f"- examples explained: {t['explained']}/{t['examples']} ({_pct(t['explained_rate'])})",
+             f"- attempts: {t['attempts']}, accepted: {t['accepted']} ({_pct(t['acceptance_rate'])}); "
+             f"LM samples per accepted trace: {t['samples_per_accepted_trace'] or 'n/a'}",
+             f"- failed attempts: {t['failed']['errors']} LM errors {t['failed']['by_type'] or ''}, "
+             f"{t['failed']['unparsed']} unparseable labels, {t['failed']['no_rationale']} without a rationale",
+             "", "| strategy | attempts | accepted | rate | examples explained |", "|---|---|---|---|---|"]
+    for name, s in t["per_strategy"].items():
+        lines.append(f"| {name} | {s['attempts']} | {s['accepted']} | {_pct(s['rate'])} | {s['examples_explained']} |")
+    lines += ["", "| human label | examples | explained | attempts | acceptance rate |", "|---|---|---|---|---|"]
+    for label, s in t["per_label"].items():
+        lines.append(f"| {label} | {s['examples']} | {s['explained']} ({_pct(s['explained_rate'])}) | "
+                     f"{s['attempts']} | {_pct(s['rate'])} |")
+    if t["unexplained"]:
+        shown = ", ".join(t["unexplained"][:20])
+        more = f" and {len(t['unexplained']) - 20} more" if len(t["unexplained"]) > 20 else ""
+        lines += ["", f"Examples no strategy could explain: {shown}{more}."]
+    return lines + [""]
+
+
 def plot_alpha(metrics: dict, path: Path) -> Path | None:
     """α with 95% CI per rater on the test split (or the first evaluated split), the human ceiling as a band."""
     import matplotlib
@@ -86,6 +111,8 @@ def render_report(run: RunDir, metrics: dict) -> str:
               f"- label set ({level}): {', '.join(metrics['data']['label_set'])}",
               f"- human labels per item: {metrics['data'].get('labels_per_item', 'n/a')}",
               ""]
+    if metrics.get("traces"):
+        lines += _trace_section(metrics["traces"])
     for split_name, split in (metrics.get("splits") or {}).items():
         lines += [f"## Agreement with humans — {split_name} split ({split['n_items']} items)", ""]
         lines += _rater_table(split, level)

@@ -60,12 +60,22 @@ class SamplingConfig(Section):
     tolerance: float = Field(0.0, ge=0.0, description="Ordinal/interval only: accept a sampled label within this "
                              "distance (in label value units) of the human label. 0 = exact match.")
     max_items: int | None = Field(None, ge=1, description="Sample traces for at most this many train items.")
+    per_annotator: bool = Field(False, description="One trace per (item, annotator label) instead of per item, so "
+                                "annotators who disagree get different traces (needs per-annotator labels).")
+    max_demos: int = Field(4, ge=0, description="Accepted traces kept as few-shot demos in the compiled program "
+                           "(balanced over labels).")
+    num_threads: int | None = Field(None, ge=1, description="Examples sampled in parallel (default: the "
+                                    "generator's num_threads).")
 
     @model_validator(mode="after")
     def _keep_le_k(self) -> "SamplingConfig":
         if self.keep > self.k:
             raise ValueError(f"keep ({self.keep}) cannot exceed k ({self.k})")
         return self
+
+    def calls_per_example(self) -> int:
+        """LM calls one example can cost at most (a hinted attempt is a rationale plus a check)."""
+        return {"blind": self.k, "hinted": 2 * self.k, "blind_then_hinted": 3 * self.k}[self.strategy]
 
 
 class EvaluateConfig(Section):
@@ -105,6 +115,12 @@ class Spec(Section):
     def _one_codebook(self) -> "Spec":
         if (self.codebook is None) == (self.codebook_file is None):
             raise ValueError("give exactly one of `codebook` (inline text) or `codebook_file`")
+        return self
+
+    @model_validator(mode="after")
+    def _tolerance_level(self) -> "Spec":
+        if self.sampling.tolerance and self.data.level == "nominal":
+            raise ValueError("sampling.tolerance needs data.level ordinal or interval")
         return self
 
     @property

@@ -1,0 +1,69 @@
+"""An offline engine that answers DSPy requests from a Python rule: for tests, fault injection and dry runs.
+
+It reads the input fields of the ChatAdapter-formatted request (``[[ ## item ## ]]`` blocks of the last user
+message) and the output field names from the system prompt, calls ``rule(inputs, request)`` and formats the
+returned fields the way ChatAdapter parses them. A rule may return a plain string to send verbatim (garbage,
+empty output) or raise to simulate a provider fault. Thread-safe; counts calls.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Callable
+
+from dspy.clients.engines.base import validate_request
+from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+
+_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with the corresponding|\n*\Z)", re.S)
+_OUT_NAMES = re.compile(r"Your output fields are:\n(.*?)(?:\n\n|\Z)", re.S)
+_NAME = re.compile(r"`(\w+)`")
+
+Rule = Callable[[dict, object], "dict | str"]
+
+
+def text_of(content) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(getattr(p, "text", "") or "" for p in content)
+
+
+def request_fields(request) -> tuple[dict[str, str], list[str]]:
+    """(input fields of the last user message, output field names from the system prompt)."""
+    user = text_of(request.messages[-1].text if hasattr(request.messages[-1], "text") else "")
+    inputs = {k: v.strip() for k, v in _FIELD.findall(user)}
+    system = text_of(request.system)
+    block = _OUT_NAMES.search(system)
+    outputs = _NAME.findall(block.group(1)) if block else []
+    return inputs, outputs
+
+
+def format_chat_fields(fields: dict) -> str:
+    body = "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in fields.items())
+    return body + "[[ ## completed ## ]]"
+
+
+class ScriptedEngine:
+    def __init__(self, rule: Rule):
+        self.rule = rule
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def complete(self, request) -> Response:
+        validate_request(request)
+        with self._lock:
+            self.calls += 1
+        inputs, outputs = request_fields(request)
+        answer = self.rule(inputs, request)
+        text = answer if isinstance(answer, str) else format_chat_fields(
+            {k: answer[k] for k in outputs if k in answer} if outputs else answer)
+        return Response(id=None, model="scripted", message=Message.assistant([TextPart(text)]), finish_reason="stop",
+                        usage=Usage(input_tokens=len(text_of(request.system)) // 4, output_tokens=len(text) // 4))
+
+    def stream(self, request):
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,208 @@
+"""Rejection sampling of thinking traces (Zhang et al., "Through the Judge's Eyes", arXiv 2510.25860).
+
+For each training example (an item and a human label), sample up to `k` (rationale, label) pairs from the
+generator LM at temperature `T`, each attempt with its own rollout id and seed; accept a rationale iff its parsed
+label equals the human label (or lies within `tolerance` on an ordinal/interval scale). Sampling stops for an
+example once `keep` traces are accepted. Strategies:
+
+- blind: the generator sees guideline and item only (the paper).
+- hinted: InferRationale sees the human label; the rationale is accepted only if a blind judge, given the item
+  and the rationale but not the label, returns the human label.
+- blind_then_hinted: hinted attempts only for examples that blind sampling left short of `keep` after k attempts.
+
+Every attempt is appended to a journal (attempts.jsonl) the moment it finishes; on resume, journalled attempts
+are replayed, never repeated. The compiled program is the student with accepted traces as demos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Iterable, Sequence
+
+import dspy
+from dspy.teleprompt import Teleprompter
+from tqdm.auto import tqdm
+
+from thinktrace.evaluate import usage_tokens
+from thinktrace.labels import LabelSet
+from thinktrace.rundir import JsonlLog
+
+STRATEGIES = ("blind", "hinted", "blind_then_hinted")
+
+
+def attempt_seed(seed: int, key: str, strategy: str, attempt: int) -> int:
+    """A stable 31-bit seed per (run seed, example, strategy, attempt): distinct rollouts, same on resume."""
+    digest = hashlib.sha1(f"{seed}|{key}|{strategy}|{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+class RejectionSampling(Teleprompter):
+    """A DSPy teleprompter: `compile(student, trainset=..., teacher=...)` returns the student with accepted traces
+    as demos; `self.attempts` holds every attempt record (also journalled to `attempts_log`)."""
+
+    def __init__(self, label_set: LabelSet, *, generator: dspy.LM, judge: dspy.LM | None = None, k: int = 8,
+                 keep: int = 1, temperature: float = 1.0, strategy: str = "blind", tolerance: float = 0.0,
+                 seed: int = 0, num_threads: int = 4, attempts_log: JsonlLog | None = None, max_demos: int = 4,
+                 progress: bool = True):
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if k < 1 or keep < 1 or keep > k:
+            raise ValueError(f"need 1 <= keep <= k, got k={k}, keep={keep}")
+        if tolerance and label_set.level == "nominal":
+            raise ValueError("tolerance needs an ordinal or interval label set")
+        self.label_set, self.generator, self.judge = label_set, generator, judge or generator
+        self.k, self.keep, self.temperature, self.strategy = k, keep, temperature, strategy
+        self.tolerance, self.seed, self.num_threads = tolerance, seed, num_threads
+        self.attempts_log, self.max_demos, self.progress = attempts_log, max_demos, progress
+        self.attempts: list[dict] = []
+
+    # -- acceptance ------------------------------------------------------------------------------------------
+    def accepts(self, sampled: str | None, human: str) -> bool:
+        if sampled is None:
+            return False
+        if sampled == human:
+            return True
+        if self.tolerance:
+            return abs(self.label_set.value(sampled) - self.label_set.value(human)) <= self.tolerance + 1e-9
+        return False
+
+    # -- one attempt -----------------------------------------------------------------------------------------
+    def _lm(self, seed: int) -> dspy.LM:
+        return self.generator.copy(rollout_id=seed, temperature=self.temperature, seed=seed)
+
+    def attempt(self, teacher, example: dspy.Example, strategy: str, index: int) -> dict:
+        key = example.key
+        seed = attempt_seed(self.seed, key, strategy, index)
+        record = {"key": key, "item_id": example.item_id, "annotator": example.get("annotator"),
+                  "human": example.label, "strategy": strategy, "attempt": index, "seed": seed}
+        start = time.perf_counter()
+        tokens = {"prompt": 0, "completion": 0}
+        try:
+            if strategy == "blind":
+                with dspy.context(lm=self._lm(seed), track_usage=True):
+                    pred = teacher.blind(item=example.item)
+                tokens = usage_tokens(pred)
+                record.update(rationale=pred.get("rationale") or None, label=pred.label,
+                              raw_label=pred.get("raw_label"), raw=pred.get("raw"), error=None)
+                if pred.get("raw") is not None:
+                    record["rationale"] = None  # the completion broke the format: no usable trace
+            else:
+                with dspy.context(lm=self._lm(seed), track_usage=True):
+                    hint = teacher.rationalize(example.item, example.label)
+                tokens = usage_tokens(hint)
+                rationale = (hint.get("rationale") or "").strip() or None
+                record.update(rationale=rationale, raw=hint.get("raw"), label=None, raw_label=None, error=None)
+                if rationale:
+                    with dspy.context(lm=self.judge.copy(temperature=0.0), track_usage=True):
+                        check = teacher.verify(example.item, rationale)
+                    more = usage_tokens(check)
+                    tokens = {k: tokens[k] + more[k] for k in tokens}
+                    record.update(label=check.label, raw_label=check.get("raw_label"))
+        except Exception as err:  # a faulty attempt is recorded and counted; sampling goes on
+            record.update(rationale=None, label=None, raw_label=None, raw=None, error=_one_line(err))
+        record["accepted"] = bool(record.get("rationale")) and self.accepts(record["label"], example.label)
+        record["tokens"] = tokens
+        record["latency_s"] = round(time.perf_counter() - start, 3)
+        return record
+
+    # -- one example -----------------------------------------------------------------------------------------
+    def sample_example(self, teacher, example: dspy.Example, journal: Sequence[dict]) -> list[dict]:
+        done = {(r["strategy"], r["attempt"]): r for r in journal}
+        records: list[dict] = []
+        accepted = 0
+        strategies = ["hinted"] if self.strategy == "hinted" else ["blind"]
+        if self.strategy == "blind_then_hinted":
+            strategies.append("hinted")
+        for strategy in strategies:
+            if strategy == "hinted" and self.strategy == "blind_then_hinted" and accepted >= self.keep:
+                break
+            for index in range(self.k):
+                if accepted >= self.keep:
+                    break
+                record = done.get((strategy, index))
+                if record is None:
+                    record = self.attempt(teacher, example, strategy, index)
+                    if self.attempts_log is not None:
+                        self.attempts_log.append(record)
+                records.append(record)
+                accepted += record["accepted"]
+        return records
+
+    # -- the teleprompter ------------------------------------------------------------------------------------
+    def sample(self, teacher, trainset: Sequence[dspy.Example], journal: Iterable[dict] = ()) -> list[dict]:
+        """Sample every example (in parallel); returns all attempt records in trainset order."""
+        by_key: dict[str, list[dict]] = defaultdict(list)
+        for record in journal:
+            by_key[record["key"]].append(record)
+        results: dict[str, list[dict]] = {}
+        with ThreadPoolExecutor(max_workers=max(1, self.num_threads)) as pool, \
+                tqdm(total=len(trainset), desc="sample traces", unit="item", disable=not self.progress) as bar:
+            futures = {pool.submit(self.sample_example, teacher, ex, by_key.get(ex.key, ())): ex.key
+                       for ex in trainset}
+            n_ok = 0
+            for future in as_completed(futures):
+                records = future.result()
+                results[futures[future]] = records
+                n_ok += any(r["accepted"] for r in records)
+                bar.update(1)
+                bar.set_postfix(explained=f"{n_ok}/{bar.n}")
+        return [r for ex in trainset for r in results[ex.key]]
+
+    def compile(self, student, *, trainset, teacher=None, valset=None, journal: Iterable[dict] = ()):
+        if teacher is None:
+            raise ValueError("RejectionSampling needs teacher= (a TraceInferrer: blind / rationalize / verify)")
+        for ex in trainset:
+            if not ex.get("key"):
+                raise ValueError("every training example needs a unique `key` (item id, or item id + annotator)")
+        self.attempts = self.sample(teacher, trainset, journal)
+        compiled = student.deepcopy()
+        demos = select_demos(accepted_traces(self.attempts, trainset), self.label_set, self.max_demos)
+        predictor = judge_predictor(compiled)
+        predictor.demos = [dspy.Example(item=t["item"], rationale=t["rationale"], label=t["label"]) for t in demos]
+        compiled._compiled = True
+        return compiled
+
+
+def judge_predictor(program: dspy.Module):
+    """The program's predictor that writes `rationale` and `label` (the Rater's judge)."""
+    for _, predictor in program.named_predictors():
+        fields = predictor.signature.output_fields
+        if "label" in fields and "rationale" in fields:
+            return predictor
+    raise ValueError("the rater program has no predictor with `rationale` and `label` outputs")
+
+
+def accepted_traces(attempts: Sequence[dict], trainset: Sequence[dspy.Example]) -> list[dict]:
+    """The trace corpus: one row per accepted attempt, in trainset order."""
+    items = {ex.key: ex for ex in trainset}
+    rows = []
+    for r in attempts:
+        if r["accepted"] and r["key"] in items:
+            ex = items[r["key"]]
+            rows.append({"key": r["key"], "item_id": r["item_id"], "annotator": r.get("annotator"), "item": ex.item,
+                         "human": r["human"], "human_labels": list(ex.get("human_labels") or [r["human"]]),
+                         "label": r["label"], "rationale": r["rationale"], "strategy": r["strategy"],
+                         "attempt": r["attempt"]})
+    return rows
+
+
+def select_demos(traces: Sequence[dict], label_set: LabelSet, n: int) -> list[dict]:
+    """Up to n traces, balanced over labels (round robin in label-set order), deterministic."""
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for t in traces:
+        by_label[t["label"]].append(t)
+    chosen: list[dict] = []
+    while len(chosen) < n and any(by_label.values()):
+        for label in label_set.labels:
+            if by_label.get(label) and len(chosen) < n:
+                chosen.append(by_label[label].pop(0))
+    return chosen
