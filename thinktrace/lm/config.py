@@ -1,0 +1,122 @@
+"""The `models.*` entries of an experiment spec: which LM plays a role (generator, rater, judge) and how to reach it."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator, model_validator
+
+from thinktrace.config import Section
+
+LOCAL = "local"
+
+
+class ModelConfig(Section):
+    """One language model. ``provider: local`` runs it in this process (the embedded model, a local checkpoint or a
+    Hugging Face model); any other provider is reached through dspy.LM / LiteLLM (``openai``, ``anthropic``,
+    ``ollama_chat``, ``hosted_vllm``, ...). API keys never appear in specs or run directories: name the
+    environment variable that holds the key in ``api_key_env``."""
+
+    name: str = Field(
+        default="",
+        description="Display name of this LM in reports and tables; defaults to `model`.",
+    )
+    provider: str = Field(
+        default=LOCAL,
+        description="`local` runs the model in-process with transformers; anything else is a dspy.LM/LiteLLM "
+        "provider prefix such as `openai`, `anthropic`, `ollama_chat` or `hosted_vllm`.",
+    )
+    model: str = Field(
+        description="For `local`: an embedded name (`smollm2-135m`, alias `embedded`), a local checkpoint "
+        "directory, or a Hugging Face hub id (needs the hub or a filled HF cache). Otherwise the provider's "
+        "model id, e.g. `gpt-4o-mini`.",
+    )
+    api_base: str | None = Field(
+        default=None,
+        description="Base URL of the provider's API, e.g. an OpenAI-compatible server `http://127.0.0.1:8011/v1`. "
+        "Remote providers only.",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="Name of the environment variable holding the API key (the key itself is never written in a "
+        "spec). Remote providers only; when unset the provider's own default variable applies.",
+    )
+    adapter: str | None = Field(
+        default=None,
+        description="Directory of a PEFT LoRA adapter applied on top of `model` (local provider only).",
+    )
+    temperature: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Sampling temperature; 0 is greedy decoding.",
+    )
+    max_tokens: int = Field(
+        default=256,
+        gt=0,
+        description="Most tokens generated per call.",
+    )
+    num_threads: int = Field(
+        default=4,
+        ge=1,
+        description="Parallel DSPy workers calling this LM (for local models, concurrent requests are batched).",
+    )
+    cache: bool = Field(
+        default=True,
+        description="Use DSPy's disk cache of LM calls (identical requests are answered from the cache).",
+    )
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, v: str) -> str:
+        v = v.strip()
+        if not v or "/" in v or any(c.isspace() for c in v):
+            raise ValueError("a provider is `local` or a LiteLLM provider prefix like `openai` (no `/`, no spaces)")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a model name or path is required")
+        return v.strip()
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise ValueError(f"api_base must be an http(s) URL, got {v!r}")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _api_key_env(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.replace("_", "").isalnum() or v[0].isdigit():
+            raise ValueError(
+                "api_key_env is the NAME of an environment variable (like OPENAI_API_KEY), not the key itself"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _local_vs_remote(self) -> "ModelConfig":
+        if not self.name:
+            object.__setattr__(self, "name", self.model)
+        if self.is_local:
+            if self.api_base or self.api_key_env:
+                raise ValueError("api_base / api_key_env apply to remote providers, not to provider `local`")
+        elif self.adapter:
+            raise ValueError("adapter (a LoRA directory) applies to provider `local` only")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.provider == LOCAL
+
+    @property
+    def dspy_model(self) -> str:
+        """The model string dspy.LM receives: ``local/<name>`` or ``<provider>/<model>``."""
+        return f"{LOCAL}/{self.name}" if self.is_local else f"{self.provider}/{self.model}"
