@@ -1,12 +1,14 @@
 """Rater: the guideline + one Judge prediction, with lenient label parsing.
 
 `Rater(guideline, label_set)` is what every configured LM runs on each item. Output: a Prediction with
-`rationale`, `label` (a canonical label, or None when the output could not be parsed - counted, never guessed),
-`raw_label` (the label field as the LM wrote it) and `raw` (the LM's whole completion when the adapter could not
-parse it).
+`rationale` (None when the output had none), `label` (a canonical label, or None when the output could not be
+parsed - counted, never guessed), `raw_label` (the label as the LM wrote it) and `raw` (the LM's whole
+completion when the adapter could not parse it).
 """
 
 from __future__ import annotations
+
+import re
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
@@ -16,10 +18,20 @@ from thinktrace.programs import load_relative
 
 Judge = load_relative(__file__, "../signatures/judge.py", "Judge")
 
+# A line that states the label: `Label: x`, `**label** - x`, `"label": "x"`, `[[ ## label ## ]] x`.
+_LABEL_LINE = re.compile(r"""^[\s#*>"'\[_-]*label[\s#*"'\]_]*[:=-]?\s*(?P<value>.*?)[\s",]*$""", re.I | re.M)
+
 
 def guideline_instructions(guideline: str, label_set: LabelSet) -> str:
     """The signature instructions: the guideline, then the allowed labels."""
     return f"{guideline.strip()}\n\nThe label must be {label_set.describe()}."
+
+
+def label_line(raw: str) -> str | None:
+    """The value of the last line that states a label, or None. Nothing else in a broken completion is trusted
+    (a number in a code block is not a rating)."""
+    values = [m.group("value") for m in _LABEL_LINE.finditer(raw or "") if m.group("value")]
+    return values[-1] if values else None
 
 
 class Rater(dspy.Module):
@@ -32,17 +44,12 @@ class Rater(dspy.Module):
         try:
             out = self.judge(item=item)
         except AdapterParseError as err:
-            # Small models often break the field format; look for a label in the raw completion instead.
+            # Small models often break the format; keep what was parsed and look for a stated label line.
             raw = err.lm_response or ""
-            return dspy.Prediction(rationale=raw, label=self.label_set.parse(_after_label_marker(raw)),
-                                   raw_label=None, raw=raw)
+            partial = err.parsed_result if isinstance(err.parsed_result, dict) else {}
+            raw_label = partial.get("label") or label_line(raw)
+            return dspy.Prediction(rationale=partial.get("rationale") or None, label=self.label_set.parse(raw_label),
+                                   raw_label=raw_label, raw=raw)
         raw_label = out.get("label")
-        return dspy.Prediction(rationale=out.get("rationale") or "", label=self.label_set.parse(raw_label),
+        return dspy.Prediction(rationale=out.get("rationale") or None, label=self.label_set.parse(raw_label),
                                raw_label=raw_label, raw=None)
-
-
-def _after_label_marker(raw: str) -> str:
-    """The text after the last 'label' marker when there is one (so a rationale mentioning labels is skipped)."""
-    lowered = raw.lower()
-    cut = lowered.rfind("label")
-    return raw[cut + len("label"):] if cut >= 0 else raw

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     print_plan(the_plan, out=sys.stderr)
     pipeline = Pipeline(loaded, corpus, run_dir=args.resume or args.out)
     pipeline.run()
-    print(f"run folder: {pipeline.run.path}", file=sys.stderr)
+    print(f"run folder: {pipeline.rundir.path}", file=sys.stderr)
     print(pipeline.summary())
     return 0
 

@@ -28,11 +28,11 @@ def usage_tokens(prediction) -> dict:
     return total
 
 
-def rate_one(program: dspy.Module, lm: dspy.LM, item: Item) -> dict:
+def rate_one(program: dspy.Module, lm: dspy.LM, item: Item, adapter: dspy.Adapter | None = None) -> dict:
     start = time.perf_counter()
     record: dict = {"item_id": item.item_id, "human": item.label}
     try:
-        with dspy.context(lm=lm, track_usage=True):
+        with dspy.context(lm=lm, adapter=adapter, track_usage=True):
             pred = program(item=item.text)
         record.update(label=pred.label, raw_label=pred.get("raw_label"), rationale=pred.get("rationale"),
                       raw=pred.get("raw"), error=None, tokens=usage_tokens(pred))
@@ -46,7 +46,7 @@ def rate_one(program: dspy.Module, lm: dspy.LM, item: Item) -> dict:
 
 def rate_items(program: dspy.Module, lm: dspy.LM, items: Sequence[Item], log: JsonlLog, *, split: str,
                rater: str, threads: int = 4, done: set | None = None, desc: str | None = None,
-               on_record: Callable[[dict], None] | None = None) -> list[dict]:
+               on_record: Callable[[dict], None] | None = None, adapter: dspy.Adapter | None = None) -> list[dict]:
     """Rate `items` not yet in `done` (a set of item ids); returns the new records (also appended to `log`)."""
     todo = [it for it in items if not done or it.item_id not in done]
     records: list[dict] = []
@@ -54,7 +54,7 @@ def rate_items(program: dspy.Module, lm: dspy.LM, items: Sequence[Item], log: Js
         return records
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
             tqdm(total=len(todo), desc=desc or f"rate {rater} [{split}]", unit="item") as bar:
-        futures = [pool.submit(rate_one, program, lm, it) for it in todo]
+        futures = [pool.submit(rate_one, program, lm, it, adapter) for it in todo]
         for future in as_completed(futures):
             record = {"split": split, "rater": rater, **future.result()}
             log.append(record)

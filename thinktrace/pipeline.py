@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import yaml
 
+from thinktrace.adapters import make_adapter
 from thinktrace.data import Corpus
 from thinktrace.errors import SpecError
 from thinktrace.evaluate import rate_items
@@ -28,26 +30,27 @@ class Pipeline:
         self.corpus = corpus
         self.resolved = {**self.spec.model_dump(mode="json"), "codebook": loaded.guideline, "codebook_file": None}
         if run_dir:
-            self.run = RunDir(__import__("pathlib").Path(run_dir))
+            self.rundir = RunDir(Path(run_dir))
             self._check_same_spec()
         else:
-            self.run = RunDir.create(self.spec.output_dir, self.spec.name)
+            self.rundir = RunDir.create(self.spec.output_dir, self.spec.name)
         self._lms: dict = {}
+        self.adapter = make_adapter(self.spec.programs.adapter)
         self.timing: dict[str, float] = {}
 
     # -- setup -----------------------------------------------------------------------------------------------
     def _check_same_spec(self) -> None:
-        path = self.run.file("spec.resolved.yaml")
+        path = self.rundir.file("spec.resolved.yaml")
         if path.exists():
             before = yaml.safe_load(path.read_text(encoding="utf-8"))
             if before != self.resolved:
                 changed = sorted(k for k in set(before) | set(self.resolved) if before.get(k) != self.resolved.get(k))
-                raise SpecError(", ".join(changed), f"the run folder {self.run.path} was made with a different spec "
+                raise SpecError(", ".join(changed), f"the run folder {self.rundir.path} was made with a different spec "
                                 "(these sections differ); resume it with the same spec or start a new run")
 
     def _write_setup(self) -> None:
-        self.run.write_text("spec.resolved.yaml", yaml.safe_dump(self.resolved, sort_keys=False, allow_unicode=True))
-        self.run.write_json("data.json", {
+        self.rundir.write_text("spec.resolved.yaml", yaml.safe_dump(self.resolved, sort_keys=False, allow_unicode=True))
+        self.rundir.write_json("data.json", {
             "stats": self.corpus.stats,
             "splits": {s: [it.item_id for it in self.corpus.split(s)] for s in ("train", "dev", "test")},
         })
@@ -69,7 +72,7 @@ class Pipeline:
 
     # -- stages ----------------------------------------------------------------------------------------------
     def evaluate(self) -> list[dict]:
-        log = self.run.log("predictions.jsonl")
+        log = self.rundir.log("predictions.jsonl")
         records = log.read()
         done = {(r["split"], r["rater"], r["item_id"]) for r in records}
         for split in self.spec.evaluate.splits:
@@ -80,7 +83,7 @@ class Pipeline:
                     continue
                 program = self.rater_program(self.loaded.guideline)
                 records += rate_items(program, self.lm(cfg), items, log, split=split, rater=cfg.name,
-                                      threads=cfg.num_threads, done=ids)
+                                      threads=cfg.num_threads, done=ids, adapter=self.adapter)
         return records
 
     def traces(self) -> dict:
@@ -96,16 +99,16 @@ class Pipeline:
         infer_cls = load_object(self.spec.programs.infer, [self.loaded.base_dir], "programs.infer")
         teacher = infer_cls(guideline=self.loaded.guideline, label_set=self.corpus.label_set)
         student = self.rater_program(self.loaded.guideline)
-        log = self.run.log("attempts.jsonl")
+        log = self.rundir.log("attempts.jsonl")
         tele = RejectionSampling(self.corpus.label_set, generator=self.lm(gen_cfg), k=cfg.k, keep=cfg.keep,
                                  temperature=cfg.temperature, strategy=cfg.strategy, tolerance=cfg.tolerance,
                                  seed=self.spec.seed, num_threads=cfg.num_threads or gen_cfg.num_threads,
-                                 attempts_log=log, max_demos=cfg.max_demos)
+                                 attempts_log=log, max_demos=cfg.max_demos, adapter=self.adapter)
         compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
         traces = accepted_traces(tele.attempts, examples)
-        write_jsonl(self.run.file("traces.jsonl"), traces)
-        write_jsonl(self.run.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature))
-        compiled.save(str(self.run.file("program.json")))
+        write_jsonl(self.rundir.file("traces.jsonl"), traces)
+        write_jsonl(self.rundir.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature, self.adapter))
+        compiled.save(str(self.rundir.file("program.json")))
         return acceptance_stats(tele.attempts, examples)
 
     def metrics(self, records: list[dict]) -> dict:
@@ -136,9 +139,9 @@ class Pipeline:
         self.result = self.run_stage("metrics", lambda: self.metrics(records))
         if trace_stats is not None:
             self.result["traces"] = trace_stats
-        self.run.write_json("metrics.json", self.result)
-        write_report(self.run, self.result)
-        self.run.write_json("metrics.json", self.result)
+        self.rundir.write_json("metrics.json", self.result)
+        write_report(self.rundir, self.result)
+        self.rundir.write_json("metrics.json", self.result)
         return self.result
 
     def summary(self) -> str:
@@ -156,5 +159,5 @@ class Pipeline:
             ceiling = (m.get("human_ceiling") or {}).get("loo_alpha")
             if ceiling:
                 lines.append(f"{split} human ceiling (LOO alpha): {fmt_est(ceiling)}")
-        lines.append(f"report: {self.run.file('report.md')}")
+        lines.append(f"report: {self.rundir.file('report.md')}")
         return "\n".join(lines)

@@ -44,6 +44,9 @@ class ProgramsConfig(Section):
                        "forward(item) -> Prediction(rationale, label).")
     infer: str = Field("programs/trace.py:TraceInferrer", description="Trace inference program used by the "
                        "rejection-sampling teleprompter.")
+    adapter: Literal["plain", "chat", "json"] = Field(
+        "plain", description="Prompt format (DSPy adapter): plain = `Rationale:`/`Label:` lines (small local models "
+        "follow it best); chat = DSPy ChatAdapter; json = DSPy JSONAdapter. Training rows use the same format.")
 
 
 class SamplingConfig(Section):
@@ -239,7 +242,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> LoadedSpe
         first = err.errors()[0]
         loc = tuple(first["loc"])
         extra = _allowed_fields(Spec, loc) if first["type"] == "extra_forbidden" else ""
-        got = "" if first["type"] in ("missing", "extra_forbidden") else f" (got {first.get('input')!r:.60})"
+        value = first.get("input")
+        got = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(value, (dict, list)) \
+            else f" (got {value!r:.60})"
         more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
         raise SpecError(_field_path(loc), f"{_allowed(first)}{extra}{got}{more}", shown) from None
     if spec.codebook_file:

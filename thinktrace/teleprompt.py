@@ -51,7 +51,7 @@ class RejectionSampling(Teleprompter):
     def __init__(self, label_set: LabelSet, *, generator: dspy.LM, judge: dspy.LM | None = None, k: int = 8,
                  keep: int = 1, temperature: float = 1.0, strategy: str = "blind", tolerance: float = 0.0,
                  seed: int = 0, num_threads: int = 4, attempts_log: JsonlLog | None = None, max_demos: int = 4,
-                 progress: bool = True):
+                 progress: bool = True, adapter: dspy.Adapter | None = None):
         super().__init__()
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -63,6 +63,7 @@ class RejectionSampling(Teleprompter):
         self.k, self.keep, self.temperature, self.strategy = k, keep, temperature, strategy
         self.tolerance, self.seed, self.num_threads = tolerance, seed, num_threads
         self.attempts_log, self.max_demos, self.progress = attempts_log, max_demos, progress
+        self.adapter = adapter
         self.attempts: list[dict] = []
 
     # -- acceptance ------------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ class RejectionSampling(Teleprompter):
         tokens = {"prompt": 0, "completion": 0}
         try:
             if strategy == "blind":
-                with dspy.context(lm=self._lm(seed), track_usage=True):
+                with dspy.context(lm=self._lm(seed), adapter=self.adapter, track_usage=True):
                     pred = teacher.blind(item=example.item)
                 tokens = usage_tokens(pred)
                 record.update(rationale=pred.get("rationale") or None, label=pred.label,
@@ -96,13 +97,13 @@ class RejectionSampling(Teleprompter):
                 if pred.get("raw") is not None:
                     record["rationale"] = None  # the completion broke the format: no usable trace
             else:
-                with dspy.context(lm=self._lm(seed), track_usage=True):
+                with dspy.context(lm=self._lm(seed), adapter=self.adapter, track_usage=True):
                     hint = teacher.rationalize(example.item, example.label)
                 tokens = usage_tokens(hint)
                 rationale = (hint.get("rationale") or "").strip() or None
                 record.update(rationale=rationale, raw=hint.get("raw"), label=None, raw_label=None, error=None)
                 if rationale:
-                    with dspy.context(lm=self.judge.copy(temperature=0.0), track_usage=True):
+                    with dspy.context(lm=self.judge.copy(temperature=0.0), adapter=self.adapter, track_usage=True):
                         check = teacher.verify(example.item, rationale)
                     more = usage_tokens(check)
                     tokens = {k: tokens[k] + more[k] for k in tokens}

@@ -30,11 +30,26 @@ def text_of(content) -> str:
     return "".join(getattr(p, "text", "") or "" for p in content)
 
 
+_PLAIN_OUT = "Answer in exactly this format:\n"
+_PLAIN_LINE = re.compile(r"^([A-Z][a-z ]*): (.*)$", re.M)
+
+
+def is_plain(request) -> bool:
+    """True when the request was formatted by thinktrace's PlainAdapter (`Field: value` lines)."""
+    return _PLAIN_OUT in text_of(request.system)
+
+
 def request_fields(request) -> tuple[dict[str, str], list[str]]:
-    """(input fields of the last user message, output field names from the system prompt)."""
+    """(input fields of the last user message, output field names from the system prompt), for ChatAdapter
+    and PlainAdapter requests."""
     user = text_of(request.messages[-1].text if hasattr(request.messages[-1], "text") else "")
-    inputs = {k: v.strip() for k, v in _FIELD.findall(user)}
     system = text_of(request.system)
+    if is_plain(request):
+        inputs = {k.lower().replace(" ", "_"): v.strip() for k, v in _PLAIN_LINE.findall(user)}
+        block = system.split(_PLAIN_OUT, 1)[1]
+        outputs = [k.lower().replace(" ", "_") for k, _ in _PLAIN_LINE.findall(block)]
+        return inputs, outputs
+    inputs = {k: v.strip() for k, v in _FIELD.findall(user)}
     block = _OUT_NAMES.search(system)
     outputs = _NAME.findall(block.group(1)) if block else []
     return inputs, outputs
@@ -43,6 +58,10 @@ def request_fields(request) -> tuple[dict[str, str], list[str]]:
 def format_chat_fields(fields: dict) -> str:
     body = "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in fields.items())
     return body + "[[ ## completed ## ]]"
+
+
+def format_plain_fields(fields: dict) -> str:
+    return "\n".join(f"{k.replace('_', ' ').capitalize()}: {v}" for k, v in fields.items())
 
 
 class ScriptedEngine:
@@ -57,8 +76,10 @@ class ScriptedEngine:
             self.calls += 1
         inputs, outputs = request_fields(request)
         answer = self.rule(inputs, request)
-        text = answer if isinstance(answer, str) else format_chat_fields(
-            {k: answer[k] for k in outputs if k in answer} if outputs else answer)
+        if not isinstance(answer, str):
+            fields = {k: answer[k] for k in outputs if k in answer} if outputs else answer
+            answer = format_plain_fields(fields) if is_plain(request) else format_chat_fields(fields)
+        text = answer
         return Response(id=None, model="scripted", message=Message.assistant([TextPart(text)]), finish_reason="stop",
                         usage=Usage(input_tokens=len(text_of(request.system)) // 4, output_tokens=len(text) // 4))
 
