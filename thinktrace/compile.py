@@ -49,7 +49,8 @@ def plan(loaded, corpus) -> dict:
             "lm_calls_max": sum(s["lm_calls_max"] for s in stages.values())}
 
 
-def print_plan(p: dict, out=sys.stdout) -> None:
+def print_plan(p: dict, out=None) -> None:
+    out = out or sys.stdout
     print(f"experiment {p['name']}: items train={p['items']['train']} dev={p['items']['dev']} "
           f"test={p['items']['test']}; labels ({p['level']}): {', '.join(p['label_set'])}; "
           f"per-annotator labels: {'yes' if p['per_annotator'] else 'no'}", file=out)

@@ -1,7 +1,7 @@
 """Build a dspy.LM from a ModelConfig.
 
-Local models share one engine per (checkpoint, adapter) in this process, so two raters on the same model load it
-once. Accounting: ``engine_stats()`` reports, per local engine, the calls that reached the model and the tokens it
+Local models share one ``BatchingEngine`` per (checkpoint, adapter) in this process, so two raters on the same model
+load it once and their concurrent requests are decoded together. Accounting: ``engine_stats()`` reports, per local engine, the calls that reached the model and the tokens it
 read and generated (DSPy cache hits never reach it). For remote LMs use ``lm_usage(lm)``, which sums the usage DSPy
 records in ``lm.history`` (history is bounded by DSPy's ``max_history_size``; cached answers are included there).
 """
@@ -37,8 +37,8 @@ def get_engine(cfg: ModelConfig, field: str = "model"):
     missing checkpoint or adapter directory is a SpecError here) but loads weights only on the first call."""
     from pathlib import Path
 
+    from thinktrace.lm.batching import BatchingEngine
     from thinktrace.lm.embedded import canonical_name, resolve_model_path
-    from thinktrace.lm.local_engine import TransformersEngine
 
     if not canonical_name(cfg.model):
         resolve_model_path(cfg.model, field=f"{field}.model")  # checks local paths; hub ids pass through
@@ -48,7 +48,7 @@ def get_engine(cfg: ModelConfig, field: str = "model"):
     with _registry_lock:
         engine = _registry.get(key)
         if engine is None:
-            engine = TransformersEngine(key[0], key[1], default_max_tokens=cfg.max_tokens)
+            engine = BatchingEngine(key[0], key[1], default_max_tokens=cfg.max_tokens)
             _registry[key] = engine
         return engine
 
@@ -59,6 +59,10 @@ def build_lm(cfg: ModelConfig, field: str = "model"):
     Remote keys are read from ``os.environ[cfg.api_key_env]`` now; a missing variable is a SpecError naming it."""
     import dspy
 
+    from thinktrace.lm.custom import PYTHON, build_custom_lm
+
+    if cfg.provider == PYTHON:
+        return build_custom_lm(cfg, field)
     common = dict(temperature=cfg.temperature, max_tokens=cfg.max_tokens, cache=cfg.cache)
     if cfg.is_local:
         return dspy.LM(cfg.dspy_model, engine=get_engine(cfg, field), **common)

@@ -1,0 +1,40 @@
+"""Engines for `provider: python` in test specs (importable by path from a subprocess too)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from thinktrace.lm.scripted import ScriptedEngine
+
+POSITIVE = ("good", "great", "lovely", "happy", "nice")
+NEGATIVE = ("bad", "awful", "sad", "ugly", "poor")
+
+
+def truth(text: str) -> str:
+    words = set(text.lower().split())
+    if words & set(POSITIVE):
+        return "positive"
+    if words & set(NEGATIVE):
+        return "negative"
+    return "neutral"
+
+
+def _rule(inputs, request):
+    seed = request.config.seed or 0
+    if "rationale" in inputs and "label" not in inputs:  # CheckRationale
+        return {"label": inputs["rationale"].rsplit(" ", 1)[-1]}
+    if "label" in inputs:  # InferRationale
+        return {"rationale": f"the guideline points to {inputs['label']}"}
+    item = inputs.get("item", "")
+    delay = float(os.environ.get("THINKTRACE_FAKE_DELAY", "0"))
+    if delay:
+        time.sleep(delay)
+    right = (request.config.temperature or 0) == 0 or seed % 3 == 0
+    label = truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
+    return {"rationale": f"the words of '{item}' suggest {label}", "label": label}
+
+
+def keyword_rater():
+    """Right at temperature 0; at temperature > 0 right only when the attempt's seed is divisible by 3."""
+    return ScriptedEngine(_rule)

@@ -1,0 +1,110 @@
+"""End-to-end compile runs on the toy corpus with a fake engine (provider: python), in-process and as a CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from specs import toy_spec, write_spec
+
+from thinktrace.compile import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_dir(tmp_path):
+    runs = sorted((tmp_path / "runs" / "toy").iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_compile_writes_the_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, toy_spec())
+    assert main([str(spec)]) == 0
+    run = run_dir(tmp_path)
+    for name in ("spec.resolved.yaml", "data.json", "predictions.jsonl", "metrics.json", "report.md",
+                 "attempts.jsonl", "traces.jsonl", "sft.jsonl", "program.json"):
+        assert (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["splits"]["test"]
+    rater = test["raters"]["kw"]
+    assert rater["n_unparsed"] == 0 and rater["alpha"]["value"] is not None
+    assert rater["alpha"]["ci"][0] <= rater["alpha"]["value"] <= rater["alpha"]["ci"][1]
+    assert test["human_ceiling"]["loo_alpha"]["value"] is not None
+    preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    data = json.loads((run / "data.json").read_text())
+    assert {p["item_id"] for p in preds} == set(data["splits"]["test"])
+    traces = [json.loads(line) for line in (run / "traces.jsonl").read_text().splitlines()]
+    assert traces and all(t["label"] == t["human"] for t in traces)
+    assert set(t["item_id"] for t in traces) <= set(data["splits"]["train"])  # traces never come from test
+    report = (run / "report.md").read_text()
+    assert "α (95% CI)" in report and "Human ceiling" in report and "Inferred thinking traces" in report
+    assert "alpha" in capsys.readouterr().out
+
+
+def test_resume_reuses_predictions_and_attempts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, toy_spec())
+    out = tmp_path / "runs" / "toy" / "fixed"
+    assert main([str(spec), "--out", str(out)]) == 0
+    before = {n: (out / n).read_text() for n in ("predictions.jsonl", "attempts.jsonl", "traces.jsonl")}
+    assert main([str(spec), "--resume", str(out)]) == 0
+    for name, text in before.items():
+        assert (out / name).read_text() == text, name  # nothing new was sampled or rated
+
+
+def test_resume_with_another_spec_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "toy" / "fixed"
+    assert main([str(write_spec(tmp_path, toy_spec())), "--out", str(out)]) == 0
+    other = write_spec(tmp_path, toy_spec(seed=5), "other.yaml")
+    assert main([str(other), "--resume", str(out)]) == 2
+    assert "different spec" in capsys.readouterr().err
+
+
+def test_dry_run_loads_no_model(tmp_path, capsys):
+    spec = toy_spec()
+    spec["models"]["raters"][0] = {"name": "ghost", "provider": "local", "model": str(tmp_path / "nope")}
+    path = write_spec(tmp_path, spec)
+    assert main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "train=20 dev=10 test=10" in out and "at most" in out
+
+
+def test_set_overrides_and_schema(tmp_path, capsys):
+    path = write_spec(tmp_path, toy_spec())
+    assert main([str(path), "--dry-run", "--set", "data.limit=20", "--set", "sampling.k=2"]) == 0
+    assert "train=10 dev=5 test=5" in capsys.readouterr().out
+    assert main(["--schema"]) == 0
+    assert "`data.label_set`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, field", [
+    ("sampling.k=0", "sampling.k"),
+    ("models.raters.0.temprature=1", "models.raters.0.temprature"),
+    ("data.split.train=0.9", "data.split"),
+    ("data.level=cardinal", "data.level"),
+    ("programs.rater=programs/nope.py:Rater", "programs.rater"),
+    ("programs.rater=programs/rater.py:Nope", "programs.rater"),
+])
+def test_bad_spec_is_one_line_exit_2(tmp_path, override, field):
+    path = write_spec(tmp_path, toy_spec())
+    proc = subprocess.run([sys.executable, "-m", "thinktrace.compile", str(path), "--dry-run", "--set", override],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and field in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_shipped_experiment_specs_validate():
+    from pathlib import Path
+
+    from thinktrace.spec import load_spec
+
+    specs = sorted(Path(ROOT, "experiments").glob("*.yaml"))
+    assert specs
+    for path in specs:
+        load_spec(path)
