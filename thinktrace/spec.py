@@ -101,10 +101,10 @@ class Spec(Section):
     codebook: str | None = Field(None, description="The original annotation guideline, inline.")
     codebook_file: str | None = Field(None, description="Or: a text/Markdown file with the guideline (relative "
                                       "to the spec's folder).")
-    models: ModelsConfig
-    programs: ProgramsConfig = Field(default_factory=ProgramsConfig)
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    models: ModelsConfig = Field(..., description="The LMs: raters (required) and the trace generator.")
+    programs: ProgramsConfig = Field(default_factory=ProgramsConfig, description="DSPy programs and prompt format.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rejection sampling of traces.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation against humans.")
     output_dir: str = Field("runs", description="Where run folders are written (relative to the working dir).")
 
     @field_validator("name")
