@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from thinktrace.errors import SpecError
-from thinktrace.lm import ModelConfig, TransformersEngine, build_lm
+from thinktrace.lm import BatchingEngine, ModelConfig, build_lm
 from thinktrace.lm.factory import clear_engines, engine_stats, lm_usage
 
 
@@ -72,7 +72,7 @@ def test_local_lms_share_one_engine(tiny_model_dir, tiny_adapter_dir):
     a = build_lm(ModelConfig(name="a", model=str(tiny_model_dir), max_tokens=4, cache=False))
     b = build_lm(ModelConfig(name="b", model=str(tiny_model_dir), temperature=0.5, cache=False))
     c = build_lm(ModelConfig(name="c", model=str(tiny_model_dir), adapter=str(tiny_adapter_dir), cache=False))
-    assert isinstance(a.engine, TransformersEngine) and a.engine is b.engine and c.engine is not a.engine
+    assert isinstance(a.engine, BatchingEngine) and a.engine is b.engine and c.engine is not a.engine
     assert a.model == "local/a"
     a("hi")
     assert lm_usage(a)["calls"] == 1 and lm_usage(a)["output_tokens"] <= 4

@@ -4,9 +4,16 @@ Plugged in as ``dspy.LM("local/<name>", engine=TransformersEngine(...))`` (DSPy 
 ``dspy.clients.engines.base.Engine``): DSPy owns caching, retries, history and callbacks; the engine turns one
 ``dspy.lm15.Request`` into one ``dspy.lm15.Response``.
 
-Reproducibility: a request with ``config.seed`` samples from its own RNG seeded with that seed, so the same seed,
-prompt and parameters give the same text (on the same machine and torch build). Temperature 0 (or None) is greedy
-decoding and needs no seed. Without a seed, sampling draws from torch's global RNG.
+Decoding is a small loop of our own (``DecodeBatch``) rather than ``model.generate``: it lets each row of a batch
+keep its own sampling parameters and RNG, lets rows join and leave between steps, and reuses the key/value states
+of earlier prompts that share a prefix (``PrefixCache``). This engine runs one request at a time through it; the
+batching engine (``thinktrace.lm.batching``) runs many.
+
+Reproducibility: a request with ``config.seed`` samples from its own ``torch.Generator`` seeded with that seed, so
+the same seed, prompt and parameters give the same text, alone or batched with others. Temperature 0 (or None) is
+greedy decoding and needs no seed. Without a seed, the request's generator is seeded from torch's global RNG. The
+guarantee is up to floating point: batching, padding and prefix reuse change the shapes of the matrix products, so
+logits can differ in the last bits, which flips a token only at a near-tie.
 """
 
 from __future__ import annotations
@@ -135,6 +142,8 @@ class TransformersEngine:
         adapter_path: optional PEFT LoRA directory applied on top of the base model.
         num_threads: torch intra-op threads to use (process-wide setting, applied at load); None keeps torch's default.
         default_max_tokens: generation budget when a request does not set max_tokens.
+        prefix_cache_tokens: how many prompt tokens of key/value states to keep for reuse by later prompts that
+            share a prefix (see ``PrefixCache``); 0 disables it. ~46 KB per token for SmolLM2-135M.
 
     Calls are serialized by a lock (one generate at a time); ``stats()`` reports calls and tokens so far.
     """
@@ -146,8 +155,11 @@ class TransformersEngine:
         *,
         num_threads: int | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        prefix_cache_tokens: int = 4096,
     ):
         self.model_name = model
+        self.prefix_cache_tokens = int(prefix_cache_tokens)
+        self._prefix = PrefixCache(self.prefix_cache_tokens)
         self.adapter_path = adapter_path
         self.num_threads = num_threads
         self.default_max_tokens = int(default_max_tokens)
@@ -180,18 +192,23 @@ class TransformersEngine:
         return self._loaded is not None
 
     # -- engine protocol -----------------------------------------------------------------------------------
-    def complete(self, request):
+    def _prepare(self, request) -> "Row":
+        """Validate and tokenize a request (in the caller's thread) into a Row ready to decode."""
         from dspy.clients.engines.base import validate_request
 
         validate_request(request)
         lm = self.load()
         params = SamplingParams.from_request(request, self.default_max_tokens)
         ids = lm.encode(request_messages(request))
-        params = self._fit_context(lm, ids, params)
+        return Row(ids, self._fit_context(lm, ids, params))
+
+    def complete(self, request):
+        row = self._prepare(request)
+        lm = self._loaded
         t0 = time.perf_counter()
         with self._gen_lock:
-            out_ids = generate_one(lm, ids, params)
-        return self._response(request, lm, ids, out_ids, params, time.perf_counter() - t0)
+            DecodeBatch(lm, self._prefix).run([row])
+        return self._response(request, lm, row, time.perf_counter() - t0)
 
     def stream(self, request):
         from dspy.lm15 import response_to_events
@@ -214,6 +231,7 @@ class TransformersEngine:
             "adapter_path": self.adapter_path,
             "num_threads": self.num_threads,
             "default_max_tokens": self.default_max_tokens,
+            "prefix_cache_tokens": self.prefix_cache_tokens,
         }
 
     @classmethod
@@ -223,6 +241,7 @@ class TransformersEngine:
             state.get("adapter_path"),
             num_threads=state.get("num_threads"),
             default_max_tokens=state.get("default_max_tokens", DEFAULT_MAX_TOKENS),
+            prefix_cache_tokens=state.get("prefix_cache_tokens", 4096),
         )
 
     # -- accounting --------------------------------------------------------------------------------------
@@ -248,20 +267,17 @@ class TransformersEngine:
             params = SamplingParams(room, params.temperature, params.top_p, params.top_k, params.seed, params.stop)
         return params
 
-    def _response(self, request, lm: LoadedModel, ids, out_ids, params: SamplingParams, seconds: float):
+    def _response(self, request, lm: LoadedModel, row: "Row", seconds: float):
         from dspy.lm15 import Message, Response, TextPart, Usage
 
-        text = lm.decode(out_ids)
-        text, stopped = truncate_at_stop(text, params.stop)
-        ended_eos = bool(out_ids) and out_ids[-1] in lm.eos_ids
-        finish = "stop" if (stopped or ended_eos or len(out_ids) < params.max_tokens) else "length"
-        self._record(len(ids), len(out_ids), seconds)
+        text, _ = truncate_at_stop(lm.decode(row.out), row.params.stop)
+        self._record(len(row.ids), len(row.out), seconds)
         return Response(
             id=None,
             model=request.model or self.model_name,
             message=Message.assistant([TextPart(text)]),
-            finish_reason=finish,
-            usage=Usage(input_tokens=len(ids), output_tokens=len(out_ids)),
+            finish_reason=row.finish,
+            usage=Usage(input_tokens=len(row.ids), output_tokens=len(row.out)),
         )
 
     def __repr__(self) -> str:
@@ -269,34 +285,263 @@ class TransformersEngine:
         return f"TransformersEngine({self.model_name!r}{adapter}, loaded={self.loaded})"
 
 
-def generate_one(lm: LoadedModel, ids: list[int], params: SamplingParams) -> list[int]:
-    """Generate for one prompt with HF ``generate``; returns the new token ids (without padding).
+class PrefixCache:
+    """Key/value states of recent prompts, reused for any later prompt that shares a token prefix with them.
 
-    A seeded request runs inside ``torch.random.fork_rng`` so it neither reads nor disturbs the global RNG."""
+    DSPy prompts share long prefixes (the adapter's system prompt, the guideline, few-shot demos) and rejection
+    sampling sends the same prompt k times, so most prefill work repeats. Entries hold one prompt's per-layer
+    ``(keys, values)`` of shape ``[1, heads, length, head_dim]``; the total length held is bounded by
+    ``max_tokens`` (least recently used entries go first; 0 disables the cache). Because attention is causal, the
+    first n positions of an entry are valid for any prompt whose first n tokens match. Not thread-safe: one
+    decoding thread owns it."""
+
+    def __init__(self, max_tokens: int = 4096):
+        from collections import OrderedDict
+
+        self.max_tokens = int(max_tokens)
+        self._entries: "OrderedDict[tuple[int, ...], list]" = OrderedDict()
+        self._tokens = 0
+
+    def longest(self, ids: list[int]) -> tuple[int, list | None]:
+        """(n, kv): the longest reusable prefix, at most len(ids) - 1 tokens (the last token is always run, to
+        get its logits)."""
+        import os.path
+
+        ids = tuple(ids)
+        best, best_kv = 0, None
+        for key, kv in self._entries.items():
+            n = len(os.path.commonprefix([key, ids]))
+            if n > best:
+                best, best_kv, best_key = n, kv, key
+        if best_kv is None:
+            return 0, None
+        self._entries.move_to_end(best_key)
+        return min(best, len(ids) - 1), best_kv
+
+    def put(self, ids: list[int], kv: list) -> None:
+        if self.max_tokens <= 0 or len(ids) > self.max_tokens:
+            return
+        key = tuple(ids)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        self._entries[key] = kv
+        self._tokens += len(key)
+        while self._tokens > self.max_tokens:
+            old, _ = self._entries.popitem(last=False)
+            self._tokens -= len(old)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Row:
+    """One request being decoded: its prompt, sampling parameters, own RNG, generated ids and outcome."""
+
+    __slots__ = ("ids", "params", "generator", "out", "done", "finish", "error", "event", "t_submit")
+
+    def __init__(self, ids: list[int], params: SamplingParams):
+        import torch
+
+        self.ids = ids
+        self.params = params
+        self.generator = None
+        if not params.greedy:
+            # A seeded request samples from its own stream, whatever else shares its batch. An unseeded one
+            # takes its stream's seed from torch's global RNG (reproducible only if the request order is).
+            seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+            self.generator = torch.Generator().manual_seed(seed)
+        self.out: list[int] = []
+        self.done = False
+        self.finish = "stop"
+        self.error: BaseException | None = None
+        self.event = threading.Event()
+        self.t_submit = time.perf_counter()
+
+
+def sample_rows(rows: list[Row], logits) -> list[int]:
+    """Next token per row from last-position logits ``[B, vocab]``: argmax for greedy rows; temperature, top-k,
+    top-p and the row's own generator for the others. Each row's choice depends only on its own logits and RNG."""
     import torch
 
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=params.max_tokens,
-        pad_token_id=lm.pad_id,
-        eos_token_id=lm.eos_ids or None,
-    )
-    if params.greedy:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None)
-    if params.stop:
-        kwargs.update(stop_strings=list(params.stop), tokenizer=lm.tokenizer)
-    input_ids = torch.tensor([ids], dtype=torch.long)
-    attention = torch.ones_like(input_ids)
-    with torch.inference_mode():
-        if params.seed is not None and not params.greedy:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(params.seed)
-                out = lm.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+    logits = logits.float()
+    out = [0] * len(rows)
+    greedy = [i for i, r in enumerate(rows) if r.params.greedy]
+    if greedy:
+        for i, t in zip(greedy, logits[greedy].argmax(-1).tolist()):
+            out[i] = t
+    sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
+    if not sampled:
+        return out
+    temps = torch.tensor([rows[i].params.temperature for i in sampled], dtype=logits.dtype)
+    lg = logits[sampled] / temps[:, None]
+    for j, i in enumerate(sampled):
+        k = rows[i].params.top_k
+        if 0 < k < lg.shape[-1]:
+            kth = torch.topk(lg[j], k).values[-1]
+            lg[j] = lg[j].masked_fill(lg[j] < kth, float("-inf"))
+    top_p = torch.tensor([rows[i].params.top_p for i in sampled], dtype=logits.dtype)
+    if bool((top_p < 1.0).any()):
+        sorted_lg, order = torch.sort(lg, dim=-1, descending=True)
+        probs = sorted_lg.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p[:, None]  # keep the smallest set reaching top_p (never empty)
+        lg = lg.scatter(-1, order, sorted_lg.masked_fill(drop, float("-inf")))
+    probs = lg.softmax(-1)
+    for j, i in enumerate(sampled):
+        out[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator).item())
+    return out
+
+
+class DecodeBatch:
+    """Rows decoding together over one left-padded KV cache; rows join (``admit``) and leave (``reap``) between
+    steps, so a long generation never holds up the rest (continuous batching).
+
+    Each admitted prompt is prefilled on its own, reusing the longest matching prefix from the ``PrefixCache``,
+    then left-padded into the shared cache. Works for decoder-only models whose cache is all full-attention
+    ``DynamicLayer`` (Llama, SmolLM2, Qwen2 without sliding windows, ...)."""
+
+    def __init__(self, lm: LoadedModel, prefix: PrefixCache | None = None):
+        self.lm = lm
+        self.prefix = prefix if prefix is not None else PrefixCache(0)
+        self.rows: list[Row] = []
+        self.cache = None  # DynamicCache, keys [B, H, T, D]
+        self.mask = None  # [B, T] long, 0 = left padding
+        self.pos = None  # [B] position of the next token
+        self.last = None  # [B] last sampled token, fed at the next step
+        self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "prefix_hit_tokens": 0}
+
+    # -- joining -------------------------------------------------------------------------------------------
+    def admit(self, rows: list[Row]) -> list[Row]:
+        """Prefill `rows`, sample their first token and add the unfinished ones; returns rows already finished."""
+        import torch
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        finished, joined = [], []
+        for row in rows:
+            n, kv = self.prefix.longest(row.ids)
+            if kv is not None and n > 0:
+                cache = DynamicCache(ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in kv])
+            else:
+                n, cache = 0, DynamicCache(config=self.lm.model.config)
+            suffix = torch.tensor([row.ids[n:]], dtype=torch.long)
+            positions = torch.arange(n, len(row.ids), dtype=torch.long)[None]
+            with torch.inference_mode():
+                out = self.lm.model(input_ids=suffix, position_ids=positions, cache=cache, use_cache=True,
+                                    logits_to_keep=1)
+            if not all(type(layer) is DynamicLayer for layer in cache.layers):
+                raise NotImplementedError("batched decoding needs a model whose KV cache is all full attention")
+            layer_kv = [(layer.keys, layer.values) for layer in cache.layers]
+            self.prefix.put(row.ids, layer_kv)
+            self.stats["prefill_tokens"] += len(row.ids) - n
+            self.stats["prefix_hit_tokens"] += n
+            token = sample_rows([row], out.logits[:, -1, :])[0]
+            if self._append(row, token):
+                finished.append(row)
+            else:
+                joined.append((row, layer_kv, token))
+        if joined:
+            self._merge(joined)
+        return finished
+
+    def _merge(self, joined) -> None:
+        import torch
+
+        old_b = len(self.rows)
+        old_t = 0 if self.mask is None else self.mask.shape[1]
+        t = max([old_t] + [len(r.ids) for r, _, _ in joined])
+        b = old_b + len(joined)
+        n_layers = len(joined[0][1])
+        new_kv = []
+        for li in range(n_layers):
+            k0, v0 = joined[0][1][li]
+            keys = k0.new_zeros((b, k0.shape[1], t, k0.shape[3]))
+            values = v0.new_zeros((b, v0.shape[1], t, v0.shape[3]))
+            if old_b:
+                layer = self.cache.layers[li]
+                keys[:old_b, :, t - old_t :] = layer.keys
+                values[:old_b, :, t - old_t :] = layer.values
+            for j, (row, kv, _) in enumerate(joined):
+                length = len(row.ids)
+                keys[old_b + j, :, t - length :] = kv[li][0][0]
+                values[old_b + j, :, t - length :] = kv[li][1][0]
+            new_kv.append((keys, values))
+        mask = torch.zeros((b, t), dtype=torch.long)
+        if old_b:
+            mask[:old_b, t - old_t :] = self.mask
+        for j, (row, _, _) in enumerate(joined):
+            mask[old_b + j, t - len(row.ids) :] = 1
+        pos = torch.tensor([len(r.ids) for r, _, _ in joined], dtype=torch.long)
+        last = torch.tensor([tok for _, _, tok in joined], dtype=torch.long)
+        if old_b:
+            for layer, (keys, values) in zip(self.cache.layers, new_kv):
+                layer.keys, layer.values = keys, values
+            pos, last = torch.cat([self.pos, pos]), torch.cat([self.last, last])
         else:
-            out = lm.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-    new = out[0, len(ids) :].tolist()
-    # generate pads finished rows; a single row stops at eos, but strip defensively
-    while new and new[-1] == lm.pad_id and lm.pad_id not in lm.eos_ids:
-        new.pop()
-    return new
+            from transformers import DynamicCache
+
+            self.cache = DynamicCache()
+            for li, (keys, values) in enumerate(new_kv):
+                self.cache.update(keys, values, li)
+        self.rows.extend(r for r, _, _ in joined)
+        self.mask, self.pos, self.last = mask, pos, last
+
+    # -- decoding ------------------------------------------------------------------------------------------
+    def step(self) -> None:
+        """Run one decoding step for every row."""
+        import torch
+
+        if not self.rows:
+            return
+        mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long)], dim=1)
+        with torch.inference_mode():
+            out = self.lm.model(input_ids=self.last[:, None], attention_mask=mask, position_ids=self.pos[:, None],
+                                cache=self.cache, use_cache=True, logits_to_keep=1)
+        self.mask = mask
+        self.pos = self.pos + 1
+        tokens = sample_rows(self.rows, out.logits[:, -1, :])
+        for row, token in zip(self.rows, tokens):
+            self._append(row, token)
+        self.last = torch.tensor(tokens, dtype=torch.long)
+        self.stats["steps"] += 1
+        self.stats["row_steps"] += len(self.rows)
+
+    def _append(self, row: Row, token: int) -> bool:
+        """Record a sampled token; decide whether the row is finished."""
+        row.out.append(token)
+        if token in self.lm.eos_ids:
+            row.done, row.finish = True, "stop"
+        elif row.params.stop and truncate_at_stop(self.lm.decode(row.out), row.params.stop)[1]:
+            row.done, row.finish = True, "stop"
+        elif len(row.out) >= row.params.max_tokens:
+            row.done, row.finish = True, "length"
+        return row.done
+
+    def reap(self) -> list[Row]:
+        """Remove finished rows (and cache columns no remaining row uses); returns them."""
+        import torch
+
+        done = [r for r in self.rows if r.done]
+        if not done:
+            return []
+        keep = [i for i, r in enumerate(self.rows) if not r.done]
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache = self.mask = self.pos = self.last = None
+            return done
+        idx = torch.tensor(keep, dtype=torch.long)
+        mask = self.mask[idx]
+        first = int(mask.any(0).long().argmax().item())  # leading columns that are padding for every row
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[idx, :, first:]
+            layer.values = layer.values[idx, :, first:]
+        self.mask, self.pos, self.last = mask[:, first:], self.pos[idx], self.last[idx]
+        return done
+
+    def run(self, rows: list[Row]) -> list[Row]:
+        """Decode `rows` to completion (no later arrivals); returns them."""
+        self.admit(rows)
+        while self.rows:
+            self.step()
+            self.reap()
+        return rows
