@@ -32,7 +32,7 @@ class ModelsConfig(Section):
         names = [r.name for r in self.raters]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"rater names must be unique; repeated: {dupes} (set `name:` on each rater)")
+            raise ValueError(f"raters: names must be unique; repeated: {dupes} (set `name:` on each rater)")
         return self
 
 
@@ -117,7 +117,7 @@ class Spec(Section):
     @model_validator(mode="after")
     def _one_codebook(self) -> "Spec":
         if (self.codebook is None) == (self.codebook_file is None):
-            raise ValueError("give exactly one of `codebook` (inline text) or `codebook_file`")
+            raise ValueError("codebook: give exactly one of `codebook` (inline text) or `codebook_file`")
         return self
 
     @model_validator(mode="after")
@@ -158,25 +158,46 @@ def _allowed(error: dict) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def _allowed_fields(model: type, loc: tuple) -> str:
-    """For an unknown key: the fields its parent section allows."""
+def _section_model(model: type, loc: tuple) -> Any:
+    """The pydantic model of the section at `loc` (list indices skipped), or None."""
     current: Any = model
-    for part in loc[:-1]:
+    for part in loc:
         if isinstance(part, int):
             continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
-            return ""
-        ann = field.annotation
-        for arg in (getattr(ann, "__args__", None) or (ann,)):
-            if hasattr(arg, "model_fields"):
-                current = arg
-                break
-            for inner in getattr(arg, "__args__", ()) or ():
-                if hasattr(inner, "model_fields"):
-                    current = inner
-    fields = getattr(current, "model_fields", None)
+            return None
+        found = None
+        stack = [field.annotation]
+        while stack and found is None:
+            ann = stack.pop()
+            if hasattr(ann, "model_fields"):
+                found = ann
+            stack.extend(getattr(ann, "__args__", ()) or ())
+        if found is None:
+            return None
+        current = found
+    return current
+
+
+def _allowed_fields(model: type, loc: tuple) -> str:
+    """For an unknown key: the fields its parent section allows."""
+    fields = getattr(_section_model(model, loc[:-1]), "model_fields", None)
     return f"; allowed: {', '.join(fields)}" if fields else ""
+
+
+def _refine_loc(model: type, loc: tuple, message: str) -> tuple:
+    """A section-level check whose message starts with one of the section's field names (or a dotted path from
+    it) is reported at that field: `sampling` + "keep (9) cannot exceed k" -> `sampling.keep`."""
+    token = re.match(r"[A-Za-z_][\w.]*", message.removeprefix("Value error, "))
+    if not token:
+        return loc
+    parts = tuple(token.group(0).rstrip(".").split("."))
+    section = _section_model(model, loc)
+    if section is not None and parts[0] in getattr(section, "model_fields", {}):
+        if _section_model(model, loc + parts[:-1]) is not None:
+            return loc + parts
+    return loc
 
 
 def parse_value(text: str) -> Any:
@@ -241,6 +262,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> LoadedSpe
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])
+        if first["type"] == "value_error":
+            loc = _refine_loc(Spec, loc, first["msg"])
         extra = _allowed_fields(Spec, loc) if first["type"] == "extra_forbidden" else ""
         value = first.get("input")
         got = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(value, (dict, list)) \
