@@ -53,3 +53,13 @@ class Rater(dspy.Module):
         raw_label = out.get("label")
         return dspy.Prediction(rationale=out.get("rationale") or None, label=self.label_set.parse(raw_label),
                                raw_label=raw_label, raw=None)
+
+
+class LabelOnlyRater(Rater):
+    """The Rater without a rationale: the label-only fine-tuning ablation answers with the label alone, so it is
+    prompted (and trained) with the Judge signature minus its `rationale` field."""
+
+    def __init__(self, guideline: str, label_set: LabelSet):
+        super().__init__(guideline, label_set)
+        self.judge = dspy.Predict(Judge.delete("rationale").with_instructions(
+            guideline_instructions(guideline, label_set)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from thinktrace.agreement import human_ceiling, inter_rater_alpha, rater_vs_human
+from thinktrace.agreement import human_ceiling, inter_rater_alpha, paired_difference, rater_vs_human
 from thinktrace.data import Corpus, Item
 
 
@@ -25,8 +25,24 @@ def rater_metrics(items: Sequence[Item], records: Sequence[dict], corpus: Corpus
     return result
 
 
+def comparisons(items: Sequence[Item], per_rater: dict[str, list[dict]], pairs: Sequence[tuple[str, str]],
+                corpus: Corpus, *, n_boot: int, seed: int) -> list[dict]:
+    """Paired-bootstrap difference in α (b - a) on the same items, for each (a, b) pair with records for both."""
+    human = [it.label for it in items]
+    out = []
+    for a, b in pairs:
+        if a not in per_rater or b not in per_rater:
+            continue
+        la = [{r["item_id"]: r for r in per_rater[a]}.get(it.item_id, {}).get("label") for it in items]
+        lb = [{r["item_id"]: r for r in per_rater[b]}.get(it.item_id, {}).get("label") for it in items]
+        out.append({"a": a, "b": b, **paired_difference(human, la, lb, corpus.label_set, metric="alpha",
+                                                         n_boot=n_boot, seed=seed)})
+    return out
+
+
 def split_metrics(corpus: Corpus, split: str, items: Sequence[Item], records: Sequence[dict], *, n_boot: int,
-                  seed: int, aggregate: str) -> dict:
+                  seed: int, aggregate: str, pairs: Sequence[tuple[str, str]] = (),
+                  inter_rater_groups: dict[str, list[str]] | None = None) -> dict:
     per_rater: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if r["split"] == split:
@@ -37,9 +53,12 @@ def split_metrics(corpus: Corpus, split: str, items: Sequence[Item], records: Se
     long = long[long["item_id"].isin(ids)]
     ceiling = human_ceiling(long, corpus.label_set, n_boot=n_boot, seed=seed,
                             aggregate="majority" if aggregate == "each" else aggregate) if len(long) else None
-    inter = None
-    if len(per_rater) >= 2:
-        ratings = {name: [{r["item_id"]: r for r in recs}.get(it.item_id, {}).get("label") for it in items]
-                   for name, recs in per_rater.items()}
-        inter = inter_rater_alpha(ratings, corpus.label_set, n_boot=n_boot, seed=seed)
-    return {"n_items": len(items), "raters": raters, "human_ceiling": ceiling, "inter_rater": inter}
+    inter = {}
+    for group, names in (inter_rater_groups or {"all": list(per_rater)}).items():
+        names = [n for n in names if n in per_rater]
+        if len(names) >= 2:
+            ratings = {n: [{r["item_id"]: r for r in per_rater[n]}.get(it.item_id, {}).get("label") for it in items]
+                       for n in names}
+            inter[group] = inter_rater_alpha(ratings, corpus.label_set, n_boot=n_boot, seed=seed)
+    return {"n_items": len(items), "raters": raters, "human_ceiling": ceiling, "inter_rater": inter or None,
+            "comparisons": comparisons(items, per_rater, pairs, corpus, n_boot=n_boot, seed=seed)}

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -16,11 +17,25 @@ from thinktrace.adapters import make_adapter
 from thinktrace.data import Corpus
 from thinktrace.errors import SpecError
 from thinktrace.evaluate import rate_items
+from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
 from thinktrace.programs import load_object
 from thinktrace.report import write_report
 from thinktrace.rundir import RunDir
 from thinktrace.spec import LoadedSpec
+
+
+@dataclass
+class Variant:
+    """One rater setup evaluated against the humans: an LM (maybe with a LoRA adapter) + a guideline + a program."""
+
+    name: str  #: unique; the `rater` of its prediction records
+    model: ModelConfig
+    guideline: str
+    kind: str = "baseline"  #: baseline | trace-sft | label-sft | refined-guideline
+    rater: str = ""  #: the configured rater it derives from
+    label_only: bool = False  #: prompted without a rationale (the label-only ablation)
+    compare_to: list[str] = field(default_factory=list)  #: variants it gets a paired difference against
 
 
 class Pipeline:
@@ -62,28 +77,36 @@ class Pipeline:
             self._lms[cfg.name] = build_lm(cfg)
         return self._lms[cfg.name]
 
-    def rater_program(self, guideline: str):
-        cls = load_object(self.spec.programs.rater, [self.loaded.base_dir], "programs.rater")
+    def rater_program(self, guideline: str, label_only: bool = False):
+        ref = self.spec.programs.rater
+        if label_only:  # the label-only ablation: same file, the class without a rationale
+            ref = ref.rsplit(":", 1)[0] + ":LabelOnlyRater"
+        cls = load_object(ref, [self.loaded.base_dir], "programs.rater")
         return cls(guideline=guideline, label_set=self.corpus.label_set)
+
+    def baseline_variants(self) -> list[Variant]:
+        return [Variant(name=cfg.name, model=cfg, guideline=self.loaded.guideline, kind="baseline", rater=cfg.name)
+                for cfg in self.spec.models.raters]
 
     def eval_items(self, split: str):
         items = self.corpus.split(split)
         return items[: self.spec.evaluate.max_items] if self.spec.evaluate.max_items else items
 
     # -- stages ----------------------------------------------------------------------------------------------
-    def evaluate(self) -> list[dict]:
+    def evaluate(self, variants: list[Variant]) -> list[dict]:
+        """Rate every variant on every evaluation split; finished (split, variant, item) records are reused."""
         log = self.rundir.log("predictions.jsonl")
         records = log.read()
         done = {(r["split"], r["rater"], r["item_id"]) for r in records}
         for split in self.spec.evaluate.splits:
             items = self.eval_items(split)
-            for cfg in self.spec.models.raters:
-                ids = {i for (s, r, i) in done if s == split and r == cfg.name}
-                if len(ids) >= len(items) and all(it.item_id in ids for it in items):
+            for v in variants:
+                ids = {i for (s, r, i) in done if s == split and r == v.name}
+                if all(it.item_id in ids for it in items):
                     continue
-                program = self.rater_program(self.loaded.guideline)
-                records += rate_items(program, self.lm(cfg), items, log, split=split, rater=cfg.name,
-                                      threads=cfg.num_threads, done=ids, adapter=self.adapter)
+                program = self.rater_program(v.guideline, label_only=v.label_only)
+                records += rate_items(program, self.lm(v.model), items, log, split=split, rater=v.name,
+                                      threads=v.model.num_threads, done=ids, adapter=self.adapter)
         return records
 
     def traces(self) -> dict:
@@ -113,8 +136,13 @@ class Pipeline:
 
     def metrics(self, records: list[dict]) -> dict:
         ev = self.spec.evaluate
+        pairs = [(a, v.name) for v in self.variants for a in v.compare_to]
+        groups: dict[str, list[str]] = {}
+        for v in self.variants:
+            groups.setdefault(v.kind, []).append(v.name)
         splits = {s: split_metrics(self.corpus, s, self.eval_items(s), records, n_boot=ev.bootstrap,
-                                   seed=self.spec.seed, aggregate=self.spec.data.aggregate) for s in ev.splits}
+                                   seed=self.spec.seed, aggregate=self.spec.data.aggregate, pairs=pairs,
+                                   inter_rater_groups=groups) for s in ev.splits}
         stats = self.corpus.stats
         n_labels = [len(it.labels) for it in self.corpus.items]
         return {
@@ -122,6 +150,8 @@ class Pipeline:
             "data": {"label_set": list(self.corpus.label_set.labels), "level": self.corpus.label_set.level,
                      "per_annotator": self.corpus.per_annotator, "stats": stats,
                      "labels_per_item": round(sum(n_labels) / len(n_labels), 2) if n_labels else 0},
+            "variants": [{"name": v.name, "kind": v.kind, "rater": v.rater, "model": v.model.model,
+                          "adapter": v.model.adapter, "label_only": v.label_only} for v in self.variants],
             "splits": splits,
             "timing": {k: f"{v:.1f} s" for k, v in self.timing.items()},
         }
@@ -135,7 +165,8 @@ class Pipeline:
     def run(self) -> dict:
         self._write_setup()
         trace_stats = self.run_stage("traces", self.traces) if self.spec.sampling.enabled else None
-        records = self.run_stage("evaluate", self.evaluate)
+        self.variants = self.baseline_variants()
+        records = self.run_stage("evaluate", lambda: self.evaluate(self.variants))
         self.result = self.run_stage("metrics", lambda: self.metrics(records))
         if trace_stats is not None:
             self.result["traces"] = trace_stats

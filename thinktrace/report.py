@@ -127,8 +127,14 @@ def render_report(run: RunDir, metrics: dict) -> str:
                       f"({ceiling.get('n_annotators')} annotators).", ""]
         else:
             lines += ["**Human ceiling**: n/a (the data has no per-annotator labels).", ""]
-        if split.get("inter_rater"):
-            lines += [f"**α among LLM raters**: {fmt_est(split['inter_rater'])}", ""]
+        for group, est in (split.get("inter_rater") or {}).items():
+            lines += [f"**α among LLM raters** ({group}: {', '.join(est.get('raters', []))}): {fmt_est(est)}", ""]
+        if split.get("comparisons"):
+            lines += ["| comparison (b − a) | Δα (95% CI, paired bootstrap) | P(b not better) |", "|---|---|---|"]
+            for c in split["comparisons"]:
+                lines.append(f"| {c['b']} − {c['a']} | {fmt_est({'value': c['diff'], 'ci': c['ci']})} | "
+                             f"{c['p_b_not_better']:.3f} |")
+            lines.append("")
     if metrics.get("plots"):
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in metrics["plots"]] + [""]
     timing = metrics.get("timing") or {}
