@@ -30,6 +30,10 @@ def _rule(inputs, request):
     delay = float(os.environ.get("THINKTRACE_FAKE_DELAY", "0"))
     if delay:
         time.sleep(delay)
+    call_log = os.environ.get("THINKTRACE_FAKE_CALL_LOG")
+    if call_log:  # one line per completed call: pid, seed, temperature, item
+        with open(call_log, "a") as fh:
+            fh.write(f"{os.getpid()}\t{seed}\t{request.config.temperature}\t{item}\n")
     right = (request.config.temperature or 0) == 0 or seed % 3 == 0
     label = truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
     return {"rationale": f"the words of '{item}' suggest {label}", "label": label}
