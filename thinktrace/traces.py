@@ -14,7 +14,9 @@ from thinktrace.data import Corpus, Item
 def trainset(corpus: Corpus, split: str = "train", per_annotator: bool = False,
              max_items: int | None = None) -> list[dspy.Example]:
     """Training examples for the teleprompter: one per item (gold label), or one per (item, annotator label) in
-    per-annotator mode, so annotators who disagree get different traces."""
+    per-annotator mode (`sampling.per_annotator`, or `data.aggregate: each`), so annotators who disagree get
+    different traces."""
+    per_annotator = per_annotator or corpus.aggregate == "each"
     items: list[Item] = corpus.split(split)
     if max_items:
         items = items[:max_items]

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from thinktrace.data import DataConfig, load_corpus
+from thinktrace.traces import trainset
+
+TOY = Path(__file__).resolve().parent / "data" / "toy_long.csv"
+
+
+def corpus(**kw):
+    cfg = DataConfig(source=str(TOY), label_set=["negative", "neutral", "positive"], **kw)
+    return load_corpus(cfg, Path("."), seed=0)
+
+
+def test_trainset_per_item_and_per_annotator():
+    c = corpus()
+    per_item = trainset(c)
+    assert [e.key for e in per_item] == [it.item_id for it in c.split("train")]
+    assert all(e.label == it.label for e, it in zip(per_item, c.split("train")))
+    per_ann = trainset(c, per_annotator=True)
+    assert len(per_ann) == sum(len(it.labels) for it in c.split("train"))
+    assert len({e.key for e in per_ann}) == len(per_ann)
+    first = c.split("train")[0]
+    mine = [e for e in per_ann if e.item_id == first.item_id]
+    assert [e.label for e in mine] == first.labels and [e.annotator for e in mine] == first.annotators
+    assert [e.key for e in trainset(corpus(aggregate="each"))] == [e.key for e in per_ann]
+    assert len(trainset(c, max_items=3)) == 3
+    assert not {e.item_id for e in per_item} & {it.item_id for it in c.split("test")}
