@@ -90,8 +90,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from thinktrace.pipeline import Pipeline
 
+    try:
+        pipeline = Pipeline(loaded, corpus, run_dir=args.resume or args.out)
+        pipeline.preflight()
+    except SpecError as err:
+        raise err.with_file(str(loaded.path)) from None
     print_plan(the_plan, out=sys.stderr)
-    pipeline = Pipeline(loaded, corpus, run_dir=args.resume or args.out)
     pipeline.run()
     print(f"run folder: {pipeline.rundir.path}", file=sys.stderr)
     print(pipeline.summary())

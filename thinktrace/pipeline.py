@@ -64,18 +64,26 @@ class Pipeline:
                                 "(these sections differ); resume it with the same spec or start a new run")
 
     def _write_setup(self) -> None:
+        self.rundir.ensure()
         self.rundir.write_text("spec.resolved.yaml", yaml.safe_dump(self.resolved, sort_keys=False, allow_unicode=True))
         self.rundir.write_json("data.json", {
             "stats": self.corpus.stats,
             "splits": {s: [it.item_id for it in self.corpus.split(s)] for s in ("train", "dev", "test")},
         })
 
-    def lm(self, cfg):
+    def lm(self, cfg, field: str = "models.raters"):
         from thinktrace.lm import build_lm
 
         if cfg.name not in self._lms:
-            self._lms[cfg.name] = build_lm(cfg)
+            self._lms[cfg.name] = build_lm(cfg, field)
         return self._lms[cfg.name]
+
+    def preflight(self) -> None:
+        """Build every configured LM before any work (keys present, paths exist); weights load lazily."""
+        for i, cfg in enumerate(self.spec.models.raters):
+            self.lm(cfg, f"models.raters.{i}")
+        if self.spec.models.generator is not None:
+            self.lm(self.spec.models.generator, "models.generator")
 
     def rater_program(self, guideline: str, label_only: bool = False):
         ref = self.spec.programs.rater

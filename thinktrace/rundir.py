@@ -69,8 +69,12 @@ class RunDir:
     """Paths and writers of one run."""
 
     def __init__(self, path: Path):
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        self.path = path  # created by `ensure()` when the run starts writing, not before (a failed preflight
+        # leaves no empty folder behind)
+
+    def ensure(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
 
     @classmethod
     def create(cls, output_dir: str | Path, name: str) -> "RunDir":

@@ -1,0 +1,77 @@
+"""A remote rater through dspy.LM/LiteLLM against a real OpenAI-compatible HTTP server on 127.0.0.1; the API key
+comes from the environment and never reaches the run folder."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fake_engines import truth
+from specs import toy_spec, write_spec
+
+from thinktrace.compile import main
+
+KEY = "sk-test-PLANTED-4f9c2e7a1b"
+
+
+class Handler(BaseHTTPRequestHandler):
+    seen_keys: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Handler.seen_keys.append(self.headers.get("Authorization"))
+        user = body["messages"][-1]["content"]
+        item = user.split("Item:", 1)[-1].strip().splitlines()[0]
+        text = f"Rationale: the words suggest it\nLabel: {truth(item)}"
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                              "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+
+
+def remote_spec(api_base):
+    return toy_spec(**{"models.raters": [{"name": "remote", "provider": "openai", "model": "judge-1",
+                                          "api_base": api_base, "api_key_env": "THINKTRACE_TEST_KEY",
+                                          "cache": False}],
+                       "sampling.enabled": False})
+
+
+def test_remote_rater_key_from_env_never_written(tmp_path, monkeypatch, server):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("THINKTRACE_TEST_KEY", KEY)
+    out = tmp_path / "run"
+    assert main([str(write_spec(tmp_path, remote_spec(server))), "--out", str(out)]) == 0
+    assert Handler.seen_keys and all(k == f"Bearer {KEY}" for k in Handler.seen_keys)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["splits"]["test"]["raters"]["remote"]["n_unparsed"] == 0
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), f"API key leaked into {path}"
+
+
+def test_missing_key_is_a_clear_error(tmp_path, monkeypatch, capsys, server):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("THINKTRACE_TEST_KEY", raising=False)
+    spec = write_spec(tmp_path, remote_spec(server))
+    assert main([str(spec), "--dry-run"]) == 0  # validation needs no key
+    assert main([str(spec)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "THINKTRACE_TEST_KEY" in err[0] and "models.raters.0.api_key_env" in err[0]
