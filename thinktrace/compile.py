@@ -29,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan(loaded, corpus) -> dict:
-    """Items per split and an upper bound on LM calls per stage (no model is loaded)."""
+    """Items per split and an upper bound on LM calls per stage (no model is loaded). The evaluation bound
+    counts one extra variant: fine-tuning may add its base model as a baseline."""
     spec = loaded.spec
     sizes = {name: len(corpus.split(name)) for name in ("train", "dev", "test")}
     stages = {}
-    n_raters = len(spec.models.raters)
     eval_items = sum(min(sizes[s], spec.evaluate.max_items or sizes[s]) for s in spec.evaluate.splits)
     if spec.sampling.enabled:
         from thinktrace.traces import trainset
@@ -42,8 +42,18 @@ def plan(loaded, corpus) -> dict:
         stages["traces"] = {"generator": spec.generator.name, "strategy": spec.sampling.strategy,
                             "examples": len(examples), "k": spec.sampling.k,
                             "lm_calls_max": len(examples) * spec.sampling.calls_per_example()}
-    stages["evaluate"] = {"raters": [r.name for r in spec.models.raters], "splits": spec.evaluate.splits,
-                          "lm_calls_max": eval_items * n_raters}
+    if spec.finetune.enabled:
+        from thinktrace.finetune import plan_steps
+
+        n_rows = stages["traces"]["examples"] * spec.sampling.keep
+        kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
+        stages["finetune"] = {"base": spec.finetune.base, "adapters": kinds,
+                              "steps_max": plan_steps(spec.finetune, n_rows), "lm_calls_max": 0}
+    variants = [r.name for r in spec.models.raters]
+    if "finetune" in stages:
+        variants += [f"{spec.finetune.base}+{kind}" for kind in stages["finetune"]["adapters"]]
+    stages["evaluate"] = {"variants": variants, "splits": spec.evaluate.splits,
+                          "lm_calls_max": eval_items * (len(variants) + ("finetune" in stages))}
     return {"name": spec.name, "items": sizes, "label_set": list(corpus.label_set.labels),
             "level": corpus.label_set.level, "per_annotator": corpus.per_annotator, "stages": stages,
             "lm_calls_max": sum(s["lm_calls_max"] for s in stages.values())}

@@ -142,6 +142,50 @@ class Pipeline:
         compiled.save(str(self.rundir.file("program.json")))
         return acceptance_stats(tele.attempts, examples)
 
+    def finetune(self, traces: list[dict]) -> tuple[dict, list[Variant]]:
+        """Use 1: train the trace-SFT rater and the label-only ablation on the same train items; return their
+        training results and the variants that evaluate them (with paired differences to base and ablation)."""
+        from thinktrace.finetune import train_adapter
+        from thinktrace.rundir import write_jsonl
+        from thinktrace.teleprompt import judge_predictor
+        from thinktrace.traces import sft_rows
+
+        cfg = self.spec.finetune
+        signature = judge_predictor(self.rater_program(self.loaded.guideline)).signature
+        rows = {"trace-sft": sft_rows(traces, signature, self.adapter)}
+        if cfg.ablation_label_only:
+            rows["label-sft"] = sft_rows(traces, signature, self.adapter, with_rationale=False)
+            write_jsonl(self.rundir.file("sft_label_only.jsonl"), rows["label-sft"])
+        base = self.base_variant(cfg.base)
+        results, variants = {}, []
+        for kind, kind_rows in rows.items():
+            results[kind] = train_adapter(cfg, kind_rows, self.rundir.file(f"finetune/{kind}"), seed=self.spec.seed,
+                                          name=kind)
+            model = base.model.model_copy(update={"name": f"{base.name}+{kind}", "adapter": results[kind]["adapter_dir"],
+                                                  "cache": False})
+            if kind == "label-sft":
+                model = model.model_copy(update={"max_tokens": 16})
+            variants.append(Variant(name=model.name, model=model, guideline=self.loaded.guideline, kind=kind,
+                                    rater=base.name, label_only=kind == "label-sft", compare_to=[base.name]))
+        if len(variants) == 2:
+            variants[0].compare_to.append(variants[1].name)
+        return results, variants
+
+    def base_variant(self, base: str) -> Variant:
+        """The configured local rater on the fine-tuning base model, or a new baseline variant for it."""
+        from thinktrace.lm.embedded import canonical_name
+
+        key = canonical_name(base) or base
+        for v in self.variants:
+            if v.model.is_local and not v.model.adapter and (canonical_name(v.model.model) or v.model.model) == key:
+                return v
+        template = next((r for r in self.spec.models.raters if r.is_local), None)
+        model = ModelConfig(name=base, provider="local", model=base,
+                            max_tokens=template.max_tokens if template else 256)
+        variant = Variant(name=base, model=model, guideline=self.loaded.guideline, kind="baseline", rater=base)
+        self.variants.append(variant)
+        return variant
+
     def metrics(self, records: list[dict]) -> dict:
         ev = self.spec.evaluate
         pairs = [(a, v.name) for v in self.variants for a in v.compare_to]
@@ -172,12 +216,19 @@ class Pipeline:
 
     def run(self) -> dict:
         self._write_setup()
-        trace_stats = self.run_stage("traces", self.traces) if self.spec.sampling.enabled else None
         self.variants = self.baseline_variants()
+        trace_stats = self.run_stage("traces", self.traces) if self.spec.sampling.enabled else None
+        finetuned = None
+        if self.spec.finetune.enabled:
+            traces = self.rundir.log("traces.jsonl").read()
+            finetuned, new = self.run_stage("finetune", lambda: self.finetune(traces))
+            self.variants += new
         records = self.run_stage("evaluate", lambda: self.evaluate(self.variants))
         self.result = self.run_stage("metrics", lambda: self.metrics(records))
         if trace_stats is not None:
             self.result["traces"] = trace_stats
+        if finetuned is not None:
+            self.result["finetune"] = finetuned
         self.rundir.write_json("metrics.json", self.result)
         write_report(self.rundir, self.result)
         self.rundir.write_json("metrics.json", self.result)

@@ -56,6 +56,18 @@ def _trace_section(t: dict) -> list[str]:
     return lines + [""]
 
 
+def _finetune_section(results: dict) -> list[str]:
+    lines = ["## Fine-tuning (LoRA SFT on the train split's traces; label-only ablation on the same items)", "",
+             "| adapter | rows | truncated | steps | final loss | train time |", "|---|---|---|---|---|---|"]
+    for kind, r in results.items():
+        loss = r.get("final_loss")
+        lines.append(f"| {kind} | {r.get('rows')} | {r.get('truncated_rows', 0)} | {r.get('steps')} | "
+                     f"{'n/a' if loss is None else f'{loss:.3f}'} | {r.get('total_train_seconds', 0):.0f} s |")
+    lines.append("")
+    lines += [f"![{kind} loss](finetune/{kind}/loss.png)" for kind in results]
+    return lines + [""]
+
+
 def plot_alpha(metrics: dict, path: Path) -> Path | None:
     """α with 95% CI per rater on the test split (or the first evaluated split), the human ceiling as a band."""
     import matplotlib
@@ -113,6 +125,8 @@ def render_report(run: RunDir, metrics: dict) -> str:
               ""]
     if metrics.get("traces"):
         lines += _trace_section(metrics["traces"])
+    if metrics.get("finetune"):
+        lines += _finetune_section(metrics["finetune"])
     for split_name, split in (metrics.get("splits") or {}).items():
         lines += [f"## Agreement with humans — {split_name} split ({split['n_items']} items)", ""]
         lines += _rater_table(split, level)

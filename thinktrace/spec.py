@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from thinktrace.config import Section
 from thinktrace.data import DataConfig
 from thinktrace.errors import SpecError
+from thinktrace.finetune import FinetuneConfig
 from thinktrace.lm.config import ModelConfig
 
 
@@ -104,6 +105,8 @@ class Spec(Section):
     models: ModelsConfig = Field(..., description="The LMs: raters (required) and the trace generator.")
     programs: ProgramsConfig = Field(default_factory=ProgramsConfig, description="DSPy programs and prompt format.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rejection sampling of traces.")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Use 1: LoRA fine-tuning of an "
+                                     "open rater on the traces, with the label-only ablation.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation against humans.")
     output_dir: str = Field("runs", description="Where run folders are written (relative to the working dir).")
 
@@ -124,6 +127,12 @@ class Spec(Section):
     def _tolerance_level(self) -> "Spec":
         if self.sampling.tolerance and self.data.level == "nominal":
             raise ValueError("sampling.tolerance needs data.level ordinal or interval")
+        return self
+
+    @model_validator(mode="after")
+    def _finetune_needs_traces(self) -> "Spec":
+        if self.finetune.enabled and not self.sampling.enabled:
+            raise ValueError("finetune.enabled: fine-tuning trains on inferred traces; set sampling.enabled: true")
         return self
 
     @property
