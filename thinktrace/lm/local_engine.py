@@ -386,9 +386,12 @@ def sample_rows(rows: list[Row], logits) -> list[int]:
         probs = sorted_lg.softmax(-1)
         drop = probs.cumsum(-1) - probs > top_p[:, None]  # keep the smallest set reaching top_p (never empty)
         lg = lg.scatter(-1, order, sorted_lg.masked_fill(drop, float("-inf")))
-    probs = lg.softmax(-1)
-    for j, i in enumerate(sampled):
-        out[i] = int(torch.multinomial(probs[j], 1, generator=rows[i].generator).item())
+    # inverse-CDF sampling: one uniform per row from the row's own generator, then one vectorized search
+    cdf = lg.softmax(-1).cumsum(-1)
+    u = torch.cat([torch.rand(1, generator=rows[i].generator, dtype=cdf.dtype) for i in sampled])
+    picks = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_(max=cdf.shape[-1] - 1)[:, 0]
+    for i, t in zip(sampled, picks.tolist()):
+        out[i] = t
     return out
 
 
@@ -408,83 +411,110 @@ class DecodeBatch:
         self.mask = None  # [B, T] long, 0 = left padding
         self.pos = None  # [B] position of the next token
         self.last = None  # [B] last sampled token, fed at the next step
+        # prefill_tokens: prompt tokens run through the model; prefix_hit_tokens: prompt tokens served from the
+        # prefix cache or shared with an identical prompt admitted at the same time
         self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "prefix_hit_tokens": 0}
 
     # -- joining -------------------------------------------------------------------------------------------
     def admit(self, rows: list[Row]) -> list[Row]:
-        """Prefill `rows`, sample their first token and add the unfinished ones; returns rows already finished."""
+        """Prefill `rows`, sample their first token and add the unfinished ones; returns rows already finished.
+
+        Identical prompts are prefilled once. The distinct prompts are prefilled together in one forward: each
+        reuses the longest cached prefix, except that all of them recompute the same number S of final tokens
+        (S = the longest uncached tail among them), so the batch is plain left padding with no holes."""
         import torch
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        finished, joined = [], []
+        groups: dict[tuple[int, ...], list[Row]] = {}
         for row in rows:
-            n, kv = self.prefix.longest(row.ids)
-            if kv is not None and n > 0:
-                cache = DynamicCache(ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in kv])
-            else:
-                n, cache = 0, DynamicCache(config=self.lm.model.config)
-            suffix = torch.tensor([row.ids[n:]], dtype=torch.long)
-            positions = torch.arange(n, len(row.ids), dtype=torch.long)[None]
-            with torch.inference_mode():
-                out = self.lm.model(input_ids=suffix, position_ids=positions, cache=cache, use_cache=True,
-                                    logits_to_keep=1)
-            if not all(type(layer) is DynamicLayer for layer in cache.layers):
-                raise NotImplementedError("batched decoding needs a model whose KV cache is all full attention")
-            layer_kv = [(layer.keys, layer.values) for layer in cache.layers]
-            self.prefix.put(row.ids, layer_kv)
-            self.stats["prefill_tokens"] += len(row.ids) - n
-            self.stats["prefix_hit_tokens"] += n
-            token = sample_rows([row], out.logits[:, -1, :])[0]
-            if self._append(row, token):
-                finished.append(row)
-            else:
-                joined.append((row, layer_kv, token))
+            groups.setdefault(tuple(row.ids), []).append(row)
+        prompts = list(groups)
+        found = [self.prefix.longest(list(ids)) for ids in prompts]
+        window = max(len(ids) - (n if kv is not None else 0) for ids, (n, kv) in zip(prompts, found))
+        reuse = [max(0, len(ids) - window) if kv is not None else 0 for ids, (_, kv) in zip(prompts, found)]
+        width = max(reuse)
+        u = len(prompts)
+        cache = DynamicCache()
+        mask = torch.zeros((u, width + window), dtype=torch.long)
+        if width:
+            ref = next(kv for (_, kv), r in zip(found, reuse) if r)
+            for li, (k0, v0) in enumerate(ref):
+                keys = k0.new_zeros((u, k0.shape[1], width, k0.shape[3]))
+                values = v0.new_zeros((u, v0.shape[1], width, v0.shape[3]))
+                for j, ((_, kv), r) in enumerate(zip(found, reuse)):
+                    if r:
+                        keys[j, :, width - r :] = kv[li][0][0, :, :r]
+                        values[j, :, width - r :] = kv[li][1][0, :, :r]
+                cache.update(keys, values, li)
+        input_ids = torch.full((u, window), self.lm.pad_id, dtype=torch.long)
+        positions = torch.zeros((u, window), dtype=torch.long)
+        for j, (ids, r) in enumerate(zip(prompts, reuse)):
+            tail = ids[r:]
+            input_ids[j, window - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            positions[j, window - len(tail) :] = torch.arange(r, len(ids), dtype=torch.long)
+            mask[j, width - r : width] = 1
+            mask[j, width + window - len(tail) :] = 1
+        with torch.inference_mode():
+            out = self.lm.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                                use_cache=True, logits_to_keep=1)
+        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+            raise NotImplementedError("batched decoding needs a model whose KV cache is all full attention")
+        for j, ids in enumerate(prompts):  # remember each prompt's states (copied: the group tensor is freed)
+            n = len(ids)
+            self.prefix.put(list(ids), [(layer.keys[j : j + 1, :, -n:].clone(), layer.values[j : j + 1, :, -n:].clone())
+                                        for layer in cache.layers])
+            self.stats["prefill_tokens"] += n - reuse[j]
+            self.stats["prefix_hit_tokens"] += reuse[j] + n * (len(groups[ids]) - 1)  # duplicates cost nothing
+        logits = out.logits[:, -1, :]
+        finished, joined, index = [], [], []
+        for j, ids in enumerate(prompts):
+            members = groups[ids]
+            firsts = sample_rows(members, logits[j : j + 1].expand(len(members), -1))
+            for row, token in zip(members, firsts):
+                if self._append(row, token):
+                    finished.append(row)
+                else:
+                    joined.append(row)
+                    index.append(j)
         if joined:
-            self._merge(joined)
+            idx = torch.tensor(index, dtype=torch.long)
+            self._merge(joined, [(layer.keys[idx], layer.values[idx]) for layer in cache.layers], mask[idx])
         return finished
 
-    def _merge(self, joined) -> None:
+    def _merge(self, joined: list[Row], kv: list, mask) -> None:
+        """Append rows whose prompt states are `kv` (per layer [n, H, t, D]) and `mask` [n, t] to the batch,
+        left-padding whichever side is shorter."""
         import torch
 
         old_b = len(self.rows)
         old_t = 0 if self.mask is None else self.mask.shape[1]
-        t = max([old_t] + [len(r.ids) for r, _, _ in joined])
+        new_t = mask.shape[1]
+        t = max(old_t, new_t)
         b = old_b + len(joined)
-        n_layers = len(joined[0][1])
-        new_kv = []
-        for li in range(n_layers):
-            k0, v0 = joined[0][1][li]
-            keys = k0.new_zeros((b, k0.shape[1], t, k0.shape[3]))
-            values = v0.new_zeros((b, v0.shape[1], t, v0.shape[3]))
-            if old_b:
-                layer = self.cache.layers[li]
-                keys[:old_b, :, t - old_t :] = layer.keys
-                values[:old_b, :, t - old_t :] = layer.values
-            for j, (row, kv, _) in enumerate(joined):
-                length = len(row.ids)
-                keys[old_b + j, :, t - length :] = kv[li][0][0]
-                values[old_b + j, :, t - length :] = kv[li][1][0]
-            new_kv.append((keys, values))
-        mask = torch.zeros((b, t), dtype=torch.long)
-        if old_b:
-            mask[:old_b, t - old_t :] = self.mask
-        for j, (row, _, _) in enumerate(joined):
-            mask[old_b + j, t - len(row.ids) :] = 1
-        pos = torch.tensor([len(r.ids) for r, _, _ in joined], dtype=torch.long)
-        last = torch.tensor([tok for _, _, tok in joined], dtype=torch.long)
-        if old_b:
-            for layer, (keys, values) in zip(self.cache.layers, new_kv):
-                layer.keys, layer.values = keys, values
-            pos, last = torch.cat([self.pos, pos]), torch.cat([self.last, last])
-        else:
+        merged_mask = torch.zeros((b, t), dtype=torch.long)
+        merged_mask[old_b:, t - new_t :] = mask
+        pos = torch.tensor([len(r.ids) for r in joined], dtype=torch.long)
+        last = torch.tensor([r.out[-1] for r in joined], dtype=torch.long)
+        if not old_b:
             from transformers import DynamicCache
 
             self.cache = DynamicCache()
-            for li, (keys, values) in enumerate(new_kv):
+            for li, (keys, values) in enumerate(kv):
                 self.cache.update(keys, values, li)
-        self.rows.extend(r for r, _, _ in joined)
-        self.mask, self.pos, self.last = mask, pos, last
+        else:
+            merged_mask[:old_b, t - old_t :] = self.mask
+            for layer, (keys, values) in zip(self.cache.layers, kv):
+                k_all = keys.new_zeros((b, keys.shape[1], t, keys.shape[3]))
+                v_all = values.new_zeros((b, values.shape[1], t, values.shape[3]))
+                k_all[:old_b, :, t - old_t :] = layer.keys
+                v_all[:old_b, :, t - old_t :] = layer.values
+                k_all[old_b:, :, t - new_t :] = keys
+                v_all[old_b:, :, t - new_t :] = values
+                layer.keys, layer.values = k_all, v_all
+            pos, last = torch.cat([self.pos, pos]), torch.cat([self.last, last])
+        self.rows.extend(joined)
+        self.mask, self.pos, self.last = merged_mask, pos, last
 
     # -- decoding ------------------------------------------------------------------------------------------
     def step(self) -> None:
