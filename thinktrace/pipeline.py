@@ -232,6 +232,13 @@ class Pipeline:
         self.rundir.write_json("metrics.json", self.result)
         write_report(self.rundir, self.result)
         self.rundir.write_json("metrics.json", self.result)
+        try:
+            from thinktrace.html import write_html_report
+
+            write_html_report(self.rundir.path)
+        except Exception as err:  # the HTML page must never cost the run its results
+            self.result.setdefault("warnings", []).append(f"report.html failed: {err}")
+            self.rundir.write_json("metrics.json", self.result)
         return self.result
 
     def summary(self) -> str:
@@ -249,5 +256,5 @@ class Pipeline:
             ceiling = (m.get("human_ceiling") or {}).get("loo_alpha")
             if ceiling:
                 lines.append(f"{split} human ceiling (LOO alpha): {fmt_est(ceiling)}")
-        lines.append(f"report: {self.rundir.file('report.md')}")
+        lines.append(f"report: {self.rundir.file('report.md')} (and report.html)")
         return "\n".join(lines)
