@@ -152,6 +152,7 @@ def run_quickstart(items_n: int, k: int, threads: int) -> dict:
     spec = loaded.spec
     corpus = load_corpus(spec.data, loaded.base_dir, spec.data.seed if spec.data.seed is not None else spec.seed)
     pipeline = Pipeline(loaded, corpus)
+    pipeline.rundir.ensure()
     t0 = time.perf_counter()
     stats = pipeline.traces()
     wall = time.perf_counter() - t0
@@ -165,10 +166,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=16, help="DSPy worker threads for (b); also the batch size of (a)")
     ap.add_argument("--requests", type=int, default=32, help="requests for (a) and (b)")
-    ap.add_argument("--single", type=int, default=6, help="requests for (c), one at a time")
+    ap.add_argument("--single", type=int, default=8, help="requests for (c), one at a time")
     ap.add_argument("--k", type=int, default=4, help="samples per item (same prompt, different seeds)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--quickstart-items", type=int, default=6, help="0 skips the quickstart sampling stage")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of (a), (b), (c)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
 
@@ -196,14 +198,26 @@ def main(argv=None) -> int:
     warm._loaded = lm
     run_dspy(warm, jobs(2, 1), 2, 4, "warmup")
 
-    results["a_raw_generate"] = run_raw(lm, work, batch, args.max_tokens)
-    print("(a) raw generate:", results["a_raw_generate"], flush=True)
-    results["b_engine_dspy"] = run_dspy(engine, work, args.threads, args.max_tokens, args.model)
-    print("(b) engine via DSPy:", results["b_engine_dspy"], flush=True)
-    single = BatchingEngine(args.model)  # fresh prefix cache, same weights
+    # Interleaved rounds (a, b, c, a, b, c, ...) so that a change in machine load hits all three alike.
+    single = BatchingEngine(args.model)  # (c): fresh prefix cache, same weights
     single._loaded = lm
-    results["c_one_at_a_time"] = run_dspy(single, jobs(args.single, args.k), 1, args.max_tokens, args.model)
-    print("(c) one at a time via DSPy:", results["c_one_at_a_time"], flush=True)
+    c_work = jobs(args.single, args.k)
+    parts: dict[str, list[dict]] = {"a_raw_generate": [], "b_engine_dspy": [], "c_one_at_a_time": []}
+    for r in range(args.rounds):
+        chunk = work[r * len(work) // args.rounds : (r + 1) * len(work) // args.rounds]
+        c_chunk = c_work[r * len(c_work) // args.rounds : (r + 1) * len(c_work) // args.rounds]
+        parts["a_raw_generate"].append(run_raw(lm, chunk, batch, args.max_tokens))
+        print(f"round {r + 1} (a) raw generate:", parts["a_raw_generate"][-1], flush=True)
+        parts["b_engine_dspy"].append(run_dspy(engine, chunk, args.threads, args.max_tokens, args.model))
+        print(f"round {r + 1} (b) engine via DSPy:", parts["b_engine_dspy"][-1], flush=True)
+        if c_chunk:
+            parts["c_one_at_a_time"].append(run_dspy(single, c_chunk, 1, args.max_tokens, args.model))
+            print(f"round {r + 1} (c) one at a time via DSPy:", parts["c_one_at_a_time"][-1], flush=True)
+    for key, runs in parts.items():
+        tokens, seconds = sum(x["output_tokens"] for x in runs), sum(x["seconds"] for x in runs)
+        results[key] = {"requests": sum(x["requests"] for x in runs), "output_tokens": tokens,
+                        "seconds": round(seconds, 2), "tok_s": round(tokens / seconds, 2) if seconds else 0.0,
+                        "rounds": runs}
     a, b, c = (results[k]["tok_s"] for k in ("a_raw_generate", "b_engine_dspy", "c_one_at_a_time"))
     results["b_over_a"] = round(b / a, 2) if a else None
     results["b_over_c"] = round(b / c, 2) if c else None

@@ -395,6 +395,47 @@ def sample_rows(rows: list[Row], logits) -> list[int]:
     return out
 
 
+_BUFFERED_LAYER = None
+
+
+def new_cache():
+    """An empty KV cache whose layers append into spare capacity (``BufferedLayer``) instead of concatenating the
+    whole cache at every step as transformers' ``DynamicLayer`` does (a copy of all keys and values per token)."""
+    global _BUFFERED_LAYER
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if _BUFFERED_LAYER is None:
+
+        class BufferedLayer(DynamicLayer):
+            spare = 64  # columns allocated ahead; reallocated (one copy) when used up or after rows change
+
+            def update(self, key_states, value_states, *args, **kwargs):
+                if not self.is_initialized or self.keys is None or self.keys.numel() == 0:
+                    self.lazy_initialization(key_states, value_states)
+                    self.keys, self.values, self._kb, self._vb = key_states, value_states, None, None
+                    return self.keys, self.values
+                t, n = self.keys.shape[-2], key_states.shape[-2]
+                kb = getattr(self, "_kb", None)
+                if (kb is None or kb.data_ptr() != self.keys.data_ptr() or kb.shape[:2] != self.keys.shape[:2]
+                        or kb.stride() != self.keys.stride() or t + n > kb.shape[-2]):
+                    b, h, _, d = self.keys.shape
+                    self._kb = self.keys.new_empty((b, h, t + n + self.spare, d))
+                    self._vb = self.values.new_empty((b, self.values.shape[1], t + n + self.spare,
+                                                      self.values.shape[3]))
+                    self._kb[:, :, :t] = self.keys
+                    self._vb[:, :, :t] = self.values
+                self._kb[:, :, t : t + n] = key_states
+                self._vb[:, :, t : t + n] = value_states
+                self.keys, self.values = self._kb[:, :, : t + n], self._vb[:, :, : t + n]
+                return self.keys, self.values
+
+        _BUFFERED_LAYER = BufferedLayer
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _BUFFERED_LAYER
+    return cache
+
+
 class DecodeBatch:
     """Rows decoding together over one left-padded KV cache; rows join (``admit``) and leave (``reap``) between
     steps, so a long generation never holds up the rest (continuous batching).
@@ -423,7 +464,6 @@ class DecodeBatch:
         reuses the longest cached prefix, except that all of them recompute the same number S of final tokens
         (S = the longest uncached tail among them), so the batch is plain left padding with no holes."""
         import torch
-        from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
         groups: dict[tuple[int, ...], list[Row]] = {}
@@ -435,7 +475,7 @@ class DecodeBatch:
         reuse = [max(0, len(ids) - window) if kv is not None else 0 for ids, (_, kv) in zip(prompts, found)]
         width = max(reuse)
         u = len(prompts)
-        cache = DynamicCache()
+        cache = new_cache()
         mask = torch.zeros((u, width + window), dtype=torch.long)
         if width:
             ref = next(kv for (_, kv), r in zip(found, reuse) if r)
@@ -458,7 +498,7 @@ class DecodeBatch:
         with torch.inference_mode():
             out = self.lm.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache,
                                 use_cache=True, logits_to_keep=1)
-        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        if not all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in cache.layers):
             raise NotImplementedError("batched decoding needs a model whose KV cache is all full attention")
         for j, ids in enumerate(prompts):  # remember each prompt's states (copied: the group tensor is freed)
             n = len(ids)
@@ -497,9 +537,7 @@ class DecodeBatch:
         pos = torch.tensor([len(r.ids) for r in joined], dtype=torch.long)
         last = torch.tensor([r.out[-1] for r in joined], dtype=torch.long)
         if not old_b:
-            from transformers import DynamicCache
-
-            self.cache = DynamicCache()
+            self.cache = new_cache()
             for li, (keys, values) in enumerate(kv):
                 self.cache.update(keys, values, li)
         else:
