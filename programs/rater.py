@@ -2,8 +2,10 @@
 
 `Rater(guideline, label_set)` is what every configured LM runs on each item. Output: a Prediction with
 `rationale` (None when the output had none), `label` (a canonical label, or None when the output could not be
-parsed - counted, never guessed), `raw_label` (the label as the LM wrote it) and `raw` (the LM's whole
-completion when the adapter could not parse it).
+parsed - counted, never guessed), `raw_label` (the label as the LM wrote it), `raw` (the LM's whole completion
+when the adapter could not parse it) and `label_source`: "output" (parsed from the answer), "choice" (the answer
+had a rationale but no parseable label, and a local model scored each allowed label after its own rationale:
+see thinktrace.lm.choices) or None.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from thinktrace.adapters import choose_field
 from thinktrace.labels import LabelSet
 from thinktrace.programs import load_relative
 
@@ -43,16 +46,27 @@ class Rater(dspy.Module):
     def forward(self, item: str) -> dspy.Prediction:
         try:
             out = self.judge(item=item)
+            rationale, raw_label, raw = out.get("rationale") or None, out.get("label"), None
         except AdapterParseError as err:
             # Small models often break the format; keep what was parsed and look for a stated label line.
             raw = err.lm_response or ""
             partial = err.parsed_result if isinstance(err.parsed_result, dict) else {}
+            rationale = partial.get("rationale") or None
             raw_label = partial.get("label") or label_line(raw)
-            return dspy.Prediction(rationale=partial.get("rationale") or None, label=self.label_set.parse(raw_label),
-                                   raw_label=raw_label, raw=raw)
-        raw_label = out.get("label")
-        return dspy.Prediction(rationale=out.get("rationale") or None, label=self.label_set.parse(raw_label),
-                               raw_label=raw_label, raw=None)
+            if rationale is None and "rationale" in self.judge.signature.output_fields and raw_label is None:
+                rationale = raw.strip() or None  # the whole answer was reasoning without any field marker
+        label = self.label_set.parse(raw_label)
+        source = "output" if label is not None else None
+        if label is None and (rationale or "rationale" not in self.judge.signature.output_fields):
+            label = self.choose(item, rationale)
+            source = "choice" if label is not None else None
+        return dspy.Prediction(rationale=rationale, label=label, raw_label=raw_label, raw=raw, label_source=source)
+
+    def choose(self, item: str, rationale: str | None) -> str | None:
+        """The allowed label a local model finds most likely after its own rationale (None for other LMs)."""
+        outputs = {"rationale": rationale} if rationale else {}
+        return choose_field(dspy.settings.lm, dspy.settings.adapter, self.judge, {"item": item}, outputs, "label",
+                            list(self.label_set.labels))
 
 
 class LabelOnlyRater(Rater):

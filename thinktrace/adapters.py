@@ -86,3 +86,39 @@ def make_adapter(name: str) -> dspy.Adapter:
     if name == "json":
         return dspy.JSONAdapter()
     raise ValueError(f"unknown adapter {name!r}; allowed: {', '.join(ADAPTERS)}")
+
+
+def answer_prefix(adapter: dspy.Adapter, signature, outputs: dict[str, Any], next_field: str) -> str:
+    """The assistant's answer up to (and including the header of) `next_field`, in the adapter's format: what a
+    local model continues when it is asked to choose `next_field`'s value (see thinktrace.lm.choices)."""
+    if isinstance(adapter, PlainAdapter):
+        lines = [f"{title(k)}: {v}" for k, v in outputs.items()]
+        return "\n".join([*lines, f"{title(next_field)}:"])
+    if isinstance(adapter, dspy.JSONAdapter):
+        import json
+
+        body = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in outputs.items())
+        return "{" + body + (", " if body else "") + json.dumps(next_field) + ": "
+    parts = [f"[[ ## {k} ## ]]\n{v}" for k, v in outputs.items()]
+    return "\n\n".join([*parts, f"[[ ## {next_field} ## ]]"]) + "\n"
+
+
+def choose_field(lm, adapter: dspy.Adapter | None, predictor, inputs: dict[str, Any], outputs: dict[str, Any],
+                 field: str, choices: list[str]) -> str | None:
+    """Ask a choice-capable local LM which of `choices` follows the answer so far; None when the LM cannot."""
+    from thinktrace.lm.choices import CHOICES_KEY, supports_choices
+
+    if lm is None or not supports_choices(lm):
+        return None
+    adapter = adapter or dspy.ChatAdapter()
+    messages = adapter.format(predictor.signature, demos=predictor.demos, inputs=inputs)
+    messages.append({"role": "assistant", "content": answer_prefix(adapter, predictor.signature, outputs, field)})
+    from dspy.lm15 import Config, Message, Request
+
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
+    turns = tuple(Message.assistant(m["content"]) if m["role"] == "assistant" else Message.user(m["content"])
+                  for m in messages if m["role"] != "system")
+    request = Request(model=lm.model, system=system, messages=turns,
+                      config=Config(extensions={"metadata": {CHOICES_KEY: list(choices)}}))
+    text = lm(request).message.text
+    return text if text in choices else None

@@ -1,6 +1,7 @@
 """Run a rater program over items with one LM, in parallel, appending one prediction record per item.
 
-A record: split, rater, item_id, human (gold label), label (parsed, None = unparseable), raw_label, rationale,
+A record: split, rater, item_id, human (gold label), label (parsed, None = unparseable), label_source ("output":
+parsed from the answer; "choice": scored among the allowed labels by a local model), raw_label, rationale,
 raw (the completion when the adapter could not parse it), error (an exception's one-line text), latency_s,
 tokens. Items already in the log (a resumed run) are skipped.
 """
@@ -34,8 +35,8 @@ def rate_one(program: dspy.Module, lm: dspy.LM, item: Item, adapter: dspy.Adapte
     try:
         with dspy.context(lm=lm, adapter=adapter, track_usage=True):
             pred = program(item=item.text)
-        record.update(label=pred.label, raw_label=pred.get("raw_label"), rationale=pred.get("rationale"),
-                      raw=pred.get("raw"), error=None, tokens=usage_tokens(pred))
+        record.update(label=pred.label, label_source=pred.get("label_source"), raw_label=pred.get("raw_label"),
+                      rationale=pred.get("rationale"), raw=pred.get("raw"), error=None, tokens=usage_tokens(pred))
     except Exception as err:  # an LM fault is a failed prediction, counted in the report, never a crash
         record.update(label=None, raw_label=None, rationale=None, raw=None,
                       error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300],

@@ -18,6 +18,7 @@ def rater_metrics(items: Sequence[Item], records: Sequence[dict], corpus: Corpus
     rater = [by_id.get(it.item_id, {}).get("label") for it in items]
     result = rater_vs_human(human, rater, corpus.label_set, n_boot=n_boot, seed=seed)
     result["n_errors"] = sum(1 for it in items if by_id.get(it.item_id, {}).get("error"))
+    result["n_label_by_choice"] = sum(1 for it in items if by_id.get(it.item_id, {}).get("label_source") == "choice")
     result["n_missing"] = sum(1 for it in items if it.item_id not in by_id)
     result["tokens"] = {k: sum((r.get("tokens") or {}).get(k, 0) for r in records) for k in ("prompt", "completion")}
     lat = sorted(r.get("latency_s") or 0.0 for r in records)

@@ -20,12 +20,13 @@ def fmt_est(est: dict | None, digits: int = 3) -> str:
 
 def _rater_table(split: dict, level: str) -> list[str]:
     second = ["accuracy", "macro_f1"] if level == "nominal" else ["mae", "spearman", "accuracy"]
-    head = ["rater", "α (95% CI)", *second, "parsed", "unparsed", "LM errors", "tokens in/out"]
+    head = ["rater", "α (95% CI)", *second, "parsed", "by choice", "unparsed", "LM errors", "tokens in/out"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in split["raters"].items():
         tok = m.get("tokens") or {}
         row = [name, fmt_est(m.get("alpha")), *[fmt_est(m.get(k)) for k in second],
-               f"{m['n_items'] - m['n_unparsed']}/{m['n_items']}", str(m["n_unparsed"]), str(m.get("n_errors", 0)),
+               f"{m['n_items'] - m['n_unparsed']}/{m['n_items']}", str(m.get("n_label_by_choice", 0)),
+               str(m["n_unparsed"]), str(m.get("n_errors", 0)),
                f"{tok.get('prompt', 0)}/{tok.get('completion', 0)}"]
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -132,7 +133,9 @@ def render_report(run: RunDir, metrics: dict) -> str:
         lines += _rater_table(split, level)
         lines += ["", "α: Krippendorff's alpha between the rater and the aggregated human label at the "
                   f"{level} level (1 = perfect agreement, 0 = chance level; unparsed outputs are missing values). "
-                  "Accuracy counts unparsed outputs as wrong. CIs: percentile bootstrap over items.", ""]
+                  "Accuracy counts unparsed outputs as wrong. CIs: percentile bootstrap over items. *by choice*: answers with "
+                  "a rationale but no parseable label, whose label a local model chose by likelihood among the allowed "
+                  "labels after its own rationale.", ""]
         ceiling = split.get("human_ceiling")
         if ceiling:
             lines += [f"**Human ceiling** (leave-one-annotator-out α: each annotator vs the aggregate of the others): "

@@ -93,9 +93,8 @@ class RejectionSampling(Teleprompter):
                     pred = teacher.blind(item=example.item)
                 tokens = usage_tokens(pred)
                 record.update(rationale=pred.get("rationale") or None, label=pred.label,
-                              raw_label=pred.get("raw_label"), raw=pred.get("raw"), error=None)
-                if pred.get("raw") is not None:
-                    record["rationale"] = None  # the completion broke the format: no usable trace
+                              label_source=pred.get("label_source"), raw_label=pred.get("raw_label"),
+                              raw=pred.get("raw"), error=None)
             else:
                 with dspy.context(lm=self._lm(seed), adapter=self.adapter, track_usage=True):
                     hint = teacher.rationalize(example.item, example.label)

@@ -66,6 +66,11 @@ class BatchingEngine(TransformersEngine):
 
     # -- engine protocol -----------------------------------------------------------------------------------
     def complete(self, request):
+        from thinktrace.lm.choices import requested_choices
+
+        choices = requested_choices(request)
+        if choices:
+            return self.choose(request, choices)
         row = self._prepare(request)
         t0 = time.perf_counter()
         self.submit(row)

@@ -65,6 +65,9 @@ def build_lm(cfg: ModelConfig, field: str = "model"):
         return build_custom_lm(cfg, field)
     common = dict(temperature=cfg.temperature, max_tokens=cfg.max_tokens, cache=cfg.cache)
     if cfg.is_local:
+        from thinktrace.lm.choices import mark_capable
+
+        mark_capable(cfg.dspy_model)
         return dspy.LM(cfg.dspy_model, engine=get_engine(cfg, field), **common)
     kwargs: dict[str, Any] = dict(common)
     if cfg.api_base:

@@ -98,9 +98,12 @@ class LoadedModel:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_ids or [0])[0]
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt token ids. A final assistant message is a prefix the model continues (answer prefill)."""
         tok = self.tokenizer
+        prefill = bool(messages) and messages[-1]["role"] == "assistant"
         if getattr(tok, "chat_template", None):
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = tok.apply_chat_template(messages, add_generation_prompt=not prefill,
+                                          continue_final_message=prefill, tokenize=True)
             if isinstance(ids, dict) or hasattr(ids, "keys"):
                 ids = ids["input_ids"]
             return list(ids)
@@ -202,7 +205,32 @@ class TransformersEngine:
         ids = lm.encode(request_messages(request))
         return Row(ids, self._fit_context(lm, ids, params))
 
+    def choose(self, request, choices: list[str]):
+        """Answer a choice request (see thinktrace.lm.choices) with the most likely choice, verbatim."""
+        from dspy.clients.engines.base import validate_request
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        from thinktrace.lm.choices import score_choices
+
+        validate_request(request)
+        lm = self.load()
+        messages = request_messages(request)
+        t0 = time.perf_counter()
+        with self._gen_lock:
+            scores = score_choices(lm, messages, choices)
+        best = max(range(len(choices)), key=lambda i: scores[i])
+        n_in = len(lm.encode(messages))
+        self._record(n_in, 0, time.perf_counter() - t0)
+        return Response(id=None, model=request.model or self.model_name,
+                        message=Message.assistant([TextPart(choices[best])]), finish_reason="stop",
+                        usage=Usage(input_tokens=n_in, output_tokens=0))
+
     def complete(self, request):
+        from thinktrace.lm.choices import requested_choices
+
+        choices = requested_choices(request)
+        if choices:
+            return self.choose(request, choices)
         row = self._prepare(request)
         lm = self._loaded
         t0 = time.perf_counter()
