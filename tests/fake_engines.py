@@ -42,3 +42,32 @@ def _rule(inputs, request):
 def keyword_rater():
     """Right at temperature 0; at temperature > 0 right only when the attempt's seed is divisible by 3."""
     return ScriptedEngine(_rule)
+
+
+RULE = "RULE: judge by the sentiment words."
+
+
+def _guideline_rule(inputs, request):
+    """Writer: summaries/merges add RULE. Rater: right on every item when its guideline carries RULE, else right
+    only on items whose number is even (the baseline disagrees with humans)."""
+    from thinktrace.lm.scripted import text_of
+
+    if "traces" in inputs or "rule_sets" in inputs:
+        return {"decision_rules": RULE}
+    if "rules" in inputs:
+        return {"new_guideline": inputs.get("guideline", "") + "\n" + RULE}
+    if "errors" in inputs:
+        return {"revised_guideline": inputs.get("guideline", "") + "\n" + RULE}
+    if "label" in inputs and "item" in inputs:  # InferRationale
+        return {"rationale": f"the guideline points to {inputs['label']}"}
+    if "rationale" in inputs:  # CheckRationale
+        return {"label": inputs["rationale"].rsplit(" ", 1)[-1]}
+    item = inputs.get("item", "")
+    number = int(item.rsplit(" ", 1)[-1]) if item.rsplit(" ", 1)[-1].isdigit() else 0
+    right = RULE in text_of(request.system) or number % 2 == 0
+    label = truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
+    return {"rationale": f"'{item}' reads {label}", "label": label}
+
+
+def guideline_aware():
+    return ScriptedEngine(_guideline_rule)

@@ -36,8 +36,8 @@ def comparisons(items: Sequence[Item], per_rater: dict[str, list[dict]], pairs: 
             continue
         la = [{r["item_id"]: r for r in per_rater[a]}.get(it.item_id, {}).get("label") for it in items]
         lb = [{r["item_id"]: r for r in per_rater[b]}.get(it.item_id, {}).get("label") for it in items]
-        out.append({"a": a, "b": b, **paired_difference(human, la, lb, corpus.label_set, metric="alpha",
-                                                         n_boot=n_boot, seed=seed)})
+        diff = paired_difference(human, la, lb, corpus.label_set, metric="alpha", n_boot=n_boot, seed=seed)
+        out.append({**diff, "a": a, "b": b, "value_a": diff["a"], "value_b": diff["b"]})
     return out
 
 

@@ -171,6 +171,28 @@ class Pipeline:
             variants[0].compare_to.append(variants[1].name)
         return results, variants
 
+    def guidelines(self, traces: list[dict]) -> tuple[dict, list[Variant]]:
+        """Use 2: synthesize and refine the guideline from the traces (candidates scored on dev by mean α across
+        all raters); write guideline.md and one compiled program per rater; return the refined-guideline variants."""
+        from thinktrace.guidelines import priority_from_traces, refine_guideline, write_rater_programs
+
+        cfg = self.spec.guidelines
+        baselines = [v for v in self.variants if v.kind == "baseline"]
+        writer_cfg = self.spec.model_named(cfg.writer) if cfg.writer else self.spec.generator
+        raters = {v.name: self.lm(v.model) for v in baselines}
+        result = refine_guideline(
+            cfg, original=self.loaded.guideline, traces=traces, writer_lm=self.lm(writer_cfg), raters=raters,
+            rater_factory=self.rater_program, dev_items=self.corpus.split("dev"), label_set=self.corpus.label_set,
+            adapter=self.adapter, seed=self.spec.seed, n_boot=min(self.spec.evaluate.bootstrap, 200),
+            log_dir=self.rundir.file("guidelines"), priority=priority_from_traces(traces),
+            train_items=self.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines})
+        write_rater_programs(result["best"], raters, self.rater_program, self.rundir.path,
+                             original=self.loaded.guideline)
+        if result.get("kept_original"):
+            return result, []  # nothing beat the original on dev: no new variant to evaluate
+        return result, [Variant(name=f"{v.name}+refined", model=v.model, guideline=result["best"],
+                                kind="refined-guideline", rater=v.name, compare_to=[v.name]) for v in baselines]
+
     def base_variant(self, base: str) -> Variant:
         """The configured local rater on the fine-tuning base model, or a new baseline variant for it."""
         from thinktrace.lm.embedded import canonical_name
@@ -223,12 +245,19 @@ class Pipeline:
             traces = self.rundir.log("traces.jsonl").read()
             finetuned, new = self.run_stage("finetune", lambda: self.finetune(traces))
             self.variants += new
+        refined = None
+        if self.spec.guidelines.enabled:
+            traces = self.rundir.log("traces.jsonl").read() if self.spec.sampling.enabled else []
+            refined, new = self.run_stage("guidelines", lambda: self.guidelines(traces))
+            self.variants += new
         records = self.run_stage("evaluate", lambda: self.evaluate(self.variants))
         self.result = self.run_stage("metrics", lambda: self.metrics(records))
         if trace_stats is not None:
             self.result["traces"] = trace_stats
         if finetuned is not None:
             self.result["finetune"] = finetuned
+        if refined is not None:
+            self.result["guidelines"] = refined
         self.rundir.write_json("metrics.json", self.result)
         write_report(self.rundir, self.result)
         self.rundir.write_json("metrics.json", self.result)

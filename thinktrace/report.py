@@ -69,6 +69,26 @@ def _finetune_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _guideline_section(g: dict) -> list[str]:
+    lines = ["## Guideline refinement (candidates scored on the dev split by mean α across raters)", "",
+             f"- best: candidate {g.get('best_id')} (mean dev α {g.get('best_dev')}); "
+             f"{'the original guideline was kept' if g.get('kept_original') else 'see guideline.md'}",
+             f"- writer calls: {g.get('writer_calls')}, writer fallbacks (unusable outputs replaced by a "
+             f"rule-append): {g.get('fallbacks')}", ""]
+    if g.get("note"):
+        lines += [f"Note: {g['note']}", ""]
+    rows = g.get("candidates") or []
+    if rows:
+        lines += ["| candidate | parent | mean dev α |", "|---|---|---|"]
+        for c in rows:
+            mean = c.get("mean")
+            lines.append(f"| {c.get('id')} | {c.get('parent') or ''} | {'n/a' if mean is None else f'{mean:.3f}'} |")
+        lines.append("")
+    lines.append("Dev scores choose the guideline, so they flatter it: the test-split rows above are the honest "
+                 "comparison (refined vs original, paired).")
+    return lines + [""]
+
+
 def plot_alpha(metrics: dict, path: Path) -> Path | None:
     """α with 95% CI per rater on the test split (or the first evaluated split), the human ceiling as a band."""
     import matplotlib
@@ -128,6 +148,8 @@ def render_report(run: RunDir, metrics: dict) -> str:
         lines += _trace_section(metrics["traces"])
     if metrics.get("finetune"):
         lines += _finetune_section(metrics["finetune"])
+    if metrics.get("guidelines"):
+        lines += _guideline_section(metrics["guidelines"])
     for split_name, split in (metrics.get("splits") or {}).items():
         lines += [f"## Agreement with humans — {split_name} split ({split['n_items']} items)", ""]
         lines += _rater_table(split, level)

@@ -17,6 +17,7 @@ from thinktrace.config import Section
 from thinktrace.data import DataConfig
 from thinktrace.errors import SpecError
 from thinktrace.finetune import FinetuneConfig
+from thinktrace.guidelines import GuidelinesConfig
 from thinktrace.lm.config import ModelConfig
 
 
@@ -107,6 +108,8 @@ class Spec(Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rejection sampling of traces.")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Use 1: LoRA fine-tuning of an "
                                      "open rater on the traces, with the label-only ablation.")
+    guidelines: GuidelinesConfig = Field(default_factory=GuidelinesConfig, description="Use 2: synthesize and "
+                                         "refine the guideline from the traces, scored on dev across all raters.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation against humans.")
     output_dir: str = Field("runs", description="Where run folders are written (relative to the working dir).")
 
@@ -134,6 +137,23 @@ class Spec(Section):
         if self.finetune.enabled and not self.sampling.enabled:
             raise ValueError("finetune.enabled: fine-tuning trains on inferred traces; set sampling.enabled: true")
         return self
+
+    @model_validator(mode="after")
+    def _guidelines_need_traces(self) -> "Spec":
+        g = self.guidelines
+        if g.enabled and g.optimizer == "traces" and not self.sampling.enabled:
+            raise ValueError("guidelines.enabled: trace-based synthesis reads inferred traces; set "
+                             "sampling.enabled: true (or use optimizer gepa / mipro)")
+        names = [r.name for r in self.models.raters] + ([self.models.generator.name] if self.models.generator else [])
+        if g.writer is not None and g.writer not in names:
+            raise ValueError(f"guidelines.writer: {g.writer!r} is not a model of this spec; one of: {', '.join(names)}")
+        return self
+
+    def model_named(self, name: str) -> ModelConfig:
+        for cfg in [*self.models.raters, *([self.models.generator] if self.models.generator else [])]:
+            if cfg.name == name:
+                return cfg
+        raise KeyError(name)
 
     @property
     def generator(self) -> ModelConfig:
