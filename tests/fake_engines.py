@@ -71,3 +71,31 @@ def _guideline_rule(inputs, request):
 
 def guideline_aware():
     return ScriptedEngine(_guideline_rule)
+
+
+class FaultyEngine(ScriptedEngine):
+    """The keyword rater with faults on about 20 % of calls each (chosen by a hash of the request, so a rerun
+    meets the same faults): exceptions, timeouts, empty answers and garbage."""
+
+    def __init__(self):
+        super().__init__(self._rule)
+
+    @staticmethod
+    def _rule(inputs, request):
+        import hashlib
+
+        key = f"{sorted(inputs.items())}|{request.config.seed}|{request.config.temperature}"
+        roll = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 100
+        if roll < 5:
+            raise RuntimeError("injected provider error")
+        if roll < 10:
+            raise TimeoutError("injected timeout")
+        if roll < 15:
+            return ""
+        if roll < 20:
+            return "@@ garbage %% no fields here"
+        return _rule(inputs, request)
+
+
+def faulty():
+    return FaultyEngine()
