@@ -108,3 +108,10 @@ def test_shipped_experiment_specs_validate():
     assert specs
     for path in specs:
         load_spec(path)
+
+
+def test_hosted_example_dry_runs_without_keys(monkeypatch, capsys):
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    assert main([os.path.join(ROOT, "experiments", "hosted.yaml"), "--dry-run"]) == 0
+    assert "stage guidelines" in capsys.readouterr().out

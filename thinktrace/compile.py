@@ -49,7 +49,21 @@ def plan(loaded, corpus) -> dict:
         kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
         stages["finetune"] = {"base": spec.finetune.base, "adapters": kinds,
                               "steps_max": plan_steps(spec.finetune, n_rows), "lm_calls_max": 0}
+    if spec.guidelines.enabled:
+        from collections import Counter
+
+        from thinktrace.guidelines import check_optimizer, plan_calls
+
+        check_optimizer(spec.guidelines)
+        per_label = Counter(ex.label for ex in examples) if spec.sampling.enabled else Counter()
+        calls = plan_calls(spec.guidelines, {k: v * spec.sampling.keep for k, v in per_label.items()},
+                           len(spec.models.raters), sizes["dev"], sizes["train"])
+        stages["guidelines"] = {"optimizer": spec.guidelines.optimizer, "rounds": spec.guidelines.rounds,
+                                "candidates": spec.guidelines.candidates, "writer_calls": calls["writer_calls"],
+                                "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
     variants = [r.name for r in spec.models.raters]
+    if "guidelines" in stages:
+        variants += [f"{r.name}+refined" for r in spec.models.raters]
     if "finetune" in stages:
         variants += [f"{spec.finetune.base}+{kind}" for kind in stages["finetune"]["adapters"]]
     stages["evaluate"] = {"variants": variants, "splits": spec.evaluate.splits,
@@ -94,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
             load_object(getattr(spec.programs, field), [loaded.base_dir], f"programs.{field}")
         except SpecError as err:
             raise err.with_file(str(loaded.path)) from None
-    the_plan = plan(loaded, corpus)
+    try:
+        the_plan = plan(loaded, corpus)
+    except SpecError as err:
+        raise err.with_file(str(loaded.path)) from None
     if args.dry_run:
         print_plan(the_plan)
         return 0
