@@ -142,7 +142,7 @@ def run_raw(lm, work, batch: int, max_tokens: int) -> dict:
             "tok_s": round(generated / wall, 2), "mean_prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1)}
 
 
-def run_quickstart(items_n: int, k: int, threads: int) -> dict:
+def run_quickstart(items_n: int, k: int, threads: int, engine=None) -> dict:
     """Rejection sampling (the quickstart spec with sampling switched on) on `items_n` train items."""
     from thinktrace.data import load_corpus
     from thinktrace.pipeline import Pipeline
@@ -156,20 +156,25 @@ def run_quickstart(items_n: int, k: int, threads: int) -> dict:
     corpus = load_corpus(spec.data, loaded.base_dir, spec.data.seed if spec.data.seed is not None else spec.seed)
     pipeline = Pipeline(loaded, corpus)
     pipeline.rundir.ensure()
+    before = engine.stats() if engine is not None else {}
     t0 = time.perf_counter()
     stats = pipeline.traces()
     wall = time.perf_counter() - t0
+    after = engine.stats() if engine is not None else {}
+    delta = {key: after[key] - before.get(key, 0) for key in ("calls", "input_tokens", "output_tokens", "steps",
+                                                             "row_steps") if key in after}
     accepted = int(stats.get("accepted", 0))
     return {"items": items_n, "k": k, "threads": threads, "attempts": stats.get("attempts"), "accepted": accepted,
             "seconds": round(wall, 1), "accepted_per_min": round(60 * accepted / wall, 2),
-            "attempts_per_min": round(60 * int(stats.get("attempts") or 0) / wall, 2)}
+            "attempts_per_min": round(60 * int(stats.get("attempts") or 0) / wall, 2), "engine": delta,
+            "engine_tok_s": round(delta.get("output_tokens", 0) / wall, 2)}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--threads", type=int, default=32, help="DSPy worker threads for (b); also the batch size of (a)")
-    ap.add_argument("--requests", type=int, default=64, help="requests for (a) and (b)")
+    ap.add_argument("--requests", type=int, default=64, help="requests for (a) and (b); 0 skips (a), (b), (c)")
     ap.add_argument("--single", type=int, default=8, help="requests for (c), one at a time")
     ap.add_argument("--k", type=int, default=4, help="samples per item (same prompt, different seeds)")
     ap.add_argument("--max-tokens", type=int, default=64)
@@ -207,15 +212,18 @@ def main(argv=None) -> int:
     single._loaded = lm
     c_work = jobs(args.single, args.k)
     parts: dict[str, list[dict]] = {"a_raw_generate": [], "b_engine_dspy": [], "c_one_at_a_time": []}
-    for r in range(args.rounds):
+    for r in range(args.rounds if args.requests else 0):
         chunk = work[r * len(work) // args.rounds : (r + 1) * len(work) // args.rounds]
         c_chunk = c_work[r * len(c_work) // args.rounds : (r + 1) * len(c_work) // args.rounds]
         parts["a_raw_generate"].append(run_raw(lm, chunk, batch, args.max_tokens))
+        parts["a_raw_generate"][-1]["peak_rss_gib_so_far"] = round(peak_rss_gib(), 2)
         print(f"round {r + 1} (a) raw generate:", parts["a_raw_generate"][-1], flush=True)
         parts["b_engine_dspy"].append(run_dspy(engine, chunk, args.threads, args.max_tokens, args.model))
+        parts["b_engine_dspy"][-1]["peak_rss_gib_so_far"] = round(peak_rss_gib(), 2)
         print(f"round {r + 1} (b) engine via DSPy:", parts["b_engine_dspy"][-1], flush=True)
         if c_chunk:
             parts["c_one_at_a_time"].append(run_dspy(single, c_chunk, 1, args.max_tokens, args.model))
+            parts["c_one_at_a_time"][-1]["peak_rss_gib_so_far"] = round(peak_rss_gib(), 2)
             print(f"round {r + 1} (c) one at a time via DSPy:", parts["c_one_at_a_time"][-1], flush=True)
     for key, runs in parts.items():
         tokens, seconds = sum(x["output_tokens"] for x in runs), sum(x["seconds"] for x in runs)
@@ -223,17 +231,21 @@ def main(argv=None) -> int:
                         "seconds": round(seconds, 2), "tok_s": round(tokens / seconds, 2) if seconds else 0.0,
                         "rounds": runs}
     a, b, c = (results[k]["tok_s"] for k in ("a_raw_generate", "b_engine_dspy", "c_one_at_a_time"))
+    results["peak_rss_gib_before_quickstart"] = round(peak_rss_gib(), 2)
     results["b_over_a"] = round(b / a, 2) if a else None
     results["b_over_c"] = round(b / c, 2) if c else None
     if args.quickstart_items:
         try:
-            results["quickstart_sampling"] = run_quickstart(args.quickstart_items, args.k, args.threads)
+            results["quickstart_sampling"] = run_quickstart(args.quickstart_items, args.k, args.threads, engine)
         except Exception as exc:  # the pipeline is someone else's moving part: report, don't crash
             results["quickstart_sampling"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         print("quickstart sampling:", results["quickstart_sampling"], flush=True)
     results["peak_rss_gib"] = round(peak_rss_gib(), 2)
 
     print()
+    if not args.requests:
+        print(json.dumps(results, indent=1))
+        return 0
     print(f"(a) raw batched generate (batch {batch}): {a:8.1f} tok/s")
     print(f"(b) engine via DSPy, {args.threads} threads:   {b:8.1f} tok/s   b/a = {results['b_over_a']}  (target >= 0.8)")
     print(f"(c) one request at a time:        {c:8.1f} tok/s   b/c = {results['b_over_c']}  (target >= 5)")

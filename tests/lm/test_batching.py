@@ -157,3 +157,22 @@ def test_row_seeds_are_independent_of_the_global_rng():
     b = torch.rand(5, generator=Row([1], params).generator)
     assert torch.equal(a, b)
     assert Row([1], SamplingParams()).generator is None  # greedy rows draw nothing
+
+
+def test_choice_scores_match_a_full_forward_and_run_beside_generation(single, batching):
+    from thinktrace.lm.choices import CHOICES_KEY, score_choices
+
+    messages = [{"role": "system", "content": "you are a rater"}, {"role": "user", "content": "rate this item"},
+                {"role": "assistant", "content": "Rationale: fine\nLabel:"}]
+    choices = ["-1", "0", "1", "positive", "neutral answer"]
+    lm = single.load()
+    reference = score_choices(lm, messages, choices)
+    fast = DecodeBatch(lm, PrefixCache(4096)).score(lm.encode(messages), choices)
+    assert fast == pytest.approx(reference, abs=1e-3)
+    request = Request(model="local/tiny", system="you are a rater",
+                      messages=(Message.user("rate this item"), Message.assistant("Rationale: fine\nLabel:")),
+                      config=Config(extensions={"metadata": {CHOICES_KEY: choices}}))
+    answers = concurrently(batching, [request, req("the quick brown fox", max_tokens=20), request])
+    best = choices[reference.index(max(reference))]
+    assert answers[0].text == answers[2].text == best
+    assert answers[1].usage.output_tokens >= 1

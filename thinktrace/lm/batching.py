@@ -60,6 +60,7 @@ class BatchingEngine(TransformersEngine):
         self.batch_window_s = float(batch_window_s)
         self._cv = threading.Condition()
         self._pending: list[Row] = []
+        self._jobs: list[_Job] = []  # other work for the decoder thread (choice scoring), run between steps
         self._thread: threading.Thread | None = None
         self._closing = False
         self._batch_stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "prefix_hit_tokens": 0, "max_rows": 0}
@@ -77,14 +78,32 @@ class BatchingEngine(TransformersEngine):
         self.wait(row)
         return self._response(request, self._loaded, row, time.perf_counter() - t0)
 
+    def _score(self, lm, ids: list[int], choices: list[str]) -> list[float]:
+        """Choice scoring runs on the decoder thread, between steps: one thread owns the model and prefix cache."""
+        job = _Job(lambda batch: batch.score(ids, choices))
+        with self._cv:
+            self._closing = False
+            self._jobs.append(job)
+            self._ensure_thread()
+            self._cv.notify_all()
+        while not job.event.wait(1.0):
+            if self._thread is None or not self._thread.is_alive():
+                raise RuntimeError("the batching engine's decoder thread stopped")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="thinktrace-batching", daemon=True)
+            self._thread.start()
+
     def submit(self, row: Row) -> None:
         """Queue a prepared row for decoding (starts the decoder thread when needed)."""
         with self._cv:
             self._closing = False
             self._pending.append(row)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="thinktrace-batching", daemon=True)
-                self._thread.start()
+            self._ensure_thread()
             self._cv.notify_all()
 
     def wait(self, row: Row) -> Row:
@@ -133,32 +152,40 @@ class BatchingEngine(TransformersEngine):
         return f"BatchingEngine({self.model_name!r}{adapter}, max_batch_size={self.max_batch_size}, loaded={self.loaded})"
 
     # -- the decoder thread --------------------------------------------------------------------------------
-    def _take(self, batch: DecodeBatch) -> list[Row] | None:
-        """Rows to admit now ([] to just keep decoding); None when the thread should exit."""
+    def _take(self, batch: DecodeBatch) -> tuple[list[Row], list["_Job"]] | None:
+        """Rows to admit now ([] to just keep decoding) and jobs to run; None when the thread should exit."""
         with self._cv:
             if not batch.rows:
-                while not self._pending:
+                while not self._pending and not self._jobs:
                     if self._closing:
                         self._thread = None
                         return None
                     self._cv.wait(timeout=5.0)
                 deadline = time.perf_counter() + self.batch_window_s
-                while len(self._pending) < self.max_batch_size:
+                while self._pending and not self._jobs and len(self._pending) < self.max_batch_size:
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break
                     self._cv.wait(timeout=left)
             room = self.max_batch_size - len(batch.rows)
             take, self._pending = self._pending[:room], self._pending[room:]
-            return take
+            jobs, self._jobs = self._jobs, []
+            return take, jobs
 
     def _loop(self) -> None:
         lm = self.load()
         batch = DecodeBatch(lm, self._prefix)
         while True:
-            take = self._take(batch)
-            if take is None:
+            got = self._take(batch)
+            if got is None:
                 return
+            take, jobs = got
+            for job in jobs:
+                try:
+                    job.result = job.fn(batch)
+                except BaseException as exc:
+                    job.error = exc
+                job.event.set()
             done: list[Row] = []
             try:
                 if take:
@@ -185,3 +212,12 @@ class BatchingEngine(TransformersEngine):
                 self._batch_stats[key] += batch.stats[key]
                 batch.stats[key] = 0
             self._batch_stats["max_rows"] = max(self._batch_stats["max_rows"], len(batch.rows))
+
+
+class _Job:
+    """A function the decoder thread runs between steps, with its result or error for the waiting caller."""
+
+    __slots__ = ("fn", "result", "error", "event")
+
+    def __init__(self, fn):
+        self.fn, self.result, self.error, self.event = fn, None, None, threading.Event()

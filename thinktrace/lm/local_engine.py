@@ -210,20 +210,21 @@ class TransformersEngine:
         from dspy.clients.engines.base import validate_request
         from dspy.lm15 import Message, Response, TextPart, Usage
 
-        from thinktrace.lm.choices import score_choices
-
         validate_request(request)
         lm = self.load()
-        messages = request_messages(request)
+        ids = lm.encode(request_messages(request))
         t0 = time.perf_counter()
-        with self._gen_lock:
-            scores = score_choices(lm, messages, choices)
+        scores = self._score(lm, ids, choices)
         best = max(range(len(choices)), key=lambda i: scores[i])
-        n_in = len(lm.encode(messages))
+        n_in = len(ids)
         self._record(n_in, 0, time.perf_counter() - t0)
         return Response(id=None, model=request.model or self.model_name,
                         message=Message.assistant([TextPart(choices[best])]), finish_reason="stop",
                         usage=Usage(input_tokens=n_in, output_tokens=0))
+
+    def _score(self, lm: LoadedModel, ids: list[int], choices: list[str]) -> list[float]:
+        with self._gen_lock:
+            return DecodeBatch(lm, self._prefix).score(ids, choices)
 
     def complete(self, request):
         from thinktrace.lm.choices import requested_choices
@@ -458,6 +459,15 @@ def new_cache():
                 self.keys, self.values = self._kb[:, :, : t + n], self._vb[:, :, : t + n]
                 return self.keys, self.values
 
+            def reserve(self, rows: int, t: int, like_k, like_v):
+                """Replace the states by zeroed buffers for `rows` x `t` columns (plus spare) and return the
+                ``[rows, H, t, D]`` views to fill. The old tensors are released as soon as the caller drops them."""
+                self._kb = like_k.new_zeros((rows, like_k.shape[1], t + self.spare, like_k.shape[3]))
+                self._vb = like_v.new_zeros((rows, like_v.shape[1], t + self.spare, like_v.shape[3]))
+                self.device, self.is_initialized = like_k.device, True
+                self.keys, self.values = self._kb[:, :, :t], self._vb[:, :, :t]
+                return self.keys, self.values
+
         _BUFFERED_LAYER = BufferedLayer
     cache = DynamicCache()
     cache.layer_class_to_replicate = _BUFFERED_LAYER
@@ -566,19 +576,19 @@ class DecodeBatch:
         last = torch.tensor([r.out[-1] for r in joined], dtype=torch.long)
         if not old_b:
             self.cache = new_cache()
-            for li, (keys, values) in enumerate(kv):
-                self.cache.update(keys, values, li)
+            self.cache.layers = [_BUFFERED_LAYER() for _ in kv]
         else:
             merged_mask[:old_b, t - old_t :] = self.mask
-            for layer, (keys, values) in zip(self.cache.layers, kv):
-                k_all = keys.new_zeros((b, keys.shape[1], t, keys.shape[3]))
-                v_all = values.new_zeros((b, values.shape[1], t, values.shape[3]))
-                k_all[:old_b, :, t - old_t :] = layer.keys
-                v_all[:old_b, :, t - old_t :] = layer.values
-                k_all[old_b:, :, t - new_t :] = keys
-                v_all[old_b:, :, t - new_t :] = values
-                layer.keys, layer.values = k_all, v_all
             pos, last = torch.cat([self.pos, pos]), torch.cat([self.last, last])
+        for layer, (keys, values) in zip(self.cache.layers, kv):  # one layer at a time: little transient memory
+            old_k, old_v = (layer.keys, layer.values) if old_b else (None, None)
+            k_all, v_all = layer.reserve(b, t, keys, values)
+            if old_b:
+                k_all[:old_b, :, t - old_t :] = old_k
+                v_all[:old_b, :, t - old_t :] = old_v
+            k_all[old_b:, :, t - new_t :] = keys
+            v_all[old_b:, :, t - new_t :] = values
+            del old_k, old_v
         self.rows.extend(joined)
         self.mask, self.pos, self.last = merged_mask, pos, last
 
@@ -628,11 +638,62 @@ class DecodeBatch:
         idx = torch.tensor(keep, dtype=torch.long)
         mask = self.mask[idx]
         first = int(mask.any(0).long().argmax().item())  # leading columns that are padding for every row
+        width = mask.shape[1] - first
         for layer in self.cache.layers:
-            layer.keys = layer.keys[idx, :, first:]
-            layer.values = layer.values[idx, :, first:]
+            old_k, old_v = layer.keys, layer.values
+            k, v = layer.reserve(len(keep), width, old_k, old_v)
+            k.copy_(old_k[idx, :, first:])
+            v.copy_(old_v[idx, :, first:])
+            del old_k, old_v
         self.mask, self.pos, self.last = mask[:, first:], self.pos[idx], self.last[idx]
         return done
+
+    def score(self, ids: list[int], choices: list[str]) -> list[float]:
+        """Summed log-probability of each choice's tokens after prompt `ids` (the same quantity as
+        ``thinktrace.lm.choices.score_choices``, same tokenization: a leading space unless the choice has one).
+
+        The prompt is prefilled once, reusing the prefix cache (it usually extends a prompt just generated from),
+        and the choices run as one small batch over its key/value states: logits only for the choice tokens.
+        Independent of the rows being decoded."""
+        import torch
+
+        tok = self.lm.tokenizer
+        conts = [tok.encode(c if c.startswith(" ") else " " + c, add_special_tokens=False) for c in choices]
+        n, kv = self.prefix.longest(ids)
+        cache = new_cache()
+        if kv is not None and n > 0:
+            for li, (k, v) in enumerate(kv):
+                cache.update(k[:, :, :n], v[:, :, :n], li)
+        else:
+            n = 0
+        with torch.inference_mode():
+            out = self.lm.model(input_ids=torch.tensor([ids[n:]], dtype=torch.long),
+                                position_ids=torch.arange(n, len(ids), dtype=torch.long)[None], cache=cache,
+                                use_cache=True, logits_to_keep=1)
+            self.prefix.put(ids, [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers])
+            self.stats["prefill_tokens"] += len(ids) - n
+            self.stats["prefix_hit_tokens"] += n
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            scores = [float(first[c[0]]) if c else 0.0 for c in conts]
+            width = max(len(c) for c in conts)
+            if width > 1:  # the later tokens of multi-token choices: one forward over the expanded prompt states
+                rows = len(conts)
+                expanded = new_cache()
+                for li, layer in enumerate(cache.layers):
+                    expanded.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), li)
+                inp = torch.full((rows, width - 1), self.lm.pad_id, dtype=torch.long)
+                mask = torch.ones((rows, len(ids) + width - 1), dtype=torch.long)
+                for i, c in enumerate(conts):
+                    if len(c) > 1:
+                        inp[i, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                    mask[i, len(ids) + max(len(c) - 1, 0) :] = 0  # right padding, after the real tokens
+                positions = torch.arange(len(ids), len(ids) + width - 1, dtype=torch.long)[None].expand(rows, -1)
+                logits = self.lm.model(input_ids=inp, attention_mask=mask, position_ids=positions, cache=expanded,
+                                       use_cache=True).logits
+                logprobs = torch.log_softmax(logits.float(), -1)
+                for i, c in enumerate(conts):
+                    scores[i] += float(sum(logprobs[i, j, t] for j, t in enumerate(c[1:])))
+        return scores
 
     def run(self, rows: list[Row]) -> list[Row]:
         """Decode `rows` to completion (no later arrivals); returns them."""
