@@ -21,8 +21,10 @@ backed by this engine).
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from typing import Any
 
 from thinktrace.lm.local_engine import DEFAULT_MAX_TOKENS, DecodeBatch, Row, TransformersEngine
@@ -64,6 +66,7 @@ class BatchingEngine(TransformersEngine):
         self._thread: threading.Thread | None = None
         self._closing = False
         self._batch_stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "prefix_hit_tokens": 0, "max_rows": 0}
+        _live.add(self)
 
     # -- engine protocol -----------------------------------------------------------------------------------
     def complete(self, request):
@@ -221,3 +224,19 @@ class _Job:
 
     def __init__(self, fn):
         self.fn, self.result, self.error, self.event = fn, None, None, threading.Event()
+
+
+_live: "weakref.WeakSet[BatchingEngine]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_decoders(timeout_s: float = 2.0) -> None:
+    """At interpreter exit, let idle decoder threads end instead of being frozen inside torch during shutdown."""
+    engines = list(_live)
+    for engine in engines:
+        engine.close()
+    deadline = time.monotonic() + timeout_s
+    for engine in engines:
+        thread = engine._thread
+        if thread is not None and thread.is_alive():
+            thread.join(max(0.0, deadline - time.monotonic()))
