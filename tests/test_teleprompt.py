@@ -148,3 +148,31 @@ def test_every_adapter_round_trips_through_the_teleprompter(adapter):
     tele, compiled, _ = run(blind_rule(2), examples(4), k=6, adapter=make_adapter(adapter))
     assert all(r["label"] == r["human"] for r in tele.attempts if r["accepted"])
     assert sum(r["accepted"] for r in tele.attempts) == 4
+
+
+def test_per_annotator_mode_gives_disagreeing_annotators_their_own_traces(tmp_path):
+    """Two annotators disagree on an item: each (item, annotator label) is its own example and gets a trace whose
+    label is that annotator's label."""
+    from thinktrace.data import DataConfig, load_corpus
+    from thinktrace.traces import trainset
+
+    data = tmp_path / "d.csv"
+    data.write_text("item_id,text,annotator_id,label\n"
+                    "a,text number 0,ann1,negative\na,text number 0,ann2,positive\n"
+                    "b,text number 1,ann1,neutral\nb,text number 1,ann2,neutral\n"
+                    "c,text number 2,ann1,neutral\n")
+    corpus = load_corpus(DataConfig(source=str(data), label_set=list(LABELS.labels),
+                                    split={"train": 0.67, "dev": 0.0, "test": 0.33}), tmp_path, seed=0)
+    assert {it.item_id for it in corpus.split("train")} == {"a", "b"}, "seeded split moved: pick other ids"
+    exs = trainset(corpus, per_annotator=True)
+    assert sorted(e.key for e in exs) == ["a::ann1", "a::ann2", "b::ann1", "b::ann2"]
+
+    def rule(inputs, request):  # samples cycle through the labels, so every label is eventually proposed
+        return {"rationale": f"seed {seed_of(request)}", "label": LABELS.labels[seed_of(request) % 3]}
+
+    tele, _, _ = run(rule, exs, k=30, keep=1)
+    traces = accepted_traces(tele.attempts, exs)
+    by_key = {t["key"]: t for t in traces}
+    assert by_key["a::ann1"]["label"] == "negative" and by_key["a::ann2"]["label"] == "positive"
+    assert by_key["a::ann1"]["human_labels"] == ["negative", "positive"]
+    assert all(t["label"] == t["human"] for t in traces)
