@@ -69,9 +69,14 @@ def _finetune_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _mean_dev(score) -> str:
+    value = score.get("mean") if isinstance(score, dict) else score
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _guideline_section(g: dict) -> list[str]:
     lines = ["## Guideline refinement (candidates scored on the dev split by mean α across raters)", "",
-             f"- best: candidate {g.get('best_id')} (mean dev α {g.get('best_dev')}); "
+             f"- best: candidate {g.get('best_id')} (mean dev α {_mean_dev(g.get('best_dev'))}); "
              f"{'the original guideline was kept' if g.get('kept_original') else 'see guideline.md'}",
              f"- writer calls: {g.get('writer_calls')}, writer fallbacks (unusable outputs replaced by a "
              f"rule-append): {g.get('fallbacks')}", ""]
