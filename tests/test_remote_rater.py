@@ -75,3 +75,30 @@ def test_missing_key_is_a_clear_error(tmp_path, monkeypatch, capsys, server):
     assert main([str(spec)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "THINKTRACE_TEST_KEY" in err[0] and "models.raters.0.api_key_env" in err[0]
+
+
+def test_unknown_provider_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = toy_spec(**{"models.raters": [{"name": "x", "provider": "opneai", "model": "m"}],
+                       "sampling.enabled": False})
+    path = write_spec(tmp_path, spec)
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "models.raters.0.provider" in err[0] and "opneai" in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_only_program_files_the_spec_names_are_imported(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bystander.py").write_text("raise SystemExit('imported a file no spec names')\n")
+    out = tmp_path / "run"
+    assert main([str(write_spec(tmp_path, toy_spec(**{"sampling.enabled": False}))), "--out", str(out)]) == 0
+    loaded = [m for m in sys.modules if m.startswith("thinktrace_user_")]
+    assert loaded  # the named programs were imported through thinktrace.programs
+    files = [getattr(sys.modules[m], "__file__", "") for m in loaded]
+    assert not any(f.endswith("bystander.py") for f in files)
+    # every imported user file is one a spec (in this test session) named, or a file those programs import
+    assert all(f.endswith(("rater.py", "trace.py", "judge.py", "infer.py", "guideline.py", "fake_engines.py"))
+               for f in files), files

@@ -80,7 +80,21 @@ def build_lm(cfg: ModelConfig, field: str = "model"):
                 f"environment variable {cfg.api_key_env} is not set (it should hold the API key for {cfg.provider})",
             )
         kwargs["api_key"] = key
+    check_provider(cfg.provider, f"{field}.provider")
     return dspy.LM(cfg.dspy_model, **kwargs)
+
+
+def check_provider(provider: str, field: str) -> None:
+    """A remote provider must be one LiteLLM knows (checked when the LM is built: importing litellm is slow, and
+    only remote specs need it)."""
+    import litellm
+
+    known = {str(getattr(p, "value", p)) for p in litellm.provider_list}
+    if provider not in known:
+        close = sorted(k for k in known if k.startswith(provider[:3]))[:6]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise SpecError(field, f"unknown provider {provider!r}: use `local`, `python` or a LiteLLM provider such as "
+                        f"openai, anthropic, ollama_chat, hosted_vllm{hint}")
 
 
 def engine_stats() -> dict[str, dict[str, Any]]:
