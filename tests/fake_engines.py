@@ -65,6 +65,16 @@ def _guideline_rule(inputs, request):
     item = inputs.get("item", "")
     number = int(item.rsplit(" ", 1)[-1]) if item.rsplit(" ", 1)[-1].isdigit() else 0
     right = RULE in text_of(request.system) or number % 2 == 0
+    delay = float(os.environ.get("THINKTRACE_FAKE_DELAY", "0"))
+    if delay:
+        time.sleep(delay)
+    call_log = os.environ.get("THINKTRACE_FAKE_CALL_LOG")
+    if call_log:  # one line per completed rating call: the guideline's hash and the item
+        import hashlib
+
+        digest = hashlib.sha1(text_of(request.system).encode()).hexdigest()[:8]
+        with open(call_log, "a") as fh:
+            fh.write(f"{digest}\t{request.config.temperature}\t{item}\n")
     label = truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
     return {"rationale": f"'{item}' reads {label}", "label": label}
 
