@@ -15,7 +15,7 @@ def rater_metrics(items: Sequence[Item], records: Sequence[dict], corpus: Corpus
     """Metrics of one rater on `items`, in item order; an item without a record counts as unparsed."""
     by_id = {r["item_id"]: r for r in records}
     human = [it.label for it in items]
-    rater = [by_id.get(it.item_id, {}).get("label") for it in items]
+    rater = labels_of(items, records)
     result = rater_vs_human(human, rater, corpus.label_set, n_boot=n_boot, seed=seed)
     result["n_errors"] = sum(1 for it in items if by_id.get(it.item_id, {}).get("error"))
     result["n_label_by_choice"] = sum(1 for it in items if by_id.get(it.item_id, {}).get("label_source") == "choice")
@@ -26,6 +26,12 @@ def rater_metrics(items: Sequence[Item], records: Sequence[dict], corpus: Corpus
     return result
 
 
+def labels_of(items: Sequence[Item], records: Sequence[dict]) -> list[str | None]:
+    """The rater's parsed label per item, in item order (None: unparsed or no record)."""
+    by_id = {r["item_id"]: r.get("label") for r in records}
+    return [by_id.get(it.item_id) for it in items]
+
+
 def comparisons(items: Sequence[Item], per_rater: dict[str, list[dict]], pairs: Sequence[tuple[str, str]],
                 corpus: Corpus, *, n_boot: int, seed: int) -> list[dict]:
     """Paired-bootstrap difference in α (b - a) on the same items, for each (a, b) pair with records for both."""
@@ -34,8 +40,7 @@ def comparisons(items: Sequence[Item], per_rater: dict[str, list[dict]], pairs: 
     for a, b in pairs:
         if a not in per_rater or b not in per_rater:
             continue
-        la = [{r["item_id"]: r for r in per_rater[a]}.get(it.item_id, {}).get("label") for it in items]
-        lb = [{r["item_id"]: r for r in per_rater[b]}.get(it.item_id, {}).get("label") for it in items]
+        la, lb = labels_of(items, per_rater[a]), labels_of(items, per_rater[b])
         diff = paired_difference(human, la, lb, corpus.label_set, metric="alpha", n_boot=n_boot, seed=seed)
         out.append({**diff, "a": a, "b": b, "value_a": diff["a"], "value_b": diff["b"]})
     return out
@@ -58,8 +63,7 @@ def split_metrics(corpus: Corpus, split: str, items: Sequence[Item], records: Se
     for group, names in (inter_rater_groups or {"all": list(per_rater)}).items():
         names = [n for n in names if n in per_rater]
         if len(names) >= 2:
-            ratings = {n: [{r["item_id"]: r for r in per_rater[n]}.get(it.item_id, {}).get("label") for it in items]
-                       for n in names}
+            ratings = {n: labels_of(items, per_rater[n]) for n in names}
             inter[group] = inter_rater_alpha(ratings, corpus.label_set, n_boot=n_boot, seed=seed)
     return {"n_items": len(items), "raters": raters, "human_ceiling": ceiling, "inter_rater": inter or None,
             "comparisons": comparisons(items, per_rater, pairs, corpus, n_boot=n_boot, seed=seed)}
