@@ -2,7 +2,11 @@
 
 1. traces: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal; traces.jsonl,
    sft.jsonl and the compiled program program.json are rebuilt from it).
-2. evaluate: every configured rater, with the original guideline, on the evaluation splits.
+2. finetune (use 1): LoRA SFT of the base model on the traces and the label-only ablation (checkpointed).
+3. guidelines (use 2): candidates synthesized from the traces, scored on dev across all raters (each candidate's
+   ratings journalled); guideline.md and one compiled program per rater.
+4. evaluate: every variant (baseline raters, fine-tuned raters, refined-guideline raters) on the evaluation splits
+   (predictions.jsonl is the journal), then metrics.json, report.md and report.html.
 """
 
 from __future__ import annotations
