@@ -131,15 +131,8 @@ class BatchingEngine(TransformersEngine):
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> "BatchingEngine":
-        return cls(
-            state["model"],
-            state.get("adapter_path"),
-            num_threads=state.get("num_threads"),
-            default_max_tokens=state.get("default_max_tokens", DEFAULT_MAX_TOKENS),
-            prefix_cache_tokens=state.get("prefix_cache_tokens", 4096),
-            max_batch_size=state.get("max_batch_size", 32),
-            batch_window_s=state.get("batch_window_s", 0.02),
-        )
+        return cls(state["model"], state.get("adapter_path"), **cls._state_kwargs(state),
+                   max_batch_size=state.get("max_batch_size", 32), batch_window_s=state.get("batch_window_s", 0.02))
 
     def stats(self) -> dict[str, Any]:
         """``TransformersEngine.stats()`` plus decoding steps, mean rows per step, prefill tokens computed and

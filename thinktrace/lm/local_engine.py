@@ -265,13 +265,14 @@ class TransformersEngine:
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> "TransformersEngine":
-        return cls(
-            state["model"],
-            state.get("adapter_path"),
-            num_threads=state.get("num_threads"),
-            default_max_tokens=state.get("default_max_tokens", DEFAULT_MAX_TOKENS),
-            prefix_cache_tokens=state.get("prefix_cache_tokens", 4096),
-        )
+        return cls(state["model"], state.get("adapter_path"), **cls._state_kwargs(state))
+
+    @staticmethod
+    def _state_kwargs(state: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments of __init__ saved by dump_state (subclasses add theirs)."""
+        return {"num_threads": state.get("num_threads"),
+                "default_max_tokens": state.get("default_max_tokens", DEFAULT_MAX_TOKENS),
+                "prefix_cache_tokens": state.get("prefix_cache_tokens", 4096)}
 
     # -- accounting --------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
