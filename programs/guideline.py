@@ -33,6 +33,9 @@ ReviseGuideline = load_relative(__file__, "../signatures/guideline.py", "ReviseG
 #: Heading of the rules appended to the original guideline when a merge is unusable.
 APPENDIX_HEADING = "## Decision rules learned from the annotators' reasoning"
 
+#: Heading of the section of human-labelled examples (with the reasoning of their traces) added to a candidate.
+EXAMPLES_HEADING = "## Examples labelled by the human annotators"
+
 _FENCE = re.compile(r"^```[\w-]*\n(.*?)\n?```$", re.S)
 _HEAD = re.compile(r"^\W*(new|revised)[ _]guideline\W*:?\s*", re.I)
 
@@ -68,6 +71,29 @@ def append_rules(guideline: str, rules_text: str) -> str:
     return f"{guideline.rstrip()}\n\n{APPENDIX_HEADING}\n\n{rules_text.strip()}\n"
 
 
+def first_sentence(text: str | None) -> str:
+    text = " ".join(str(text or "").split())
+    m = re.search(r"(?<=[.!?])\s", text)
+    return text[: m.start()] if m else text
+
+
+def format_examples(examples: dict[str, list[dict]], reasoning: bool = True, max_chars: int = 160) -> str:
+    """`- Item: <item> -> Label: <label>. Why: <first sentence of its trace>` lines, label by label."""
+    lines = []
+    for label, traces in examples.items():
+        for t in traces:
+            why = _clip(first_sentence(t.get("rationale")), max_chars) if reasoning else ""
+            lines.append(f"- {_clip(t['item'], max_chars)} -> {label}" + (f". Why: {why}" if why else ""))
+    return "\n".join(lines)
+
+
+def append_examples(guideline: str, examples_text: str) -> str:
+    """The guideline, then the human-labelled examples under `EXAMPLES_HEADING` (nothing added when empty)."""
+    if not examples_text.strip():
+        return guideline
+    return f"{guideline.rstrip()}\n\n{EXAMPLES_HEADING}\n\n{examples_text.strip()}\n"
+
+
 def _clip(text: str, n: int) -> str:
     text = " ".join(str(text or "").split())
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
@@ -101,10 +127,15 @@ class GuidelineWriter(dspy.Module):
     human label. labels: the label order (a LabelSet or a list); traces of other labels come after, in order of
     appearance. batch_size (>= 2): most traces per map call and most rule lists per reduce call.
     max_traces_per_label: keep at most this many traces of a label (priority ones first); None = all.
+    examples_per_label: also add this many human-labelled items per label, taken from the traces in the same
+    order (priority first; a different mix per order_seed), under `EXAMPLES_HEADING`, each with the first
+    sentence of its trace when example_reasoning; 0 = none. Anchors like these are what small raters use best
+    (rules written by a small writer are often unusable).
     """
 
     def __init__(self, labels: Sequence[str] | object = (), batch_size: int = 8,
-                 max_traces_per_label: int | None = None, max_chars: int = 800, max_errors: int | None = None):
+                 max_traces_per_label: int | None = None, max_chars: int = 800, max_errors: int | None = None,
+                 examples_per_label: int = 0, example_reasoning: bool = True):
         super().__init__()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (a reduce step combines at least two lists), got {batch_size}")
@@ -113,6 +144,8 @@ class GuidelineWriter(dspy.Module):
         self.max_traces_per_label = max_traces_per_label
         self.max_chars = max_chars
         self.max_errors = max_errors or batch_size
+        self.examples_per_label = examples_per_label
+        self.example_reasoning = example_reasoning
         self.summarize = dspy.Predict(SummarizeTraces)
         self.combine = dspy.Predict(CombineRules)
         self.merge = dspy.Predict(MergeGuideline)
@@ -209,8 +242,13 @@ class GuidelineWriter(dspy.Module):
                 if not parsed:
                     self._note(state, "merge", None, "output did not parse, its raw text used (passed the checks)")
                 new = text
+        examples = {}
+        if self.examples_per_label:
+            examples = {lb: [t for b in bs for t in b][: self.examples_per_label] for lb, bs in plan.items()}
+            new = append_examples(new, format_examples(examples, self.example_reasoning))
         return dspy.Prediction(guideline=new, rules=rules, fallbacks=state["fallbacks"], calls=state["calls"],
-                               batches={lb: [[t["item_id"] for t in b] for b in bs] for lb, bs in plan.items()})
+                               batches={lb: [[t["item_id"] for t in b] for b in bs] for lb, bs in plan.items()},
+                               examples={lb: [t["item_id"] for t in ts] for lb, ts in examples.items()})
 
     def revise(self, guideline: str, errors: Sequence[dict]) -> dspy.Prediction:
         """errors: rows {item, human, said: {rater: {label, rationale}}}; at most max_errors are shown."""

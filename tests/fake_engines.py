@@ -47,9 +47,9 @@ def keyword_rater():
 RULE = "RULE: judge by the sentiment words."
 
 
-def _guideline_rule(inputs, request):
-    """Writer: summaries/merges add RULE. Rater: right on every item when its guideline carries RULE, else right
-    only on items whose number is even (the baseline disagrees with humans)."""
+def _guideline_rule(inputs, request, helps: bool = True):
+    """Writer: summaries/merges add RULE. Rater: right on every item when its guideline carries RULE (helps) or
+    on none (not helps), else right only on items whose number is even (the baseline disagrees with humans)."""
     from thinktrace.lm.scripted import text_of
 
     if "traces" in inputs or "rule_sets" in inputs:
@@ -64,7 +64,10 @@ def _guideline_rule(inputs, request):
         return {"label": inputs["rationale"].rsplit(" ", 1)[-1]}
     item = inputs.get("item", "")
     number = int(item.rsplit(" ", 1)[-1]) if item.rsplit(" ", 1)[-1].isdigit() else 0
-    right = RULE in text_of(request.system) or number % 2 == 0
+    if RULE in text_of(request.system):
+        right = helps
+    else:
+        right = number % 2 == 0
     delay = float(os.environ.get("THINKTRACE_FAKE_DELAY", "0"))
     if delay:
         time.sleep(delay)
@@ -81,6 +84,24 @@ def _guideline_rule(inputs, request):
 
 def guideline_aware():
     return ScriptedEngine(_guideline_rule)
+
+
+def guideline_averse():
+    """Like guideline_aware, but a guideline with RULE makes the rater wrong on every item."""
+    return ScriptedEngine(lambda inputs, request: _guideline_rule(inputs, request, helps=False))
+
+
+def chat_only():
+    """The keyword rater, right at temperature 0 only when prompted in DSPy's chat format (not plain lines)."""
+    from thinktrace.lm.scripted import is_plain
+
+    def rule(inputs, request):
+        answer = _rule(inputs, request)
+        if is_plain(request) and isinstance(answer, dict) and "item" in inputs:
+            wrong = "neutral" if answer["label"] != "neutral" else "positive"
+            answer = {"rationale": f"plain lines: {wrong}", "label": wrong}
+        return answer
+    return ScriptedEngine(rule)
 
 
 class FaultyEngine(ScriptedEngine):

@@ -7,8 +7,8 @@ from specs import TESTS, toy_spec, write_spec
 from thinktrace.compile import main
 
 
-def spec():
-    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:guideline_aware", "cache": False}
+def spec(engine: str = "guideline_aware"):
+    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:{engine}", "cache": False}
     return toy_spec(**{"models.raters": [dict(rater, name="a"), dict(rater, name="b")],
                        "guidelines": {"enabled": True, "candidates": 1, "rounds": 1}})
 
@@ -32,3 +32,43 @@ def test_refined_guideline_is_written_compiled_and_evaluated(tmp_path, monkeypat
     assert not metrics["guidelines"]["kept_original"]
     report = (out / "report.md").read_text()
     assert "Guideline refinement" in report and "a+refined − a" in report
+    assert "Original vs refined guideline — test split" in report and "it **beats** the original on dev" in report
+    assert "α among the LLM raters: original guideline" in report
+
+
+def test_refined_guideline_is_evaluated_on_test_even_when_it_loses_on_dev(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main([str(write_spec(tmp_path, spec("guideline_averse"))), "--out", str(out)]) == 0
+    g = json.loads((out / "metrics.json").read_text())["guidelines"]
+    assert g["kept_original"] and g["best_id"] == "0-0"  # the dev winner is the original
+    assert not g["refined_beats_original"] and g["refined_id"] == "1-0" and g["refined_changed"]
+    assert g["refined_dev"]["mean"] < g["original_dev"]["mean"]
+    assert "RULE" in (out / "guideline.md").read_text()  # guideline.md is the refined guideline, not the winner
+    test = json.loads((out / "metrics.json").read_text())["splits"]["test"]
+    for name in ("a", "b"):  # evaluated on test and worse there too (the fake is wrong everywhere with RULE)
+        assert test["raters"][f"{name}+refined"]["accuracy"]["value"] < test["raters"][name]["accuracy"]["value"]
+        comp = next(c for c in test["comparisons"] if (c["a"], c["b"]) == (name, f"{name}+refined"))
+        assert comp["diff"] < 0
+    report = (out / "report.md").read_text()
+    assert "it **does not beat** the original on dev" in report
+    section = report.split("### Original vs refined guideline — test split", 1)[1].split("\n\n", 2)
+    table = section[1].splitlines()
+    assert [row.split(" | ")[0].strip("| ") for row in table[2:]] == ["a", "b"]
+    assert all(row.count("[") == 3 for row in table[2:])  # α original, α refined, Δ: each with a CI
+
+
+def test_each_rater_is_prompted_in_its_own_format(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:chat_only", "cache": False}
+    s = toy_spec(**{"models.raters": [dict(rater, name="plain"), dict(rater, name="chat", prompt_format="chat")],
+                    "sampling.enabled": False})
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    by = {name: {r["item_id"]: r for r in records if r["rater"] == name} for name in ("chat", "plain")}
+    assert len(by["chat"]) == len(by["plain"]) == 10
+    # the fake answers plain-line prompts with a marked wrong label, chat prompts with the keyword label
+    assert all(r["rationale"].startswith("plain lines") for r in by["plain"].values())
+    assert not any(r["rationale"].startswith("plain lines") for r in by["chat"].values())
+    assert all(by["chat"][i]["label"] != by["plain"][i]["label"] for i in by["chat"])

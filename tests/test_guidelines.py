@@ -325,3 +325,34 @@ def test_priority_helpers():
                {"item_id": "b", "rater": "x", "human": "pos", "label": None},
                {"item_id": "c", "rater": "y", "human": "pos", "label": "neg"}]
     assert priority_from_ratings(records) == {"b", "c"} and priority_from_ratings(records, ["x"]) == {"b"}
+
+
+EXAMPLES = load_object("programs/guideline.py:EXAMPLES_HEADING", [], "guidelines")
+
+
+def test_examples_per_label_adds_human_labelled_trace_items_priority_first(tmp_path):
+    cfg = GuidelinesConfig(enabled=True, rounds=1, candidates=2, batch_size=4, examples_per_label=2)
+    # priority: t1 (negative) and t6 (neutral) were first missed by the generator
+    result, _, _ = refine(tmp_path, Writer(), cfg=cfg, priority={"t1", "t6"})
+    first = (tmp_path / "guidelines" / "candidates" / "1-0.md").read_text()
+    section = first.split(EXAMPLES, 1)[1].strip().splitlines()
+    assert len(section) == 6  # 2 per label, 3 labels with traces
+    assert section[0] == "- train text 1 -> negative. Why: reasoning 1 leads to negative"
+    assert section[2].startswith("- train text 6 -> neutral")
+    meta = json.loads((tmp_path / "guidelines" / "candidates" / "1-0.json").read_text())
+    assert meta["examples"]["negative"][0] == "t1" and len(meta["examples"]["positive"]) == 2
+    # the second candidate shuffles within the priority / other groups: priority items still lead
+    second = json.loads((tmp_path / "guidelines" / "candidates" / "1-1.json").read_text())["examples"]
+    assert second["negative"][0] == "t1" and second["neutral"][0] == "t6"
+    assert result["refined"].count(EXAMPLES) == 1
+
+
+def test_examples_without_reasoning_show_item_and_label_only():
+    writer = GuidelineWriter(LABELS, examples_per_label=1, example_reasoning=False)
+    lm, _ = fake_lm(Writer(), "writer")
+    import dspy
+
+    with dspy.context(lm=lm, adapter=PLAIN):
+        pred = writer(guideline=GUIDE, traces=traces({"negative": 2, "positive": 1}))
+    lines = pred.guideline.split(EXAMPLES, 1)[1].strip().splitlines()
+    assert lines == ["- train text 0 -> negative", "- train text 2 -> positive"]

@@ -2,8 +2,11 @@
 
 `refine_guideline` runs R rounds x C candidates. The original guideline is candidate `0-0`; every candidate is
 scored on the dev items by the MEAN Krippendorff α (rater vs human) over all configured raters, so the guideline
-is not tuned to one model, and the best is kept (ties go to the earlier candidate, so a synthesis that does not
-beat the original on dev never replaces it).
+is not tuned to one model. The best candidate other than the original is the refined guideline (`refined`), which
+the pipeline evaluates on test beside the original whether or not it won on dev, so the report always shows what
+synthesis did; `best` is the dev winner among all candidates, the original included (ties go to the earlier
+candidate, so a synthesis that does not beat the original on dev is never called the winner), and later rounds
+revise it.
 
 - optimizer `traces`: round 1 candidates are written from the accepted thinking traces by
   programs/guideline.py:GuidelineWriter (map-reduce per label, priority items first, then a merge); round r+1
@@ -49,8 +52,9 @@ logger = logging.getLogger(__name__)
 OPTIMIZERS = ("traces", "gepa", "mipro")
 GEPA_GUIDANCE = ("The instruction is an annotation guideline for raters. Keep the task's scope and the definition "
                  "of every label; add decision rules that make raters give the human label.")
-KEPT_ORIGINAL_NOTE = ("the original guideline is candidate 0-0 and is scored like every other candidate; a "
-                      "candidate replaces it only with a strictly higher mean dev α (ties go to the earlier one)")
+KEPT_ORIGINAL_NOTE = ("the original guideline is candidate 0-0 and is scored like every other candidate; the "
+                      "refined guideline (guideline.md) is the best other candidate, evaluated on test whether or not "
+                      "it beats the original on dev; `best` is the dev winner (ties go to the earlier candidate)")
 
 
 class GuidelinesConfig(Section):
@@ -72,6 +76,12 @@ class GuidelinesConfig(Section):
                             "lists combined per call (reduce): any number of traces fits the writer's context.")
     max_traces_per_label: int | None = Field(None, ge=1, description="Use at most this many traces per label "
                                              "(traces of items the baseline raters got wrong first). Null: all.")
+    examples_per_label: int = Field(0, ge=0, le=50, description="traces: also add this many human-labelled "
+                                    "items per label (from the accepted traces, priority items first, a different "
+                                    "mix per candidate) to each synthesized guideline, each with the first sentence "
+                                    "of its trace. 0: rules only.")
+    example_reasoning: bool = Field(True, description="traces: show the first sentence of each example's trace "
+                                    "next to it (false: the item and its human label only).")
     max_dev_items: int | None = Field(None, ge=1, description="Score candidates on at most this many dev items "
                                       "(the first in split order). Null: the whole dev split.")
     max_train_items: int | None = Field(50, ge=1, description="gepa / mipro: most train items given to the "
@@ -236,12 +246,18 @@ def write_rater_programs(best_guideline: str, raters: Collection[str] | Mapping[
     return paths
 
 
+def adapter_of(adapter: "dspy.Adapter | Mapping[str, dspy.Adapter] | None", rater: str):
+    """The prompt format of one rater: `adapter` itself, or its entry when it is a {rater: adapter} mapping."""
+    return adapter.get(rater) if isinstance(adapter, Mapping) else adapter
+
+
 # -- the rater panel optimized by gepa / mipro ----------------------------------------------------------------
 class _Shared:
     """LMs and the adapter, shared (not copied) by deep copies of the panel: LMs hold engines and locks."""
 
     def __init__(self, raters: Mapping[str, dspy.LM], adapter):
-        self.raters, self.adapter = dict(raters), adapter
+        self.raters = dict(raters)
+        self.adapters = {name: adapter_of(adapter, name) for name in self.raters}
 
     def __deepcopy__(self, memo):
         return self
@@ -263,7 +279,7 @@ class RaterPanel(dspy.Module):
     def forward(self, item: str) -> dspy.Prediction:
         said = {}
         for name, lm in self.shared.raters.items():
-            with dspy.context(lm=lm, adapter=self.shared.adapter):
+            with dspy.context(lm=lm, adapter=self.shared.adapters[name]):
                 pred = self.rater(item=item)
             said[name] = {"label": pred.get("label"), "rationale": pred.get("rationale")}
         top = Counter(v["label"] for v in said.values() if v["label"]).most_common(1)
@@ -300,7 +316,8 @@ class _Refinement:
         self.writer_lm, self.raters, self.rater_factory = writer_lm, dict(raters), rater_factory
         self.dev = list(dev_items)[: cfg.max_dev_items or None]
         self.label_set, self.adapter, self.seed, self.n_boot = label_set, adapter, seed, n_boot
-        self.writer_adapter = writer_adapter if writer_adapter is not None else adapter
+        self.writer_adapter = writer_adapter if writer_adapter is not None else \
+            adapter_of(adapter, next(iter(self.raters), ""))
         self.priority, self.train_items = set(priority or ()), train_items
         self.threads = threads
         self.log_dir = Path(log_dir)
@@ -326,7 +343,8 @@ class _Refinement:
     def _writer(self):
         cls = load_object("programs/guideline.py:GuidelineWriter", [PROJECT_ROOT], "guidelines.writer")
         return cls(self.label_set, batch_size=self.cfg.batch_size,
-                   max_traces_per_label=self.cfg.max_traces_per_label)
+                   max_traces_per_label=self.cfg.max_traces_per_label,
+                   examples_per_label=self.cfg.examples_per_label, example_reasoning=self.cfg.example_reasoning)
 
     # -- scoring ---------------------------------------------------------------------------------------------
     def ratings(self, cid: str) -> dict[str, dict[str, dict]]:
@@ -348,7 +366,8 @@ class _Refinement:
                 continue
             program = program or self.rater_factory(text)
             for r in rate_items(program, lm, self.dev, log, split="dev", rater=name, threads=self._threads(name),
-                                done=set(have[name]), adapter=self.adapter, desc=f"guideline {cid} [{name}]"):
+                                done=set(have[name]), adapter=adapter_of(self.adapter, name),
+                                desc=f"guideline {cid} [{name}]"):
                 have[name][r["item_id"]] = r
         human = [it.label for it in self.dev]
         alpha, est, coverage = {}, {}, {}
@@ -398,6 +417,15 @@ class _Refinement:
                 best = row
         return best
 
+    def best_synthesized(self) -> dict:
+        """The best candidate other than the original (the refinement's own output, reported on test whether or
+        not it beats the original on dev)."""
+        best = self.rows[1]
+        for row in self.rows[2:]:
+            if row["mean"] > best["mean"]:
+                best = row
+        return best
+
     # -- how candidates are made -----------------------------------------------------------------------------
     def from_traces(self, index: int) -> Callable[[int], tuple[str, dict]]:
         def make(rollout: int) -> tuple[str, dict]:
@@ -407,7 +435,8 @@ class _Refinement:
                 pred = writer(guideline=self.original, traces=self.traces, priority=self.priority,
                               order_seed=None if index == 0 else rollout)
             return pred.guideline, {"kind": "traces", "writer_calls": pred.calls, "fallbacks": pred.fallbacks,
-                                    "rules": pred.rules, "batches": pred.batches}
+                                    "rules": pred.rules, "batches": pred.batches,
+                                    "examples": pred.get("examples") or {}}
         return make
 
     def dev_errors(self, cid: str) -> list[dict]:
@@ -515,6 +544,7 @@ class _Refinement:
                     make = self.revision(parent)
                 self.candidate(round_, index, parent, make)
         best = self.best()
+        refined = self.best_synthesized()
         result = {
             "optimizer": self.cfg.optimizer,
             "best": self.texts[best["id"]],
@@ -522,6 +552,11 @@ class _Refinement:
             "best_dev": {k: best[k] for k in ("alpha", "alpha_est", "coverage", "mean")},
             "original_dev": {k: original[k] for k in ("alpha", "alpha_est", "coverage", "mean")},
             "kept_original": best["id"] == original["id"],
+            "refined": self.texts[refined["id"]],
+            "refined_id": refined["id"],
+            "refined_dev": {k: refined[k] for k in ("alpha", "alpha_est", "coverage", "mean")},
+            "refined_beats_original": refined["mean"] > original["mean"],
+            "refined_changed": self.texts[refined["id"]].strip() != self.original.strip(),
             "note": KEPT_ORIGINAL_NOTE,
             "candidates": self.rows,
             "fallbacks": sum(len(r.get("fallbacks") or []) for r in self.rows),
@@ -530,14 +565,15 @@ class _Refinement:
             "raters": list(self.raters),
         }
         (self.log_dir / "summary.json").write_text(
-            json.dumps(json_safe({k: v for k, v in result.items() if k != "best"}), indent=2, ensure_ascii=False)
+            json.dumps(json_safe({k: v for k, v in result.items() if k not in ("best", "refined")}), indent=2, ensure_ascii=False)
             + "\n", encoding="utf-8")
         return result
 
 
 def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[dict], writer_lm: dspy.LM,
                      raters: Mapping[str, dspy.LM], rater_factory: Callable[[str], dspy.Module],
-                     dev_items: Sequence[Item], label_set: LabelSet, adapter: dspy.Adapter | None = None,
+                     dev_items: Sequence[Item], label_set: LabelSet,
+                     adapter: dspy.Adapter | Mapping[str, dspy.Adapter] | None = None,
                      seed: int = 0, n_boot: int = 200, log_dir: str | Path, priority: Collection[str] = (),
                      train_items: Sequence[Item] | None = None, threads: int | Mapping[str, int] = 4,
                      writer_adapter: dspy.Adapter | None = None) -> dict:
@@ -547,7 +583,7 @@ def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[d
     (each candidate uses `writer_lm.copy(rollout_id=..., temperature=cfg.temperature)`). raters: {name: LM}, all
     of which score every candidate. rater_factory(guideline) -> the rater program (e.g. Rater(guideline,
     label_set)). dev_items: the dev split (the first cfg.max_dev_items are used). adapter: the raters' prompt
-    format (also the writer's unless writer_adapter is given). priority: item ids whose traces the writer reads
+    format, one for all or {rater: adapter} (the writer uses writer_adapter, default: the first rater's). priority: item ids whose traces the writer reads
     first (items the baseline raters got wrong). train_items: gepa / mipro examples (default: the traced items).
     threads: parallel dev ratings per rater (an int or {rater: n}).
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from thinktrace import _plots
-from thinktrace.report import fmt_est
+from thinktrace.report import fmt_est, guideline_comparison
 from thinktrace.rundir import write_atomic
 from thinktrace.runview import RunView
 
@@ -389,8 +389,21 @@ def section_guideline(run: RunView) -> str:
                          c.get("chars", ""), c.get("same_as") or ""])
         body.append(table(["candidate", "made by", "parent", "mean dev α", *[f"dev α {r}" for r in raters],
                            "chars", "same text as"], rows))
-        if isinstance(g, dict) and g.get("kept_original"):
+        if isinstance(g, dict) and g.get("refined_id") is not None:
+            verdict = "beats" if g.get("refined_beats_original") else "does not beat"
+            body.append(para(f"Refined guideline (guideline.md): candidate {g['refined_id']}; on dev it {verdict} the "
+                             "original (mean α above). Both are evaluated on test below."))
+        elif isinstance(g, dict) and g.get("kept_original"):
             body.append(para(g.get("note") or "No candidate beat the original guideline on dev: it was kept."))
+    for split_name, comp in guideline_comparison(run.metrics).items():
+        rows = [[rater, fmt_est(before), fmt_est(after),
+                 fmt_est({"value": c["diff"], "ci": c["ci"]}) if c else "n/a",
+                 f"{c['p_b_not_better']:.3f}" if c else "n/a"] for rater, before, after, c in comp["raters"]]
+        before, after = comp["inter"]
+        rows.append(["α among the LLM raters", fmt_est(before), fmt_est(after), "", ""])
+        body.append(f"<h3>original vs refined guideline — {esc(split_name)} split</h3>")
+        body.append(table(["rater", "α original (95% CI)", "α refined (95% CI)",
+                           "Δα refined − original (paired bootstrap)", "P(refined not better)"], rows))
     texts = run.guideline_texts()
     if texts:
         original, refined, path = texts

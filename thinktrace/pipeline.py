@@ -55,6 +55,7 @@ class Pipeline:
             self.rundir = RunDir.create(self.spec.output_dir, self.spec.name)
         self._lms: dict = {}
         self.adapter = make_adapter(self.spec.programs.adapter)
+        self._adapters = {self.spec.programs.adapter: self.adapter}
         self.timing: dict[str, float] = {}
 
     # -- setup -----------------------------------------------------------------------------------------------
@@ -81,6 +82,13 @@ class Pipeline:
         if cfg.name not in self._lms:
             self._lms[cfg.name] = build_lm(cfg, field)
         return self._lms[cfg.name]
+
+    def adapter_for(self, model) -> "dspy.Adapter":
+        """The prompt format a rater is run with: its own `prompt_format`, else the experiment's."""
+        name = getattr(model, "prompt_format", None) or self.spec.programs.adapter
+        if name not in self._adapters:
+            self._adapters[name] = make_adapter(name)
+        return self._adapters[name]
 
     def preflight(self) -> None:
         """Build every configured LM before any work (keys present, paths exist); weights load lazily."""
@@ -118,7 +126,7 @@ class Pipeline:
                     continue
                 program = self.rater_program(v.guideline, label_only=v.label_only)
                 records += rate_items(program, self.lm(v.model), items, log, split=split, rater=v.name,
-                                      threads=v.model.num_threads, done=ids, adapter=self.adapter)
+                                      threads=v.model.num_threads, done=ids, adapter=self.adapter_for(v.model))
         return records
 
     def traces(self) -> dict:
@@ -165,8 +173,9 @@ class Pipeline:
         for kind, kind_rows in rows.items():
             results[kind] = train_adapter(cfg, kind_rows, self.rundir.file(f"finetune/{kind}"), seed=self.spec.seed,
                                           name=kind)
+            # prompted in the format it was trained on: the experiment's
             model = base.model.model_copy(update={"name": f"{base.name}+{kind}", "adapter": results[kind]["adapter_dir"],
-                                                  "cache": False})
+                                                  "cache": False, "prompt_format": None})
             if kind == "label-sft":
                 model = model.model_copy(update={"max_tokens": 16})
             variants.append(Variant(name=model.name, model=model, guideline=self.loaded.guideline, kind=kind,
@@ -187,14 +196,16 @@ class Pipeline:
         result = refine_guideline(
             cfg, original=self.loaded.guideline, traces=traces, writer_lm=self.lm(writer_cfg), raters=raters,
             rater_factory=self.rater_program, dev_items=self.corpus.split("dev"), label_set=self.corpus.label_set,
-            adapter=self.adapter, seed=self.spec.seed, n_boot=min(self.spec.evaluate.bootstrap, 200),
+            adapter={v.name: self.adapter_for(v.model) for v in baselines}, writer_adapter=self.adapter,
+            seed=self.spec.seed, n_boot=min(self.spec.evaluate.bootstrap, 200),
             log_dir=self.rundir.file("guidelines"), priority=priority_from_traces(traces),
             train_items=self.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines})
-        write_rater_programs(result["best"], raters, self.rater_program, self.rundir.path,
+        write_rater_programs(result["refined"], raters, self.rater_program, self.rundir.path,
                              original=self.loaded.guideline)
-        if result.get("kept_original"):
-            return result, []  # nothing beat the original on dev: no new variant to evaluate
-        return result, [Variant(name=f"{v.name}+refined", model=v.model, guideline=result["best"],
+        if not result.get("refined_changed"):
+            return result, []  # the writer left the guideline unchanged: nothing new to evaluate
+        # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers
+        return result, [Variant(name=f"{v.name}+refined", model=v.model, guideline=result["refined"],
                                 kind="refined-guideline", rater=v.name, compare_to=[v.name]) for v in baselines]
 
     def base_variant(self, base: str) -> Variant:

@@ -74,10 +74,37 @@ def _mean_dev(score) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _guideline_section(g: dict) -> list[str]:
+def guideline_comparison(metrics: dict) -> dict[str, dict]:
+    """Per evaluated split: {"raters": [(rater, original α, refined α, comparison or None)], "inter": (before,
+    after)}: every rater with the original vs the refined guideline, and α among the LLM raters before vs after."""
+    out = {}
+    kinds = {v["name"]: v for v in metrics.get("variants") or []}
+    refined = [v for v in kinds.values() if v.get("kind") == "refined-guideline"]
+    for split_name, split in (metrics.get("splits") or {}).items():
+        rows = []
+        for v in refined:
+            base = v.get("rater")
+            comp = next((c for c in split.get("comparisons") or [] if c["a"] == base and c["b"] == v["name"]), None)
+            rows.append((base, (split["raters"].get(base) or {}).get("alpha"),
+                         (split["raters"].get(v["name"]) or {}).get("alpha"), comp))
+        inter = split.get("inter_rater") or {}
+        if rows:
+            out[split_name] = {"raters": rows, "inter": (inter.get("baseline"), inter.get("refined-guideline"))}
+    return out
+
+
+def _guideline_section(g: dict, metrics: dict | None = None) -> list[str]:
+    original_dev, refined_dev = _mean_dev(g.get("original_dev")), _mean_dev(g.get("refined_dev"))
+    if g.get("refined_id") is None:  # metrics written before `refined` existed
+        verdict = f"best: candidate {g.get('best_id')} (mean dev α {_mean_dev(g.get('best_dev'))})"
+    elif not g.get("refined_changed", True):
+        verdict = "the writer left the guideline unchanged: nothing new to evaluate"
+    else:
+        verdict = (f"refined guideline (guideline.md): candidate {g['refined_id']}, mean dev α {refined_dev} vs "
+                   f"{original_dev} for the original: it **{'beats' if g.get('refined_beats_original') else 'does not beat'}"
+                   "** the original on dev")
     lines = ["## Guideline refinement (candidates scored on the dev split by mean α across raters)", "",
-             f"- best: candidate {g.get('best_id')} (mean dev α {_mean_dev(g.get('best_dev'))}); "
-             f"{'the original guideline was kept' if g.get('kept_original') else 'see guideline.md'}",
+             f"- {verdict}",
              f"- writer calls: {g.get('writer_calls')}, writer fallbacks (unusable outputs replaced by a "
              f"rule-append): {g.get('fallbacks')}", ""]
     if g.get("note"):
@@ -89,7 +116,22 @@ def _guideline_section(g: dict) -> list[str]:
             mean = c.get("mean")
             lines.append(f"| {c.get('id')} | {c.get('parent') or ''} | {'n/a' if mean is None else f'{mean:.3f}'} |")
         lines.append("")
-    lines.append("Dev scores choose the guideline, so they flatter it: the test-split rows above are the honest "
+    for split_name, comp in guideline_comparison(metrics or {}).items():
+        lines += [f"### Original vs refined guideline — {split_name} split", "",
+                  "| rater | α original (95% CI) | α refined (95% CI) | Δα refined − original (paired bootstrap) | "
+                  "P(refined not better) |", "|---|---|---|---|---|"]
+        for rater, before, after, c in comp["raters"]:
+            diff = fmt_est({"value": c["diff"], "ci": c["ci"]}) if c else "n/a"
+            p = f"{c['p_b_not_better']:.3f}" if c else "n/a"
+            lines.append(f"| {rater} | {fmt_est(before)} | {fmt_est(after)} | {diff} | {p} |")
+        before, after = comp["inter"]
+        if before or after:
+            lines += ["", f"α among the LLM raters: original guideline {fmt_est(before)}, refined guideline "
+                      f"{fmt_est(after)}" + (f" ({len(before.get('raters', []))} raters)" if before else "")]
+        else:
+            lines += ["", "α among the LLM raters: n/a (it needs at least two raters in `models.raters`)"]
+        lines.append("")
+    lines.append("Dev scores choose the guideline, so they flatter it: the test-split rows are the honest "
                  "comparison (refined vs original, paired).")
     return lines + [""]
 
@@ -154,7 +196,7 @@ def render_report(run: RunDir, metrics: dict) -> str:
     if metrics.get("finetune"):
         lines += _finetune_section(metrics["finetune"])
     if metrics.get("guidelines"):
-        lines += _guideline_section(metrics["guidelines"])
+        lines += _guideline_section(metrics["guidelines"], metrics)
     for split_name, split in (metrics.get("splits") or {}).items():
         lines += [f"## Agreement with humans — {split_name} split ({split['n_items']} items)", ""]
         lines += _rater_table(split, level)

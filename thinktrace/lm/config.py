@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from thinktrace.config import Section
@@ -44,6 +46,12 @@ class ModelConfig(Section):
     adapter: str | None = Field(
         default=None,
         description="Directory of a PEFT LoRA adapter applied on top of `model` (local provider only).",
+    )
+    prompt_format: Literal["plain", "chat", "json"] | None = Field(
+        default=None,
+        description="This rater's prompt format (DSPy adapter), overriding `programs.adapter` for it: plain, chat "
+        "or json. Null: the experiment's `programs.adapter`. Sampling and fine-tuning always use `programs.adapter` "
+        "(fine-tuned raters are prompted in the format they were trained on).",
     )
     temperature: float = Field(
         default=0.0,
