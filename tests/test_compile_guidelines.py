@@ -33,7 +33,9 @@ def test_refined_guideline_is_written_compiled_and_evaluated(tmp_path, monkeypat
     report = (out / "report.md").read_text()
     assert "Guideline refinement" in report and "a+refined − a" in report
     assert "Original vs refined guideline — test split" in report and "it **beats** the original on dev" in report
-    assert "α among the LLM raters: original guideline" in report
+    assert "α among the LLM raters: original guideline" in report and "paired bootstrap over 10 items" in report
+    change = metrics["splits"]["test"]["inter_rater_change"]
+    assert change["a"] == "baseline" and change["b"] == "refined-guideline" and change["n"] == 10
 
 
 def test_refined_guideline_is_evaluated_on_test_even_when_it_loses_on_dev(tmp_path, monkeypatch):
@@ -72,3 +74,4 @@ def test_each_rater_is_prompted_in_its_own_format(tmp_path, monkeypatch):
     assert all(r["rationale"].startswith("plain lines") for r in by["plain"].values())
     assert not any(r["rationale"].startswith("plain lines") for r in by["chat"].values())
     assert all(by["chat"][i]["label"] != by["plain"][i]["label"] for i in by["chat"])
+

@@ -32,7 +32,9 @@ def test_quickstart_rates_and_samples_on_the_embedded_model(tmp_path, monkeypatc
                "--set", "guidelines.enabled=false"])
     assert rc == 0
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 4 and all(p["error"] is None for p in preds)
+    # two raters (plain and chat prompt format) x 4 test items
+    assert sorted(p["rater"] for p in preds) == ["smollm2-135m"] * 4 + ["smollm2-135m-chat"] * 4
+    assert all(p["error"] is None for p in preds)
     assert all((p["tokens"]["completion"] or 0) > 0 for p in preds)
     attempts = [json.loads(x) for x in (out / "attempts.jsonl").read_text().splitlines()]
     assert 3 <= len(attempts) <= 6

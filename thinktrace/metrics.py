@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from thinktrace.agreement import human_ceiling, inter_rater_alpha, paired_difference, rater_vs_human
+from thinktrace.agreement import (human_ceiling, inter_rater_alpha, paired_difference, paired_inter_rater_difference,
+                                  rater_vs_human)
 from thinktrace.data import Corpus, Item
 
 
@@ -65,5 +66,15 @@ def split_metrics(corpus: Corpus, split: str, items: Sequence[Item], records: Se
         if len(names) >= 2:
             ratings = {n: labels_of(items, per_rater[n]) for n in names}
             inter[group] = inter_rater_alpha(ratings, corpus.label_set, n_boot=n_boot, seed=seed)
-    return {"n_items": len(items), "raters": raters, "human_ceiling": ceiling, "inter_rater": inter or None,
-            "comparisons": comparisons(items, per_rater, pairs, corpus, n_boot=n_boot, seed=seed)}
+    result = {"n_items": len(items), "raters": raters, "human_ceiling": ceiling, "inter_rater": inter or None,
+              "comparisons": comparisons(items, per_rater, pairs, corpus, n_boot=n_boot, seed=seed)}
+    groups = inter_rater_groups or {}
+    before = [n for n in groups.get("baseline", []) if n in per_rater]
+    after = [n for n in groups.get("refined-guideline", []) if n in per_rater]
+    if len(before) >= 2 and len(after) >= 2:  # the same raters with the original vs the refined guideline
+        result["inter_rater_change"] = {
+            "a": "baseline", "b": "refined-guideline",
+            **paired_inter_rater_difference({n: labels_of(items, per_rater[n]) for n in before},
+                                            {n: labels_of(items, per_rater[n]) for n in after},
+                                            corpus.label_set, n_boot=n_boot, seed=seed)}
+    return result

@@ -89,7 +89,8 @@ def guideline_comparison(metrics: dict) -> dict[str, dict]:
                          (split["raters"].get(v["name"]) or {}).get("alpha"), comp))
         inter = split.get("inter_rater") or {}
         if rows:
-            out[split_name] = {"raters": rows, "inter": (inter.get("baseline"), inter.get("refined-guideline"))}
+            out[split_name] = {"raters": rows, "inter": (inter.get("baseline"), inter.get("refined-guideline")),
+                               "inter_change": split.get("inter_rater_change")}
     return out
 
 
@@ -126,8 +127,12 @@ def _guideline_section(g: dict, metrics: dict | None = None) -> list[str]:
             lines.append(f"| {rater} | {fmt_est(before)} | {fmt_est(after)} | {diff} | {p} |")
         before, after = comp["inter"]
         if before or after:
+            change = comp.get("inter_change")
             lines += ["", f"α among the LLM raters: original guideline {fmt_est(before)}, refined guideline "
-                      f"{fmt_est(after)}" + (f" ({len(before.get('raters', []))} raters)" if before else "")]
+                      f"{fmt_est(after)}" + (f" ({len(before.get('raters', []))} raters)" if before else "")
+                      + (f"; Δ {fmt_est({'value': change['diff'], 'ci': change['ci']})} (paired bootstrap over "
+                         f"{change['n']} items, P(refined not better) {change['p_after_not_better']:.3f})"
+                         if change and change.get("diff") is not None else "")]
         else:
             lines += ["", "α among the LLM raters: n/a (it needs at least two raters in `models.raters`)"]
         lines.append("")

@@ -38,3 +38,23 @@ def test_invalid_inputs_raise():
         inter_rater_alpha({"a": ["low"], "b": ["low", "mid"]}, LS)
     with pytest.raises(ValueError, match="not in label_set"):
         inter_rater_alpha({"a": ["low"], "b": ["LOW"]}, LS)
+
+
+def test_paired_inter_rater_change_agrees_with_the_two_alphas():
+    from thinktrace.agreement import inter_rater_alpha, paired_inter_rater_difference
+    from thinktrace.labels import LabelSet
+
+    labels = LabelSet.of(["negative", "neutral", "positive"])
+    truth = ["negative", "neutral", "positive"] * 6
+    shifted = truth[1:] + truth[:1]
+    before = {"a": truth, "b": shifted}  # disagree on every item
+    after = {"a": truth, "b": [t if i % 6 else s for i, (t, s) in enumerate(zip(truth, shifted))]}
+    change = paired_inter_rater_difference(before, after, labels, n_boot=200, seed=1)
+    alpha_before = inter_rater_alpha(before, labels, n_boot=0)["value"]
+    alpha_after = inter_rater_alpha(after, labels, n_boot=0)["value"]
+    assert change["before"] == alpha_before and change["after"] == alpha_after
+    assert change["diff"] == alpha_after - alpha_before > 0.5 and change["n"] == 18
+    assert 0 < change["ci"][0] <= change["diff"] <= change["ci"][1] and change["p_after_not_better"] == 0.0
+    # an item one group leaves unlabelled (None) drops out of both groups: n counts items usable in both
+    after["b"] = [None] + after["b"][1:]
+    assert paired_inter_rater_difference(before, after, labels, n_boot=50)["n"] == 17
