@@ -410,21 +410,23 @@ class _Refinement:
         self.rows.append(row)
         return row
 
-    def best(self) -> dict:
-        best = self.rows[0]
-        for row in self.rows[1:]:
+    @staticmethod
+    def _top(rows: Sequence[dict]) -> dict:
+        """The row with the highest mean dev α; ties go to the earlier row."""
+        best = rows[0]
+        for row in rows[1:]:
             if row["mean"] > best["mean"]:
                 best = row
         return best
 
+    def best(self) -> dict:
+        """The dev winner among all candidates, the original included."""
+        return self._top(self.rows)
+
     def best_synthesized(self) -> dict:
         """The best candidate other than the original (the refinement's own output, reported on test whether or
         not it beats the original on dev)."""
-        best = self.rows[1]
-        for row in self.rows[2:]:
-            if row["mean"] > best["mean"]:
-                best = row
-        return best
+        return self._top(self.rows[1:])
 
     # -- how candidates are made -----------------------------------------------------------------------------
     def from_traces(self, index: int) -> Callable[[int], tuple[str, dict]]:
