@@ -78,7 +78,8 @@ def first_sentence(text: str | None) -> str:
 
 
 def format_examples(examples: dict[str, list[dict]], reasoning: bool = True, max_chars: int = 160) -> str:
-    """`- Item: <item> -> Label: <label>. Why: <first sentence of its trace>` lines, label by label."""
+    """`- <item> -> <label>. Why: <first sentence of its trace>` lines (without `. Why: ...` when not reasoning or
+    the trace is empty), label by label."""
     lines = []
     for label, traces in examples.items():
         for t in traces:

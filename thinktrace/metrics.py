@@ -60,12 +60,13 @@ def split_metrics(corpus: Corpus, split: str, items: Sequence[Item], records: Se
     long = long[long["item_id"].isin(ids)]
     ceiling = human_ceiling(long, corpus.label_set, n_boot=n_boot, seed=seed,
                             aggregate="majority" if aggregate == "each" else aggregate) if len(long) else None
+    labels = {n: labels_of(items, recs) for n, recs in per_rater.items()}  # item order, None = unparsed
     inter = {}
     for group, names in (inter_rater_groups or {"all": list(per_rater)}).items():
         names = [n for n in names if n in per_rater]
         if len(names) >= 2:
-            ratings = {n: labels_of(items, per_rater[n]) for n in names}
-            inter[group] = inter_rater_alpha(ratings, corpus.label_set, n_boot=n_boot, seed=seed)
+            inter[group] = inter_rater_alpha({n: labels[n] for n in names}, corpus.label_set, n_boot=n_boot,
+                                             seed=seed)
     result = {"n_items": len(items), "raters": raters, "human_ceiling": ceiling, "inter_rater": inter or None,
               "comparisons": comparisons(items, per_rater, pairs, corpus, n_boot=n_boot, seed=seed)}
     groups = inter_rater_groups or {}
@@ -74,7 +75,6 @@ def split_metrics(corpus: Corpus, split: str, items: Sequence[Item], records: Se
     if len(before) >= 2 and len(after) >= 2:  # the same raters with the original vs the refined guideline
         result["inter_rater_change"] = {
             "a": "baseline", "b": "refined-guideline",
-            **paired_inter_rater_difference({n: labels_of(items, per_rater[n]) for n in before},
-                                            {n: labels_of(items, per_rater[n]) for n in after},
+            **paired_inter_rater_difference({n: labels[n] for n in before}, {n: labels[n] for n in after},
                                             corpus.label_set, n_boot=n_boot, seed=seed)}
     return result
