@@ -75,3 +75,14 @@ def test_each_rater_is_prompted_in_its_own_format(tmp_path, monkeypatch):
     assert not any(r["rationale"].startswith("plain lines") for r in by["chat"].values())
     assert all(by["chat"][i]["label"] != by["plain"][i]["label"] for i in by["chat"])
 
+
+
+def test_report_renders_without_bootstrap_resamples(tmp_path, monkeypatch):
+    """evaluate.bootstrap 0: no CIs and no bootstrap p-values; the comparison section still renders."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec()
+    s["evaluate"]["bootstrap"] = 0
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "Original vs refined guideline — test split" in report and "P(refined not better) n/a" in report

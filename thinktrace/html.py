@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from thinktrace import _plots
-from thinktrace.report import fmt_est, guideline_comparison
+from thinktrace.report import fmt_est, fmt_p, guideline_comparison
 from thinktrace.rundir import write_atomic
 from thinktrace.runview import RunView
 
@@ -398,12 +398,12 @@ def section_guideline(run: RunView) -> str:
     for split_name, comp in guideline_comparison(run.metrics).items():
         rows = [[rater, fmt_est(before), fmt_est(after),
                  fmt_est({"value": c["diff"], "ci": c["ci"]}) if c else "n/a",
-                 f"{c['p_b_not_better']:.3f}" if c else "n/a"] for rater, before, after, c in comp["raters"]]
+                 fmt_p(c["p_b_not_better"]) if c else "n/a"] for rater, before, after, c in comp["raters"]]
         before, after = comp["inter"]
         change = comp.get("inter_change") or {}
         rows.append(["α among the LLM raters", fmt_est(before), fmt_est(after),
                      fmt_est({"value": change.get("diff"), "ci": change.get("ci")}),
-                     "n/a" if change.get("p_after_not_better") is None else f"{change['p_after_not_better']:.3f}"])
+                     fmt_p(change.get("p_after_not_better"))])
         body.append(f"<h3>original vs refined guideline — {esc(split_name)} split</h3>")
         body.append(table(["rater", "α original (95% CI)", "α refined (95% CI)",
                            "Δα refined − original (paired bootstrap)", "P(refined not better)"], rows))

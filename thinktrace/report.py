@@ -74,12 +74,16 @@ def _mean_dev(score) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def fmt_p(value) -> str:
+    """A bootstrap p-value with 3 decimals, `n/a` when undefined (no resamples)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def guideline_comparison(metrics: dict) -> dict[str, dict]:
     """Per evaluated split: {"raters": [(rater, original α, refined α, comparison or None)], "inter": (before,
     after)}: every rater with the original vs the refined guideline, and α among the LLM raters before vs after."""
     out = {}
-    kinds = {v["name"]: v for v in metrics.get("variants") or []}
-    refined = [v for v in kinds.values() if v.get("kind") == "refined-guideline"]
+    refined = [v for v in metrics.get("variants") or [] if v.get("kind") == "refined-guideline"]
     for split_name, split in (metrics.get("splits") or {}).items():
         rows = []
         for v in refined:
@@ -123,7 +127,7 @@ def _guideline_section(g: dict, metrics: dict | None = None) -> list[str]:
                   "P(refined not better) |", "|---|---|---|---|---|"]
         for rater, before, after, c in comp["raters"]:
             diff = fmt_est({"value": c["diff"], "ci": c["ci"]}) if c else "n/a"
-            p = f"{c['p_b_not_better']:.3f}" if c else "n/a"
+            p = fmt_p(c["p_b_not_better"]) if c else "n/a"
             lines.append(f"| {rater} | {fmt_est(before)} | {fmt_est(after)} | {diff} | {p} |")
         before, after = comp["inter"]
         if before or after:
@@ -131,7 +135,7 @@ def _guideline_section(g: dict, metrics: dict | None = None) -> list[str]:
             lines += ["", f"α among the LLM raters: original guideline {fmt_est(before)}, refined guideline "
                       f"{fmt_est(after)}" + (f" ({len(before.get('raters', []))} raters)" if before else "")
                       + (f"; Δ {fmt_est({'value': change['diff'], 'ci': change['ci']})} (paired bootstrap over "
-                         f"{change['n']} items, P(refined not better) {change['p_after_not_better']:.3f})"
+                         f"{change['n']} items, P(refined not better) {fmt_p(change.get('p_after_not_better'))})"
                          if change and change.get("diff") is not None else "")]
         else:
             lines += ["", "α among the LLM raters: n/a (it needs at least two raters in `models.raters`)"]
@@ -224,7 +228,7 @@ def render_report(run: RunDir, metrics: dict) -> str:
             lines += ["| comparison (b − a) | Δα (95% CI, paired bootstrap) | P(b not better) |", "|---|---|---|"]
             for c in split["comparisons"]:
                 lines.append(f"| {c['b']} − {c['a']} | {fmt_est({'value': c['diff'], 'ci': c['ci']})} | "
-                             f"{c['p_b_not_better']:.3f} |")
+                             f"{fmt_p(c['p_b_not_better'])} |")
             lines.append("")
     if metrics.get("plots"):
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in metrics["plots"]] + [""]
