@@ -1,19 +1,23 @@
-"""How fast can thinktrace sample from a local model? (issue 4)
+"""How fast, and in how much memory, does thinktrace sample from local models on llama.cpp?
 
-    python benchmarks/sampling.py [--model smollm2-135m] [--threads 32] [--requests 64] [--max-tokens 64]
+    python benchmarks/sampling.py [--only smollm2,qwen,traces] [--requests 64] [--quick] [--json out.json]
 
-On the same prompts (the rater's Judge signature formatted by DSPy's ChatAdapter, VADER lexicon words as items,
-`--k` samples per item at temperature 1, each with its own seed, as rejection sampling sends them) it measures
-generated tokens per second for
+Every configuration runs in its own subprocess (so its peak RSS, ``ru_maxrss``, is its own) on the same sampling
+requests: the rater's Judge signature with the quickstart guideline, formatted by thinktrace's plain adapter, VADER
+lexicon words as items, `--k` samples per word at temperature 1 (top_p 1, top_k 0), each with its own seed, at
+most `--max-tokens` new tokens. Configurations:
 
-  (a) raw batched ``model.generate`` at the engine's batch size: the ceiling of this stack without our engine;
-  (b) the BatchingEngine driven through dspy.Predict from `--threads` worker threads;
-  (c) one request at a time through dspy.Predict (same engine class, one thread);
-
-(a), (b) and (c) run in interleaved rounds so that a change in the machine's load hits all three alike. Then it
-prints b/a and b/c, the accepted traces per minute of the quickstart's sampling stage (rejection sampling on a few
-train items through thinktrace's own pipeline, DSPy cache off), and the process's peak RSS.
-Targets on 2 cores: b/a >= 0.8, b/c >= 5, peak RSS <= 3 GiB. Runs offline; needs the embedded model installed.
+  yardstick  raw batched transformers ``generate`` on the SmolLM2-135M fp32 HF checkpoint (the weights fine-tuning
+             trains on), left-padded batches of `--batch`, torch pinned to 2 threads (one seed per batch);
+  smollm2    LlamaCppEngine driven through dspy.Predict from 2 x slots Python threads: the shipped Q4_1 GGUF for each
+             of `--slots`, the F32 training base for each of `--f32-slots` (threads=2, poll=0, `--context`/slot);
+  qwen       the same for Qwen2.5-Coder-1.5B (Q4_K_M GGUF) on `--qwen-requests` requests;
+  traces     thinktrace.teleprompt.RejectionSampling (blind, keep 1) as pipeline.traces() runs it, on
+             `--trace-items` quickstart train words, k = `--trace-k`: accepted traces per minute (Qwen, SmolLM2 Q4_1).
+tok/s counts generated tokens (llama.cpp's completion_tokens; for the yardstick, tokens up to the first EOS) over
+the wall time of the requests; model loading is excluded (shown as `load`). `base` is the child's peak RSS before
+the model was loaded (Python, torch/transformers/DSPy imports, tokenizer). Target on 2 cores: SmolLM2 on llama.cpp
+>= 0.7x the yardstick's tok/s at <= 0.3x its peak RSS. Runs offline; needs the embedded models installed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,233 +34,265 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-# a private, empty DSPy cache: every request of this run really reaches the model (set before dspy is imported)
-os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="thinktrace-bench-cache-")
-
-import thinktrace  # noqa: E402,F401  (offline env before dspy)
-
-GUIDELINE = (
-    "You are rating the sentiment intensity of a single word, emoticon, acronym or slang term as it is typically "
-    "used in social media text. Rate it on a scale from -4 (extremely negative) to +4 (extremely positive), with 0 "
-    "for neutral. Use the whole scale: -1/+1 slight, -2/+2 moderate, -3/+3 strong, -4/+4 extreme."
-)
-FALLBACK_ITEMS = ["happy", "terrible", "ok", "lol", "disaster", "great", "meh", "awesome", "sad", "fine", "hate",
-                  "love", ":)", ":(", "wtf", "nice"]
+SPEC = ROOT / "experiments" / "quickstart.yaml"
 
 
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def items(n: int) -> list[str]:
-    """The first `n` words of the VADER lexicon (package vaderSentiment), or a built-in list without it."""
-    try:
-        from importlib import resources
-
-        text = resources.files("vaderSentiment").joinpath("vader_lexicon.txt").read_text(encoding="utf-8")
-        words = [line.split("\t")[0] for line in text.splitlines() if line.strip()]
-        words = [w for w in words if w.isalpha()] or words
-    except Exception:
-        words = FALLBACK_ITEMS
-    return [words[(i * 97) % len(words)] for i in range(n)]
-
-
-def judge_signature():
-    import dspy
-
-    try:
-        sys.path.insert(0, str(ROOT))
-        from signatures.judge import Judge
-
-        return Judge.with_instructions(GUIDELINE)
-    except Exception:
-        return dspy.Signature("item -> rationale, label", GUIDELINE)
-
-
-def jobs(n_requests: int, k: int) -> list[tuple[str, int]]:
-    """(item, seed) pairs: n_requests / k items, k samples each."""
-    words = items(max(1, -(-n_requests // k)))
-    return [(w, 1000 + i * k + j) for i, w in enumerate(words) for j in range(k)][:n_requests]
-
-
-def run_dspy(engine, work, threads: int, max_tokens: int, name: str) -> dict:
-    """Drive `engine` through dspy.Predict from `threads` workers; tokens/s from the engine's own counters."""
-    import dspy
-
-    sig = judge_signature()
-    adapter = dspy.ChatAdapter(use_json_adapter_fallback=False)
-    lm = dspy.LM(f"local/{name}", engine=engine, temperature=1.0, max_tokens=max_tokens, cache=False)
-    predict = dspy.Predict(sig)
-    parsed = [0]
-
-    def one(job):
-        item, seed = job
-        with dspy.context(lm=lm.copy(rollout_id=seed, temperature=1.0, seed=seed), adapter=adapter):
-            try:
-                predict(item=item)
-                parsed[0] += 1
-            except Exception:
-                pass  # a small model often misses the output format; the tokens were still generated
-
-    before = engine.stats()
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(one, work))
-    wall = time.perf_counter() - t0
-    after = engine.stats()
-    out_tokens = after["output_tokens"] - before["output_tokens"]
-    return {"requests": len(work), "threads": threads, "output_tokens": out_tokens, "seconds": round(wall, 2),
-            "tok_s": round(out_tokens / wall, 2), "parsed": parsed[0],
-            "mean_rows": after.get("mean_rows"), "prefix_hit_tokens": after.get("prefix_hit_tokens"),
-            "prefill_tokens": after.get("prefill_tokens")}
-
-
-def run_raw(lm, work, batch: int, max_tokens: int) -> dict:
-    """Plain ``model.generate`` on the same ChatAdapter prompts, left-padded batches of `batch`, sampling at T=1."""
-    import dspy
-    import torch
-
-    sig = judge_signature()
-    adapter = dspy.ChatAdapter()
-    prompts = [lm.encode(adapter.format(sig, demos=[], inputs={"item": item})) for item, _ in work]
-    tok = lm.tokenizer
-    tok.padding_side = "left"
-    eos = set(lm.eos_ids)
-    generated = 0
-    t0 = time.perf_counter()
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start : start + batch]
-        width = max(len(p) for p in chunk)
-        ids = torch.tensor([[lm.pad_id] * (width - len(p)) + p for p in chunk])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
-        torch.manual_seed(start)
-        with torch.inference_mode():
-            out = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=True,
-                                    temperature=1.0, top_p=1.0, top_k=0, pad_token_id=lm.pad_id,
-                                    eos_token_id=sorted(eos))
-        for row in out[:, width:].tolist():  # count tokens up to and including the first eos
-            n = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
-            generated += n
-    wall = time.perf_counter() - t0
-    return {"requests": len(prompts), "batch": batch, "output_tokens": generated, "seconds": round(wall, 2),
-            "tok_s": round(generated / wall, 2), "mean_prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1)}
-
-
-def run_quickstart(items_n: int, k: int, threads: int, engine=None) -> dict:
-    """Rejection sampling (the quickstart spec with sampling switched on) on `items_n` train items."""
+# -- child side: one configuration, one process -----------------------------------------------------------------
+def quickstart(limit: int):
+    """The quickstart spec and corpus (VADER lexicon via thinktrace.data), `limit` items."""
     from thinktrace.data import load_corpus
-    from thinktrace.pipeline import Pipeline
     from thinktrace.spec import load_spec
+    loaded = load_spec(SPEC, [f"data.limit={limit}", f"output_dir={tempfile.mkdtemp(prefix='thinktrace-bench-')}"])
+    return loaded, load_corpus(loaded.spec.data, loaded.base_dir, loaded.spec.seed)
 
-    out_dir = tempfile.mkdtemp(prefix="thinktrace-bench-")
-    loaded = load_spec(ROOT / "experiments" / "quickstart.yaml",
-                       ["sampling.enabled=true", f"sampling.max_items={items_n}", f"sampling.k={k}",
-                        f"sampling.num_threads={threads}", f"output_dir={out_dir}"])
-    spec = loaded.spec
-    corpus = load_corpus(spec.data, loaded.base_dir, spec.data.seed if spec.data.seed is not None else spec.seed)
-    pipeline = Pipeline(loaded, corpus)
-    pipeline.rundir.ensure()
-    before = engine.stats() if engine is not None else {}
+
+def program(loaded, corpus, which: str):
+    """The spec's rater or trace-inference program (programs.rater / programs.infer) with its guideline."""
+    from thinktrace.programs import load_object
+    ref = getattr(loaded.spec.programs, which)
+    return load_object(ref, [loaded.base_dir], f"programs.{which}")(guideline=loaded.guideline,
+                                                                     label_set=corpus.label_set)
+
+
+def judge_setup(n_requests: int, k: int):
+    """(predictor, adapter, [(word, seed)]): the rater's Judge with the quickstart guideline, n_requests jobs."""
+    import dspy
+
+    from thinktrace.adapters import make_adapter
+    loaded, corpus = quickstart(max(64, -(-n_requests // k)))
+    rater = program(loaded, corpus, "rater")
+    words = [it.text for it in corpus.items]
+    jobs = [(words[i // k], 1000 + i) for i in range(n_requests)]
+    return dspy.Predict(rater.judge.signature), make_adapter(loaded.spec.programs.adapter), jobs
+
+
+def child_yardstick(c: dict) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from thinktrace.lm.embedded import convert_embedded
+    from thinktrace.lm.prompt import prompt_ids
+    torch.set_num_threads(2)
+    predict, adapter, jobs = judge_setup(c["requests"], c["k"])
+    ckpt = convert_embedded("smollm2-135m")
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    prompts = [prompt_ids(tok, adapter.format(predict.signature, demos=[], inputs={"item": w})) for w, _ in jobs]
+    base, t0 = rss_mib(), time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(ckpt), torch_dtype=torch.float32).eval()
+    load = time.perf_counter() - t0
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    gen_eos = model.generation_config.eos_token_id
+    eos = {tok.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None}
+
+    def generate(chunk, new_tokens, seed):
+        width = max(map(len, chunk))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=True,
+                                 temperature=1.0, top_p=1.0, top_k=0, pad_token_id=pad, eos_token_id=sorted(eos))
+        rows = out[:, width:].tolist()
+        return sum(next((i + 1 for i, t in enumerate(r) if t in eos), len(r)) for r in rows)
+
+    generate(prompts[:2], 2, 0)  # warm-up
     t0 = time.perf_counter()
-    stats = pipeline.traces()
-    wall = time.perf_counter() - t0
-    after = engine.stats() if engine is not None else {}
-    delta = {key: after[key] - before.get(key, 0) for key in ("calls", "input_tokens", "output_tokens", "steps",
-                                                             "row_steps") if key in after}
-    accepted = int(stats.get("accepted", 0))
-    return {"items": items_n, "k": k, "threads": threads, "attempts": stats.get("attempts"), "accepted": accepted,
-            "seconds": round(wall, 1), "accepted_per_min": round(60 * accepted / wall, 2),
-            "attempts_per_min": round(60 * int(stats.get("attempts") or 0) / wall, 2), "engine": delta,
-            "engine_tok_s": round(delta.get("output_tokens", 0) / wall, 2)}
+    out_tokens = sum(generate(prompts[s:s + c["batch"]], c["max_tokens"], jobs[s][1])
+                     for s in range(0, len(prompts), c["batch"]))
+    return {"requests": len(prompts), "output_tokens": out_tokens, "seconds": time.perf_counter() - t0,
+            "load_s": load, "base_mib": base,
+            "prompt_tokens": sum(map(len, prompts)) / len(prompts)}
+
+
+def local_lm(c: dict, max_tokens: int):
+    """A dspy.LM on llama.cpp through thinktrace's factory (cache off) and its engine."""
+    from thinktrace.lm.config import ModelConfig
+    from thinktrace.lm.factory import build_lm, get_engine
+    cfg = ModelConfig(name=c["model"], model=c["model"], temperature=1.0, max_tokens=max_tokens, cache=False,
+                      training_base=c.get("training_base", False),
+                      llama={"threads": 2, "poll": 0, "slots": c["slots"], "context": c["context"]})
+    return build_lm(cfg), get_engine(cfg)
+
+
+def child_llama(c: dict) -> dict:
+    import dspy
+    predict, adapter, jobs = judge_setup(c["requests"], c["k"])
+    lm, engine = local_lm(c, c["max_tokens"])
+    engine.server.tokenizer  # noqa: B018  (loaded before `base`, as the yardstick's)
+    base = rss_mib()
+
+    def one(job, max_tokens=c["max_tokens"]):
+        word, seed = job
+        with dspy.context(lm=lm.copy(rollout_id=seed, temperature=1.0, seed=seed, max_tokens=max_tokens),
+                          adapter=adapter):
+            try:
+                predict(item=word)
+            except Exception:  # a small model often misses the format; its tokens were generated all the same
+                pass
+
+    one(("warm-up", 1), 2)  # starts the server (load time) and pays first-call costs
+    before, t0 = engine.stats(), time.perf_counter()
+    with ThreadPoolExecutor(max_workers=c["threads"]) as pool:
+        list(pool.map(one, jobs))
+    wall, after = time.perf_counter() - t0, engine.stats()
+    d = {key: after[key] - before[key] for key in ("calls", "input_tokens", "cached_tokens", "output_tokens")}
+    return {"requests": d["calls"], "output_tokens": d["output_tokens"], "seconds": wall, "load_s": after["load_s"],
+            "base_mib": base, "prompt_tokens": d["input_tokens"] / max(1, d["calls"]),
+            "cached_share": d["cached_tokens"] / max(1, d["input_tokens"])}
+
+
+def child_traces(c: dict) -> dict:
+    from thinktrace.adapters import make_adapter
+    from thinktrace.teleprompt import RejectionSampling
+    from thinktrace.traces import trainset
+    loaded, corpus = quickstart(64)
+    spec = loaded.spec
+    examples = trainset(corpus, max_items=c["items"])
+    teacher, student = program(loaded, corpus, "infer"), program(loaded, corpus, "rater")
+    lm, engine = local_lm(c, c["max_tokens"])
+    engine.server.tokenizer  # noqa: B018
+    base = rss_mib()
+    engine.server.complete({"prompt": [1, 2, 3], "max_tokens": 1, "temperature": 0.0})  # load the model now
+    tele = RejectionSampling(corpus.label_set, generator=lm, k=c["k"], keep=1, temperature=1.0, strategy="blind",
+                             seed=spec.seed, num_threads=c["threads"], adapter=make_adapter(spec.programs.adapter),
+                             progress=False)
+    before, t0 = engine.stats(), time.perf_counter()
+    tele.compile(student, trainset=examples, teacher=teacher)
+    wall, after = time.perf_counter() - t0, engine.stats()
+    att, d = tele.attempts, {key: after[key] - before[key] for key in ("calls", "input_tokens", "output_tokens")}
+    return {"requests": d["calls"], "output_tokens": d["output_tokens"], "seconds": wall, "load_s": after["load_s"],
+            "base_mib": base, "prompt_tokens": d["input_tokens"] / max(1, d["calls"]), "items": len(examples),
+            "attempts": len(att), "accepted": sum(r["accepted"] for r in att), "errors": sum(bool(r.get("error"))
+            for r in att), "explained": len({r["key"] for r in att if r["accepted"]})}
+
+
+def child(c: dict) -> None:
+    os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="thinktrace-bench-cache-")  # before dspy is imported
+    sys.path.insert(0, str(ROOT))
+    import logging
+    import thinktrace  # noqa: F401  (offline env before dspy)
+    logging.getLogger("dspy").setLevel(logging.ERROR)  # "response was truncated" is expected here
+    load0 = os.getloadavg()[0]
+    if c["kind"] == "prepare":  # resolve (convert, export, assemble) every file first: no child pays for it
+        from thinktrace.lm.weights import served_model
+        out = {m: str(served_model(m, tb).gguf) for m, tb in c["models"]}
+    else:
+        out = {"yardstick": child_yardstick, "llama": child_llama, "traces": child_traces}[c["kind"]](c)
+        out.update(peak_mib=rss_mib(), load_avg=(load0 + os.getloadavg()[0]) / 2)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# -- parent side: plan, run each configuration in a subprocess, print the table ---------------------------------
+def run_child(c: dict, timeout: float) -> dict:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(c)], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return {**json.loads(line[7:]), "child_s": time.perf_counter() - t0}
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {proc.returncode}: {tail[:200]}"}
+
+
+def plan(a) -> list[tuple[str, dict]]:
+    common = {"k": a.k, "max_tokens": a.max_tokens, "context": a.context}
+    runs: list[tuple[str, dict]] = []
+    if {"smollm2", "qwen"} & a.only:
+        runs.append((f"yardstick: transformers fp32 generate, batch {a.batch}",
+                     {"kind": "yardstick", "requests": a.requests, "batch": a.batch, **common}))
+    if "smollm2" in a.only:
+        for tb, what, slots in ((False, "Q4_1", a.slots), (True, "F32 training base", a.f32_slots)):
+            for s in slots:
+                runs.append((f"smollm2 llama.cpp {what}, {s} slots", {"kind": "llama", "model": "smollm2-135m",
+                             "training_base": tb, "slots": s, "threads": 2 * s, "requests": a.requests, **common}))
+    for s in a.qwen_slots if "qwen" in a.only else ():
+        runs.append((f"qwen2.5-coder-1.5b llama.cpp Q4_K_M, {s} slots", {"kind": "llama", "slots": s,
+                     "model": "qwen2.5-coder-1.5b", "threads": 2 * s, "requests": a.qwen_requests, **common}))
+    for model in ("qwen2.5-coder-1.5b", "smollm2-135m") if "traces" in a.only else ():
+        runs.append((f"traces: rejection sampling, {model}", {**common, "kind": "traces", "model": model, "slots": 4,
+                     "threads": 8, "items": a.trace_items, "k": a.trace_k, "max_tokens": a.trace_max_tokens}))
+    return runs
+
+
+def fmt_row(name: str, r: dict, yard: dict | None) -> str:
+    if "error" in r:
+        return f"{name:<46} ERROR {r['error']}"
+    tok_s, gib = r["output_tokens"] / r["seconds"], r["peak_mib"] / 1024
+    ratio = "" if not yard or "error" in yard else \
+        f"{tok_s / (yard['output_tokens'] / yard['seconds']):5.2f}x  {r['peak_mib'] / yard['peak_mib']:5.2f}x"
+    line = (f"{name:<46} {r['requests']:>4} {r['prompt_tokens']:>6.0f} {r['output_tokens']:>6} {r['seconds']:>6.1f} "
+            f"{tok_s:>7.1f} {gib:>6.2f} {r['base_mib'] / 1024:>5.2f} {r['load_s']:>5.1f} {r['load_avg']:>4.1f}  "
+            f"{ratio:<14}")
+    if "accepted" in r:
+        line += (f" accepted {r['accepted']}/{r['attempts']} attempts ({r['explained']}/{r['items']} words explained,"
+                 f" {r['errors']} errors) = {60 * r['accepted'] / r['seconds']:.1f} accepted traces/min")
+    return line.rstrip()
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--threads", type=int, default=32, help="DSPy worker threads for (b); also the batch size of (a)")
-    ap.add_argument("--requests", type=int, default=64, help="requests for (a) and (b); 0 skips (a), (b), (c)")
-    ap.add_argument("--single", type=int, default=8, help="requests for (c), one at a time")
-    ap.add_argument("--k", type=int, default=4, help="samples per item (same prompt, different seeds)")
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--quickstart-items", type=int, default=6, help="0 skips the quickstart sampling stage")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of (a), (b), (c)")
+    ap.add_argument("--only", default="smollm2,qwen,traces", help="comma list of smollm2, qwen, traces")
+    ap.add_argument("--requests", type=int, default=64, help="sampling requests for the yardstick and SmolLM2")
+    ap.add_argument("--k", type=int, default=2, help="samples per word (same prompt, different seeds)")
+    ap.add_argument("--batch", type=int, default=32, help="yardstick batch size")
+    ap.add_argument("--slots", default="1,4,8", help="llama.cpp slot counts for SmolLM2")
+    ap.add_argument("--f32-slots", default="4", help="llama.cpp slot counts for the SmolLM2 F32 training base")
+    ap.add_argument("--qwen-slots", default="4")
+    ap.add_argument("--context", type=int, default=1024, help="llama.cpp context per slot")
+    for flag, default in (("--qwen-requests", 16), ("--max-tokens", 48), ("--trace-items", 16), ("--trace-k", 2),
+                          ("--trace-max-tokens", 64)):  # traces: words, samples per word, max_tokens per sample
+        ap.add_argument(flag, type=int, default=default)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 16 requests, 4 Qwen requests, 4 slots, "
+                    "6 trace words")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per configuration")
     ap.add_argument("--json", default=None, help="also write the results to this file")
-    args = ap.parse_args(argv)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        return child(json.loads(a.child)) or 0
+    if a.quick:
+        a.requests, a.qwen_requests, a.slots, a.f32_slots, a.qwen_slots, a.trace_items = 16, 4, "4", "4", "4", 6
+    a.only = {x.strip() for x in a.only.split(",") if x.strip()}
+    if a.only - {"smollm2", "qwen", "traces"}:
+        ap.error(f"--only: unknown {sorted(a.only - {'smollm2', 'qwen', 'traces'})}")
+    a.slots, a.f32_slots, a.qwen_slots = ([int(s) for s in x.split(",")] for x in (a.slots, a.f32_slots, a.qwen_slots))
 
-    import logging
-
-    import torch
-
-    from thinktrace.lm.batching import BatchingEngine
-
-    logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)  # "response was truncated" is expected here
-    from thinktrace.lm.config import ModelConfig
-    from thinktrace.lm.factory import get_engine
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
-    # the process-wide engine build_lm hands out, so the quickstart stage reuses these weights
-    engine = get_engine(ModelConfig(model=args.model))
-    t0 = time.perf_counter()
-    lm = engine.load()
-    results: dict = {"model": args.model, "load_s": round(time.perf_counter() - t0, 2)}
-    print(f"loaded {args.model} in {results['load_s']} s", flush=True)
-    work = jobs(args.requests, args.k)
-    batch = min(args.threads, engine.max_batch_size)
-
-    warm = BatchingEngine(args.model)  # warm-up: first calls pay one-off costs
-    warm._loaded = lm
-    run_dspy(warm, jobs(2, 1), 2, 4, "warmup")
-
-    # Interleaved rounds (a, b, c, a, b, c, ...) so that a change in machine load hits all three alike.
-    single = BatchingEngine(args.model)  # (c): fresh prefix cache, same weights
-    single._loaded = lm
-    c_work = jobs(args.single, args.k)
-    parts: dict[str, list[dict]] = {"a_raw_generate": [], "b_engine_dspy": [], "c_one_at_a_time": []}
-    for r in range(args.rounds if args.requests else 0):
-        chunk = work[r * len(work) // args.rounds : (r + 1) * len(work) // args.rounds]
-        c_chunk = c_work[r * len(c_work) // args.rounds : (r + 1) * len(c_work) // args.rounds]
-        parts["a_raw_generate"].append(run_raw(lm, chunk, batch, args.max_tokens))
-        parts["a_raw_generate"][-1]["peak_rss_gib_so_far"] = round(peak_rss_gib(), 2)
-        print(f"round {r + 1} (a) raw generate:", parts["a_raw_generate"][-1], flush=True)
-        parts["b_engine_dspy"].append(run_dspy(engine, chunk, args.threads, args.max_tokens, args.model))
-        parts["b_engine_dspy"][-1]["peak_rss_gib_so_far"] = round(peak_rss_gib(), 2)
-        print(f"round {r + 1} (b) engine via DSPy:", parts["b_engine_dspy"][-1], flush=True)
-        if c_chunk:
-            parts["c_one_at_a_time"].append(run_dspy(single, c_chunk, 1, args.max_tokens, args.model))
-            parts["c_one_at_a_time"][-1]["peak_rss_gib_so_far"] = round(peak_rss_gib(), 2)
-            print(f"round {r + 1} (c) one at a time via DSPy:", parts["c_one_at_a_time"][-1], flush=True)
-    for key, runs in parts.items():
-        tokens, seconds = sum(x["output_tokens"] for x in runs), sum(x["seconds"] for x in runs)
-        results[key] = {"requests": sum(x["requests"] for x in runs), "output_tokens": tokens,
-                        "seconds": round(seconds, 2), "tok_s": round(tokens / seconds, 2) if seconds else 0.0,
-                        "rounds": runs}
-    a, b, c = (results[k]["tok_s"] for k in ("a_raw_generate", "b_engine_dspy", "c_one_at_a_time"))
-    results["peak_rss_gib_before_quickstart"] = round(peak_rss_gib(), 2)
-    results["b_over_a"] = round(b / a, 2) if a else None
-    results["b_over_c"] = round(b / c, 2) if c else None
-    if args.quickstart_items:
-        try:
-            results["quickstart_sampling"] = run_quickstart(args.quickstart_items, args.k, args.threads, engine)
-        except Exception as exc:  # the pipeline is someone else's moving part: report, don't crash
-            results["quickstart_sampling"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        print("quickstart sampling:", results["quickstart_sampling"], flush=True)
-    results["peak_rss_gib"] = round(peak_rss_gib(), 2)
-
-    print()
-    if not args.requests:
-        print(json.dumps(results, indent=1))
-        return 0
-    print(f"(a) raw batched generate (batch {batch}): {a:8.1f} tok/s")
-    print(f"(b) engine via DSPy, {args.threads} threads:   {b:8.1f} tok/s   b/a = {results['b_over_a']}  (target >= 0.8)")
-    print(f"(c) one request at a time:        {c:8.1f} tok/s   b/c = {results['b_over_c']}  (target >= 5)")
-    q = results.get("quickstart_sampling") or {}
-    if "accepted_per_min" in q:
-        print(f"quickstart sampling: {q['accepted']} accepted of {q['attempts']} attempts in {q['seconds']} s = "
-              f"{q['accepted_per_min']} accepted traces/min ({q['attempts_per_min']} attempts/min)")
-    print(f"peak RSS: {results['peak_rss_gib']} GiB (target <= 3)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    runs = plan(a)
+    print(f"thinktrace sampling benchmark: {os.cpu_count()} CPUs, load average "
+          f"{'%.2f %.2f %.2f' % os.getloadavg()} (1/5/15 min) at start")
+    print(f"requests: Judge signature + quickstart guideline (plain adapter), VADER words x {a.k} seeds, T=1, "
+          f"top_p 1, top_k 0, max_tokens {a.max_tokens}; llama.cpp threads 2, poll 0, context {a.context}/slot, "
+          f"2 Python threads per slot; yardstick torch threads 2")
+    print("each configuration in its own process; RSS = its peak ru_maxrss; ratios are versus the yardstick\n",
+          flush=True)
+    models = sorted({(c["model"], c.get("training_base", False)) for _, c in runs if "model" in c}
+                    | ({("smollm2-135m", True)} if runs and runs[0][1]["kind"] == "yardstick" else set()))
+    prep = run_child({"kind": "prepare", "models": models}, 3600)
+    if "error" in prep:
+        print("preparing the model files failed:", prep["error"])
+        return 1
+    head = (f"{'configuration':<46} {'req':>4} {'prompt':>6} {'gen':>6} {'secs':>6} {'tok/s':>7} {'GiB':>6} "
+            f"{'base':>5} {'load':>5} {'cpu':>4}  tok/s   RSS  (vs yardstick)")
+    print(head + "\n" + "-" * len(head), flush=True)
+    results, yard = {}, None
+    for name, c in runs:
+        r = run_child(c, a.timeout)
+        results[name] = {"config": c, **r}
+        yard = r if c["kind"] == "yardstick" else yard
+        print(fmt_row(name, r, yard), flush=True)
+    print("\ncolumns: req = requests answered, prompt = mean prompt tokens, gen = generated tokens, GiB = peak RSS, "
+          "base = peak RSS before the model loaded, load = model load s, cpu = 1-min load average during the run")
+    print(f"target: SmolLM2 on llama.cpp >= 0.7x the yardstick's tok/s at <= 0.3x its RSS; load average at end "
+          f"{os.getloadavg()[0]:.2f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
     return 0
 
 

@@ -4,8 +4,11 @@
 `rationale` (None when the output had none), `label` (a canonical label, or None when the output could not be
 parsed - counted, never guessed), `raw_label` (the label as the LM wrote it), `raw` (the LM's whole completion
 when the adapter could not parse it) and `label_source`: "output" (parsed from the answer), "choice" (the answer
-had a rationale but no parseable label, and a local model scored each allowed label after its own rationale:
-see thinktrace.lm.choices) or None.
+was cut before its label, e.g. by max_tokens, and a local model completed it under a grammar that allows only
+the label set) or None.
+
+On local models (llama.cpp) the answer is constrained by a grammar (thinktrace.lm.constrain): the label field can
+only hold a label of the label set, so every uncut answer parses. Remote LMs answer freely and are parsed leniently.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from thinktrace.adapters import choose_field
 from thinktrace.labels import LabelSet
+from thinktrace.lm.constrain import constrained_config
 from thinktrace.programs import load_relative
 
 Judge = load_relative(__file__, "../signatures/judge.py", "Judge")
@@ -45,7 +49,7 @@ class Rater(dspy.Module):
 
     def forward(self, item: str) -> dspy.Prediction:
         try:
-            out = self.judge(item=item)
+            out = self.judge(item=item, config=self.label_constraint(self.judge))
             rationale, raw_label, raw = out.get("rationale") or None, out.get("label"), None
         except AdapterParseError as err:
             # Small models often break the format; keep what was parsed and look for a stated label line.
@@ -62,8 +66,14 @@ class Rater(dspy.Module):
             source = "choice" if label is not None else None
         return dspy.Prediction(rationale=rationale, label=label, raw_label=raw_label, raw=raw, label_source=source)
 
+    def label_constraint(self, predictor) -> dict:
+        """Per-call config that limits the label field to the label set on LMs that take a grammar."""
+        return constrained_config(dspy.settings.lm, dspy.settings.adapter, predictor.signature,
+                                  {"label": list(self.label_set.labels)})
+
     def choose(self, item: str, rationale: str | None) -> str | None:
-        """The allowed label a local model finds most likely after its own rationale (None for other LMs)."""
+        """The label a local model writes, constrained to the label set, after its own cut answer (None for LMs
+        that take no grammar)."""
         outputs = {"rationale": rationale} if rationale else {}
         return choose_field(dspy.settings.lm, dspy.settings.adapter, self.judge, {"item": item}, outputs, "label",
                             list(self.label_set.labels))

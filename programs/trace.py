@@ -40,7 +40,7 @@ class TraceInferrer(dspy.Module):
     def verify(self, item: str, rationale: str) -> dspy.Prediction:
         """The label a blind judge derives from item + rationale (None when unparseable)."""
         try:
-            raw = self.check(item=item, rationale=rationale).label
+            raw = self.check(item=item, rationale=rationale, config=self.blind.label_constraint(self.check)).label
         except AdapterParseError as err:
             return dspy.Prediction(label=None, raw_label=None, raw=err.lm_response)
         return dspy.Prediction(label=self.label_set.parse(raw), raw_label=raw, raw=None)

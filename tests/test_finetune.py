@@ -101,15 +101,21 @@ def test_plan_steps_matches_the_trainer_arithmetic():
 def test_prompt_tokens_are_masked_and_match_the_inference_encoding(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from thinktrace.lm.local_engine import LoadedModel
+    from dspy.lm15 import Config, Message, Request
+
+    from thinktrace.lm import ModelConfig
+    from thinktrace.lm.factory import get_engine
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    engine = get_engine(ModelConfig(model=str(tiny_model_dir)))
     rows = make_rows(3)
     examples, stats = encode_rows(tok, rows, max_length=512)
     assert stats["rows"] == 3 and stats["truncated_rows"] == 0
     for row, ex in zip(rows, examples):
-        # the prompt is exactly what the local engine feeds the model at inference
-        inference_ids = LoadedModel.encode(type("L", (), {"tokenizer": tok})(), row["messages"][:-1])
+        # the prompt is exactly the token ids the llama.cpp engine sends at inference
+        system, user = row["messages"][0]["content"], row["messages"][1]["content"]
+        inference_ids = engine.payload(Request(model="local/x", system=system, messages=(Message.user(user),),
+                                               config=Config()))["prompt"]
         assert inference_ids == prompt_ids(tok, row["messages"][:-1])
         n = len(inference_ids)
         assert ex["input_ids"][:n] == inference_ids
@@ -209,7 +215,8 @@ def test_training_writes_a_loadable_adapter_log_and_plot(trained, tiny_model_dir
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from thinktrace.lm import TransformersEngine
+    from thinktrace.lm import ModelConfig, build_lm
+    from thinktrace.lm.factory import clear_engines
 
     out, result, _ = trained
     assert result["steps"] == 6 == plan_steps(tiny_cfg(tiny_model_dir, epochs=2), 12)
@@ -227,10 +234,10 @@ def test_training_writes_a_loadable_adapter_log_and_plot(trained, tiny_model_dir
     model = PeftModel.from_pretrained(base, str(adapter))
     lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
     assert lora and any(p.abs().sum() > 0 for p in lora.values())  # B starts at zero: training moved it
-    engine = TransformersEngine(str(tiny_model_dir), adapter_path=str(adapter))
-    loaded = engine.load()
-    ids = torch.tensor([loaded.encode(make_rows(1)[0]["messages"][:-1])])
-    assert loaded.model(ids).logits.shape[-1] == loaded.model.config.vocab_size
+    # llama.cpp serves it (converted to a GGUF LoRA) on the exact base it was trained on
+    lm = build_lm(ModelConfig(name="tuned", model=str(tiny_model_dir), adapter=str(adapter), max_tokens=4, cache=False))
+    assert isinstance(lm("hi")[0], str) and (adapter / "adapter.gguf").is_file()
+    clear_engines()
 
 
 def test_trainer_batches_carry_loss_on_the_answer_only(trained, tiny_model_dir):
@@ -363,8 +370,9 @@ def test_no_rows_and_bad_base_are_clear_errors(tiny_model_dir, tmp_path):
 def test_embedded_model_trains_a_few_steps(tmp_path):
     import torch
 
-    from thinktrace.lm import TransformersEngine
+    from thinktrace.lm import ModelConfig, build_lm
     from thinktrace.lm.embedded import resolve_model_path
+    from thinktrace.lm.factory import clear_engines
 
     try:
         resolve_model_path("smollm2-135m")
@@ -376,5 +384,8 @@ def test_embedded_model_trains_a_few_steps(tmp_path):
     result = train_adapter(cfg, make_rows(8), tmp_path, seed=0, name="trace", progress=False)
     assert torch.get_num_threads() == threads  # the thread setting is restored after training
     assert result["steps"] == 2 and 0 < result["final_loss"] < 10 and result["truncated_rows"] == 0
-    engine = TransformersEngine("smollm2-135m", adapter_path=result["adapter_dir"])
-    assert engine.load().adapter_path == result["adapter_dir"]
+    lm = build_lm(ModelConfig(name="tuned", model="smollm2-135m", adapter=result["adapter_dir"], max_tokens=8,
+                              cache=False))
+    assert lm.engine.server.served.checkpoint is not None  # served on the F32 training base, not the Q4_1 file
+    assert isinstance(lm("Say hi.")[0], str)
+    clear_engines()

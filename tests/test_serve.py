@@ -1,40 +1,54 @@
-"""The OpenAI-compatible server, over real HTTP on 127.0.0.1, backed by a batching engine on a tiny checkpoint."""
+"""`python -m thinktrace.serve`: llama.cpp's OpenAI-compatible HTTP server on 127.0.0.1 for a local model and its
+adapters, reached by the OpenAI client and by a `provider: openai` spec entry."""
 
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 
 import dspy
 import pytest
 
-from lm.conftest import build_tiny_checkpoint
-from thinktrace.lm import BatchingEngine, ModelConfig, build_lm
-from thinktrace.serve import serve_in_thread
+from thinktrace.lm import ModelConfig, build_lm
+from thinktrace.serve import LocalServer, main
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    model_dir = build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-serve"))
-    engine = BatchingEngine(str(model_dir), batch_window_s=0.05)
-    srv = serve_in_thread(engine, "tiny")
+def server(tiny_model_dir, tiny_adapter_dir):
+    srv = LocalServer(str(tiny_model_dir), adapters=(str(tiny_adapter_dir),), name="tiny")
     yield srv
-    srv.shutdown()
-    srv.server_close()
-    engine.close()
+    srv.close()
 
 
-def post(url: str, body: bytes, content_type="application/json"):
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from lm.conftest import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-serve"))
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter_dir(tiny_model_dir, tmp_path_factory):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+                           LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    dest = tmp_path_factory.mktemp("tiny-serve-lora")
+    model.save_pretrained(str(dest))
+    return dest
+
+
+def post(url: str, body: dict):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.status, json.loads(resp.read())
 
 
 def test_dspy_lm_reaches_the_server(server):
+    assert server.url.startswith("http://127.0.0.1:")
     lm = dspy.LM("openai/tiny", api_base=server.url, api_key="x", temperature=0.0, max_tokens=6, cache=False)
     out = lm("hello there")
     assert isinstance(out[0], str) and out[0]
@@ -50,48 +64,29 @@ def test_remote_model_config_reaches_the_server(server, monkeypatch):
     assert lm.history[-1]["usage"]["prompt_tokens"] > 0
 
 
-def test_openai_client_with_n_and_seed(server):
+def test_seeded_samples_repeat_and_defaults_are_plain(server):
     import openai
 
     client = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
-    r = client.chat.completions.create(model="tiny", messages=[{"role": "system", "content": "be brief"},
-                                                               {"role": "user", "content": "hi"}],
-                                       max_tokens=5, n=3, temperature=1.0, seed=3)
-    assert len(r.choices) == 3 and 0 < r.usage.completion_tokens <= 15
-    again = client.chat.completions.create(model="tiny", messages=[{"role": "system", "content": "be brief"},
-                                                                   {"role": "user", "content": "hi"}],
-                                           max_tokens=5, n=3, temperature=1.0, seed=3)
-    assert [c.message.content for c in r.choices] == [c.message.content for c in again.choices]
-    assert [m.id for m in client.models.list().data] == ["tiny"]
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    runs = [[client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=1.0,
+                                            seed=s).choices[0].message.content for s in range(6)] for _ in range(2)]
+    assert runs[0] == runs[1] and len(set(runs[0])) > 1
+    _, props = 200, json.loads(urllib.request.urlopen(server.base_url + "/props", timeout=30).read())
+    params = props["default_generation_settings"]["params"]
+    assert (params["top_k"], params["top_p"], params["min_p"]) == (0, 1.0, 0.0)
 
 
-@pytest.mark.parametrize(
-    "body, status, param",
-    [
-        (b"{not json", 400, None),
-        (b"[]", 400, None),
-        (b'{"model": "tiny"}', 400, "messages"),
-        (b'{"model": "tiny", "messages": []}', 400, "messages"),
-        (b'{"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}', 400, "messages[0].role"),
-        (b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}', 400,
-         "messages[0].content[0]"),
-        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400,
-         "temperature"),
-        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', 400, "max_tokens"),
-        (b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": true}', 400, "stream"),
-        (b'{"model": "other", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
-    ],
-)
-def test_malformed_requests_get_json_errors(server, body, status, param):
-    code, payload = post(server.url + "/chat/completions", body)
-    assert code == status
-    assert payload["error"]["type"] == "invalid_request_error" and payload["error"]["message"]
-    assert payload["error"]["param"] == param
+def test_adapters_are_listed_and_selected_per_request(server):
+    adapters = json.loads(urllib.request.urlopen(server.base_url + "/lora-adapters", timeout=30).read())
+    assert len(adapters) == 1 and adapters[0]["id"] == 0
+    body = {"prompt": "the quick brown fox", "max_tokens": 12, "temperature": 0}
+    _, base = post(server.url + "/completions", {**body, "lora": [{"id": 0, "scale": 0.0}]})
+    _, tuned = post(server.url + "/completions", {**body, "lora": [{"id": 0, "scale": 1.0}]})
+    assert base["choices"][0]["text"] != tuned["choices"][0]["text"]
 
 
-def test_unknown_route_and_server_keeps_serving(server):
-    code, payload = post(server.url + "/completions", b"{}")
-    assert code == 404 and "error" in payload
-    code, payload = post(server.url + "/chat/completions",
-                         b'{"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}')
-    assert code == 200 and payload["choices"][0]["finish_reason"] in ("stop", "length")
+def test_bad_model_is_a_one_line_error(capsys, tmp_path):
+    assert main(["--model", str(tmp_path / "missing.gguf"), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --model") and "\n" not in err

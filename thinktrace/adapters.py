@@ -90,7 +90,7 @@ def make_adapter(name: str) -> dspy.Adapter:
 
 def answer_prefix(adapter: dspy.Adapter, signature, outputs: dict[str, Any], next_field: str) -> str:
     """The assistant's answer up to (and including the header of) `next_field`, in the adapter's format: what a
-    local model continues when it is asked to choose `next_field`'s value (see thinktrace.lm.choices)."""
+    local model continues when it completes a cut answer (see choose_field)."""
     if isinstance(adapter, PlainAdapter):
         lines = [f"{title(k)}: {v}" for k, v in outputs.items()]
         return "\n".join([*lines, f"{title(next_field)}:"])
@@ -105,10 +105,12 @@ def answer_prefix(adapter: dspy.Adapter, signature, outputs: dict[str, Any], nex
 
 def choose_field(lm, adapter: dspy.Adapter | None, predictor, inputs: dict[str, Any], outputs: dict[str, Any],
                  field: str, choices: list[str]) -> str | None:
-    """Ask a choice-capable local LM which of `choices` follows the answer so far; None when the LM cannot."""
-    from thinktrace.lm.choices import CHOICES_KEY, supports_choices
+    """Complete an answer that stopped before `field` (e.g. cut by max_tokens inside the rationale): the answer so
+    far is given as an assistant prefix ending with `field`'s header, and a grammar lets the model write only one of
+    `choices` (greedy). None when the LM takes no grammar (remote providers: their parse failures are counted)."""
+    from thinktrace.lm.constrain import GRAMMAR_KEY, choice_grammar, supports_constraints
 
-    if lm is None or not supports_choices(lm):
+    if lm is None or not supports_constraints(lm):
         return None
     adapter = adapter or dspy.ChatAdapter()
     messages = adapter.format(predictor.signature, demos=predictor.demos, inputs=inputs)
@@ -119,6 +121,9 @@ def choose_field(lm, adapter: dspy.Adapter | None, predictor, inputs: dict[str, 
     turns = tuple(Message.assistant(m["content"]) if m["role"] == "assistant" else Message.user(m["content"])
                   for m in messages if m["role"] != "system")
     request = Request(model=lm.model, system=system, messages=turns,
-                      config=Config(extensions={"metadata": {CHOICES_KEY: list(choices)}}))
-    text = lm(request).message.text
+                      config=Config(temperature=0.0, max_tokens=16,
+                                    extensions={"metadata": {GRAMMAR_KEY: choice_grammar(list(choices))}}))
+    text = lm(request).message.text.strip()
+    if isinstance(adapter, dspy.JSONAdapter):
+        text = text.strip('"')
     return text if text in choices else None

@@ -1,7 +1,7 @@
 """Run a rater program over items with one LM, in parallel, appending one prediction record per item.
 
 A record: split, rater, item_id, human (gold label), label (parsed, None = unparseable), label_source ("output":
-parsed from the answer; "choice": scored among the allowed labels by a local model), raw_label, rationale,
+parsed from the answer; "choice": a cut answer completed by a local model under the label grammar), raw_label, rationale,
 raw (the completion when the adapter could not parse it), error (an exception's one-line text), latency_s,
 tokens. Items already in the log (a resumed run) are skipped.
 """

@@ -4,12 +4,13 @@ inference prompt format, on CPU, resumable.
 - ``FinetuneConfig``: the `finetune:` spec section.
 - ``train_adapter(cfg, rows, out_dir, seed=..., name=...)``: trains one LoRA adapter on `rows` (chat `messages`
   rows from ``thinktrace.traces.sft_rows``) and writes ``out_dir/adapter/`` (``peft.PeftModel.from_pretrained``
-  and ``thinktrace.lm.TransformersEngine(model, adapter_path=...)`` load it), ``train_log.jsonl`` and ``loss.png``.
+  load it; ``thinktrace.lm.weights.adapter_gguf`` converts it for llama.cpp), ``train_log.jsonl`` and ``loss.png``.
   The caller trains the trace SFT and the label-only ablation with two calls (different rows, same cfg and seed).
 - ``plan_steps(cfg, n_rows)``: optimizer steps a run will take, for dry-run planning.
 
 Training matches inference token for token: each row is tokenized here, the prompt (system + user turns) with the
-tokenizer's chat template and ``add_generation_prompt=True`` - the very ids the local engine feeds the model - and
+tokenizer's chat template and ``add_generation_prompt=True`` (``thinktrace.lm.prompt.prompt_ids``, the very function
+the llama.cpp engine renders prompts with: it sends llama.cpp these token ids) - and
 the completion as the assistant text followed by the end-of-sequence token (what stops generation). The loss is on
 the completion only: prompt tokens get label -100. (TRL's ``assistant_only_loss`` would need ``{% generation %}``
 markers in the chat template, which SmolLM2's lacks; building prompt/completion ids ourselves is the exact
@@ -43,6 +44,7 @@ from typing import Any, Literal, Sequence
 from pydantic import Field, field_validator
 
 from thinktrace.config import Section
+from thinktrace.lm.prompt import prompt_ids  # the one prompt renderer of training and inference
 from thinktrace.errors import ThinktraceError
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 
@@ -136,18 +138,6 @@ def plan_steps(cfg: FinetuneConfig, n_rows: int) -> int:
 
 
 # -- tokenization --------------------------------------------------------------------------------------------------
-
-def prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
-    """Token ids of the prompt exactly as the local engine encodes it at inference (chat template with the
-    generation prompt; a plain `role: content` transcript for tokenizers without a template)."""
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
-    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
-
 
 def encode_rows(tokenizer, rows: Sequence[dict], max_length: int) -> tuple[list[dict], dict]:
     """Rows (`messages` ending with the assistant turn) -> [{input_ids, labels}] with labels -100 on the prompt,

@@ -68,6 +68,9 @@ class GuidelinesConfig(Section):
         "(needs the optional package optuna). Every candidate is scored on dev the same way.")
     writer: str | None = Field(None, description="Name of the LM (in `models`) that writes the guideline; "
                                "default: the generator.")
+    writer_max_tokens: int = Field(768, ge=64, description="Most tokens per writer call. The writer is usually "
+                                   "also a generator or rater with a small `max_tokens` (a label and a sentence); "
+                                   "its writing calls get at least this budget, so rules are not cut.")
     rounds: int = Field(1, ge=1, le=20, description="Refinement rounds (round 1 synthesizes, later rounds "
                         "revise / re-optimize the best guideline so far).")
     candidates: int = Field(2, ge=1, le=50, description="Candidates per round, each sampled with its own "
@@ -185,12 +188,14 @@ def rollout_seed(seed: int, optimizer: str, round_: int, index: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def writer_copy(lm: dspy.LM, rollout: int, temperature: float) -> dspy.LM:
-    """The writer LM for one candidate: its own rollout id (its own cache entries) and, for in-process engines
-    (`local/...`), its own sampling seed. Remote providers get no seed (some reject it)."""
+def writer_copy(lm: dspy.LM, rollout: int, temperature: float, max_tokens: int = 768) -> dspy.LM:
+    """The writer LM for one candidate: a writer-sized token budget (at least `max_tokens`), its own rollout id
+    (its own cache entries) and, for in-process engines (`local/...`), its own sampling seed. Remote providers get
+    no seed (some reject it)."""
+    budget = max(int(lm.kwargs.get("max_tokens") or 0), int(max_tokens))
     if temperature == 0:
-        return lm.copy(temperature=0.0)
-    kwargs = {"rollout_id": rollout, "temperature": temperature}
+        return lm.copy(temperature=0.0, max_tokens=budget)
+    kwargs = {"rollout_id": rollout, "temperature": temperature, "max_tokens": budget}
     if str(getattr(lm, "model", "")).startswith("local/"):
         kwargs["seed"] = rollout
     return lm.copy(**kwargs)
@@ -432,7 +437,8 @@ class _Refinement:
     def from_traces(self, index: int) -> Callable[[int], tuple[str, dict]]:
         def make(rollout: int) -> tuple[str, dict]:
             writer = self._writer()
-            with dspy.context(lm=writer_copy(self.writer_lm, rollout, self.cfg.temperature),
+            wlm = writer_copy(self.writer_lm, rollout, self.cfg.temperature, self.cfg.writer_max_tokens)
+            with dspy.context(lm=wlm,
                               adapter=self.writer_adapter):
                 pred = writer(guideline=self.original, traces=self.traces, priority=self.priority,
                               order_seed=None if index == 0 else rollout)
@@ -466,7 +472,8 @@ class _Refinement:
         def make(rollout: int) -> tuple[str, dict]:
             errors = self.dev_errors(parent["id"])
             writer = self._writer()
-            with dspy.context(lm=writer_copy(self.writer_lm, rollout, self.cfg.temperature),
+            wlm = writer_copy(self.writer_lm, rollout, self.cfg.temperature, self.cfg.writer_max_tokens)
+            with dspy.context(lm=wlm,
                               adapter=self.writer_adapter):
                 pred = writer.revise(self.texts[parent["id"]], errors)
             return pred.guideline, {"kind": "revision", "writer_calls": pred.calls, "fallbacks": pred.fallbacks,
@@ -494,7 +501,7 @@ class _Refinement:
         def make(rollout: int) -> tuple[str, dict]:
             cfg = self.cfg
             student = RaterPanel(self.rater_factory(self.texts[parent["id"]]), self.raters, self.adapter)
-            wlm = writer_copy(self.writer_lm, rollout, cfg.temperature)
+            wlm = writer_copy(self.writer_lm, rollout, cfg.temperature, cfg.writer_max_tokens)
             trainset, devset = self.trainset(), self.examples(self.dev)
             threads = max(self._threads(n) for n in self.raters)
             with dspy.context(adapter=self.writer_adapter):

@@ -93,7 +93,7 @@ class Pipeline:
     def preflight(self) -> None:
         """Build every configured LM before any work (keys present, paths exist); weights load lazily."""
         for i, cfg in enumerate(self.spec.models.raters):
-            self.lm(cfg, f"models.raters.{i}")
+            self.lm(self.on_training_base(cfg), f"models.raters.{i}")
         if self.spec.models.generator is not None:
             self.lm(self.spec.models.generator, "models.generator")
 
@@ -105,8 +105,17 @@ class Pipeline:
         return cls(guideline=guideline, label_set=self.corpus.label_set)
 
     def baseline_variants(self) -> list[Variant]:
-        return [Variant(name=cfg.name, model=cfg, guideline=self.loaded.guideline, kind="baseline", rater=cfg.name)
-                for cfg in self.spec.models.raters]
+        return [Variant(name=cfg.name, model=self.on_training_base(cfg), guideline=self.loaded.guideline,
+                        kind="baseline", rater=cfg.name) for cfg in self.spec.models.raters]
+
+    def on_training_base(self, cfg: ModelConfig) -> ModelConfig:
+        """A local rater on the fine-tuning base model runs on the exact weights the adapters are trained on (not
+        the shipped quantized file), so its paired difference with a fine-tuned rater measures the adapter alone."""
+        from thinktrace.lm.embedded import canonical_name
+
+        ft = self.spec.finetune
+        same = cfg.is_local and (canonical_name(cfg.model) or cfg.model) == (canonical_name(ft.base) or ft.base)
+        return cfg.model_copy(update={"training_base": True}) if ft.enabled and same else cfg
 
     def eval_items(self, split: str):
         items = self.corpus.split(split)
@@ -117,6 +126,8 @@ class Pipeline:
         """Rate every variant on every evaluation split; finished (split, variant, item) records are reused."""
         log = self.rundir.log("predictions.jsonl")
         records = log.read()
+        for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
+            self.lm(v.model)
         done = {(r["split"], r["rater"], r["item_id"]) for r in records}
         for split in self.spec.evaluate.splits:
             items = self.eval_items(split)
@@ -217,7 +228,7 @@ class Pipeline:
             if v.model.is_local and not v.model.adapter and (canonical_name(v.model.model) or v.model.model) == key:
                 return v
         template = next((r for r in self.spec.models.raters if r.is_local), None)
-        model = ModelConfig(name=base, provider="local", model=base,
+        model = ModelConfig(name=base, provider="local", model=base, training_base=True,
                             max_tokens=template.max_tokens if template else 256)
         variant = Variant(name=base, model=model, guideline=self.loaded.guideline, kind="baseline", rater=base)
         self.variants.append(variant)
@@ -246,8 +257,13 @@ class Pipeline:
         }
 
     def run_stage(self, name: str, fn):
+        from thinktrace.lm import release_engines
+
         start = time.perf_counter()
-        result = fn()
+        try:
+            result = fn()
+        finally:
+            release_engines()  # local models hold memory only while a stage uses them
         self.timing[name] = time.perf_counter() - start
         return result
 

@@ -211,9 +211,9 @@ def render_report(run: RunDir, metrics: dict) -> str:
         lines += _rater_table(split, level)
         lines += ["", "α: Krippendorff's alpha between the rater and the aggregated human label at the "
                   f"{level} level (1 = perfect agreement, 0 = chance level; unparsed outputs are missing values). "
-                  "Accuracy counts unparsed outputs as wrong. CIs: percentile bootstrap over items. *by choice*: answers with "
-                  "a rationale but no parseable label, whose label a local model chose by likelihood among the allowed "
-                  "labels after its own rationale.", ""]
+                  "Accuracy counts unparsed outputs as wrong. CIs: percentile bootstrap over items. *by choice*: answers "
+                  "cut before their label (by max_tokens), whose label a local model then wrote under a grammar that "
+                  "allows only the label set.", ""]
         ceiling = split.get("human_ceiling")
         if ceiling:
             lines += [f"**Human ceiling** (leave-one-annotator-out α: each annotator vs the aggregate of the others): "

@@ -15,7 +15,7 @@ CORPUS = [
     "the quick brown fox jumps over the lazy dog",
     "a rater reads the guideline and the item, then gives a label",
     "positive negative neutral answer question rationale label",
-    "0 1 2 3 4 5 6 7 8 9 10 , . ! ? : [ ] # ## _ - ' \" ( ) / ` | =\n\t",
+    "0 1 2 3 4 5 6 7 8 9 10 , . ! ? : [ ] # ## _ - ' \" ( ) / ` | = { } ; \\ \n\t",
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz",
 ] * 20
 SCALE = 30.0
@@ -38,12 +38,12 @@ def build_tiny_checkpoint(dest: Path) -> Path:
     )
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>",
-        unk_token="<|endoftext|>", model_max_length=512,
+        unk_token="<|endoftext|>", model_max_length=2048,
     )
     tok.chat_template = CHATML
     cfg = LlamaConfig(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
+        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(0)

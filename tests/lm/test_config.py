@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from thinktrace.errors import SpecError
-from thinktrace.lm import BatchingEngine, ModelConfig, build_lm
+from thinktrace.lm import LlamaCppEngine, ModelConfig, build_lm
 from thinktrace.lm.factory import clear_engines, engine_stats, lm_usage
 
 
@@ -67,18 +67,29 @@ def test_remote_key_never_in_repr_or_saved_state(monkeypatch, tmp_path):
     assert "sk-very-secret-42" not in (tmp_path / "p.json").read_text()
 
 
-def test_local_lms_share_one_engine(tiny_model_dir, tiny_adapter_dir):
+def test_local_lms_share_one_server(tiny_model_dir, tiny_adapter_dir):
     clear_engines()
     a = build_lm(ModelConfig(name="a", model=str(tiny_model_dir), max_tokens=4, cache=False))
     b = build_lm(ModelConfig(name="b", model=str(tiny_model_dir), temperature=0.5, cache=False))
     c = build_lm(ModelConfig(name="c", model=str(tiny_model_dir), adapter=str(tiny_adapter_dir), cache=False))
-    assert isinstance(a.engine, BatchingEngine) and a.engine is b.engine and c.engine is not a.engine
+    assert isinstance(a.engine, LlamaCppEngine) and a.engine.server is b.engine.server
+    assert c.engine.server is a.engine.server and c.engine.adapter_id == 0  # a checkpoint dir is its training base
     assert a.model == "local/a"
     a("hi")
     assert lm_usage(a)["calls"] == 1 and lm_usage(a)["output_tokens"] <= 4
-    stats = engine_stats()
-    assert stats[str(tiny_model_dir.resolve())]["calls"] == 1
+    (stats,) = engine_stats().values()
+    assert stats["calls"] == 1 and stats["output_tokens"] <= 4
     clear_engines()
+
+
+def test_sampling_settings_validate():
+    assert ModelConfig(model="m", top_k=0, top_p=0.9, min_p=0.05).min_p == 0.05
+    with pytest.raises(ValueError, match="min_p applies to provider `local` only"):
+        ModelConfig(provider="openai", model="gpt-4o-mini", min_p=0.1)
+    with pytest.raises(ValueError, match="threads"):
+        ModelConfig(model="m", llama={"threads": 0})
+    with pytest.raises(ValueError, match="extra|not permitted"):
+        ModelConfig(model="m", llama={"gpu_layers": 3})
 
 
 def test_local_missing_paths_are_spec_errors(tmp_path, tiny_model_dir):

@@ -13,9 +13,33 @@ from thinktrace.config import Section
 LOCAL = "local"
 
 
+class LlamaSettings(Section):
+    """How llama.cpp runs a local model (``provider: local``). Models that share a GGUF file share one server: the
+    first entry that starts it sets these."""
+
+    threads: int = Field(
+        default=2, ge=1,
+        description="CPU threads llama.cpp decodes with (not DSPy's `num_threads`, which is how many requests are "
+        "sent at once).",
+    )
+    poll: int = Field(
+        default=0, ge=0, le=100,
+        description="Busy-wait polling level of llama.cpp's threads (0-100). 0 sleeps while waiting: measured on a "
+        "shared 2-core machine, polling with 2 threads collapsed to < 1 tok/s as soon as another process was busy.",
+    )
+    slots: int = Field(
+        default=4, ge=1, le=64,
+        description="Requests llama.cpp decodes together (continuous batching); each slot gets `context` tokens.",
+    )
+    context: int = Field(
+        default=2048, ge=256,
+        description="Context window per slot in tokens (prompt + answer).",
+    )
+
+
 class ModelConfig(Section):
-    """One language model. ``provider: local`` runs it in this process (the embedded model, a local checkpoint or a
-    Hugging Face model); any other provider is reached through dspy.LM / LiteLLM (``openai``, ``anthropic``,
+    """One language model. ``provider: local`` runs it in this process on llama.cpp (an embedded model, a GGUF
+    file, a local Hugging Face checkpoint or a hub id); any other provider is reached through dspy.LM / LiteLLM (``openai``, ``anthropic``,
     ``ollama_chat``, ``hosted_vllm``, ...). API keys never appear in specs or run directories: name the
     environment variable that holds the key in ``api_key_env``."""
 
@@ -25,13 +49,14 @@ class ModelConfig(Section):
     )
     provider: str = Field(
         default=LOCAL,
-        description="`local` runs the model in-process with transformers; anything else is a dspy.LM/LiteLLM "
+        description="`local` runs the model in-process on llama.cpp; anything else is a dspy.LM/LiteLLM "
         "provider prefix such as `openai`, `anthropic`, `ollama_chat` or `hosted_vllm`.",
     )
     model: str = Field(
-        description="For `local`: an embedded name (`smollm2-135m`, alias `embedded`), a local checkpoint "
-        "directory, or a Hugging Face hub id (needs the hub or a filled HF cache). Otherwise the provider's "
-        "model id, e.g. `gpt-4o-mini`.",
+        description="For `local`: an embedded name (`smollm2-135m`, alias `embedded`; `qwen2.5-coder-1.5b`), a "
+        "GGUF file (`path/to/model.gguf`), a local Hugging Face checkpoint directory (LLaMA or Qwen2 architecture, "
+        "converted to GGUF once), or a Hugging Face hub id (needs the hub or a filled HF cache). Otherwise the "
+        "provider's model id, e.g. `gpt-4o-mini`.",
     )
     api_base: str | None = Field(
         default=None,
@@ -45,7 +70,8 @@ class ModelConfig(Section):
     )
     adapter: str | None = Field(
         default=None,
-        description="Directory of a PEFT LoRA adapter applied on top of `model` (local provider only).",
+        description="Directory of a PEFT LoRA adapter applied on top of `model` (local provider only); "
+        "llama.cpp serves it as a GGUF LoRA on the training base's weights.",
     )
     prompt_format: Literal["plain", "chat", "json"] | None = Field(
         default=None,
@@ -63,10 +89,35 @@ class ModelConfig(Section):
         gt=0,
         description="Most tokens generated per call.",
     )
+    top_p: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="Nucleus sampling. Null: no truncation for local models (llama.cpp's own default 0.95 is never "
+        "applied silently), the provider's default for remote ones.",
+    )
+    top_k: int | None = Field(
+        default=None, ge=0,
+        description="Sample among the k most likely tokens (0: all). Null: 0 for local models, the provider's "
+        "default for remote ones.",
+    )
+    min_p: float | None = Field(
+        default=None, ge=0.0, lt=1.0,
+        description="Drop tokens less likely than min_p x the top token's probability (local models only). Null: 0.",
+    )
+    llama: LlamaSettings = Field(
+        default_factory=LlamaSettings,
+        description="llama.cpp settings (CPU threads, polling, parallel slots, context) for local models.",
+    )
+    training_base: bool = Field(
+        default=False,
+        description="Serve this local model from the exact weights fine-tuning trains on (an F32 GGUF of the "
+        "training checkpoint) instead of its shipped, quantized GGUF. Set automatically for the rater that a "
+        "fine-tuned adapter is compared with, so that the paired difference measures the adapter alone.",
+    )
     num_threads: int = Field(
         default=4,
         ge=1,
-        description="Parallel DSPy workers calling this LM (for local models, concurrent requests are batched).",
+        description="Parallel DSPy workers calling this LM (for local models, llama.cpp decodes concurrent "
+        "requests together in `llama.slots` slots).",
     )
     cache: bool = Field(
         default=True,
@@ -118,6 +169,10 @@ class ModelConfig(Section):
                 raise ValueError("api_base / api_key_env apply to remote providers, not to provider `local`")
         elif self.adapter:
             raise ValueError("adapter (a LoRA directory) applies to provider `local` only")
+        elif self.min_p is not None:
+            raise ValueError("min_p applies to provider `local` only (LiteLLM cannot carry it)")
+        elif self.training_base:
+            raise ValueError("training_base applies to provider `local` only")
         return self
 
     @property

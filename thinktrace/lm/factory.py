@@ -1,9 +1,11 @@
 """Build a dspy.LM from a ModelConfig.
 
-Local models share one ``BatchingEngine`` per (checkpoint, adapter) in this process, so two raters on the same model
-load it once and their concurrent requests are decoded together. Accounting: ``engine_stats()`` reports, per local engine, the calls that reached the model and the tokens it
-read and generated (DSPy cache hits never reach it). For remote LMs use ``lm_usage(lm)``, which sums the usage DSPy
-records in ``lm.history`` (history is bounded by DSPy's ``max_history_size``; cached answers are included there).
+Local models run on llama.cpp (``thinktrace.lm.llamacpp``): one ``LlamaServer`` per GGUF file in this process, so two
+raters on the same model (or a base model and its LoRA adapters) load it once and llama.cpp batches their concurrent
+requests. ``release_engines()`` stops every server (the pipeline calls it between stages: a model holds memory only
+while a stage uses it; the next request starts it again). Accounting: ``engine_stats()`` reports, per server, the
+calls that reached the model and the tokens it read and generated (DSPy cache hits never reach it). For remote LMs
+use ``lm_usage(lm)``, which sums the usage DSPy records in ``lm.history``.
 """
 
 from __future__ import annotations
@@ -16,41 +18,36 @@ from thinktrace import _env  # noqa: F401  (before dspy)
 from thinktrace.errors import SpecError
 from thinktrace.lm.config import ModelConfig
 
-_registry: dict[tuple[str, str | None], Any] = {}
+_registry: dict[str, Any] = {}
 _registry_lock = threading.Lock()
 
 
-def _engine_key(cfg: ModelConfig) -> tuple[str, str | None]:
-    from pathlib import Path
+def get_server(cfg: ModelConfig, field: str = "model"):
+    """The process-wide llama.cpp server for cfg's weights (created on first request; weights load on first call).
+    Resolving the weights validates paths now: a missing file or adapter is a SpecError naming `field`."""
+    from thinktrace.lm.llamacpp import LlamaServer
+    from thinktrace.lm.weights import served_model
 
-    from thinktrace.lm.embedded import canonical_name
-
-    model = canonical_name(cfg.model) or cfg.model
-    if Path(model).expanduser().exists():
-        model = str(Path(model).expanduser().resolve())
-    adapter = str(Path(cfg.adapter).expanduser().resolve()) if cfg.adapter else None
-    return model, adapter
+    served = served_model(cfg.model, training_base=cfg.training_base or bool(cfg.adapter), field=f"{field}.model")
+    key = str(served.gguf)
+    with _registry_lock:
+        server = _registry.get(key)
+        if server is None:
+            server = LlamaServer(served, cfg.llama, name=cfg.model)
+            server.tokenizer  # noqa: B018  (load it now, in the building thread)
+            _registry[key] = server
+        return server
 
 
 def get_engine(cfg: ModelConfig, field: str = "model"):
-    """The process-wide engine for cfg's (model, adapter), created on first request. Validates paths now (a
-    missing checkpoint or adapter directory is a SpecError here) but loads weights only on the first call."""
-    from pathlib import Path
+    """A DSPy engine for a local model entry: its server, its LoRA adapter (as GGUF) and its sampling defaults."""
+    from thinktrace.lm.llamacpp import LlamaCppEngine
+    from thinktrace.lm.weights import adapter_gguf
 
-    from thinktrace.lm.batching import BatchingEngine
-    from thinktrace.lm.embedded import canonical_name, resolve_model_path
-
-    if not canonical_name(cfg.model):
-        resolve_model_path(cfg.model, field=f"{field}.model")  # checks local paths; hub ids pass through
-    if cfg.adapter and not (Path(cfg.adapter).expanduser() / "adapter_config.json").is_file():
-        raise SpecError(f"{field}.adapter", f"{cfg.adapter!r} is not a PEFT adapter directory (no adapter_config.json)")
-    key = _engine_key(cfg)
-    with _registry_lock:
-        engine = _registry.get(key)
-        if engine is None:
-            engine = BatchingEngine(key[0], key[1], default_max_tokens=cfg.max_tokens)
-            _registry[key] = engine
-        return engine
+    server = get_server(cfg, field)
+    adapter = adapter_gguf(cfg.adapter, server.served, field=f"{field}.adapter") if cfg.adapter else None
+    return LlamaCppEngine(server, adapter=adapter, name=cfg.name, default_max_tokens=cfg.max_tokens,
+                          top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p, config=cfg)
 
 
 def build_lm(cfg: ModelConfig, field: str = "model"):
@@ -65,11 +62,15 @@ def build_lm(cfg: ModelConfig, field: str = "model"):
         return build_custom_lm(cfg, field)
     common = dict(temperature=cfg.temperature, max_tokens=cfg.max_tokens, cache=cfg.cache)
     if cfg.is_local:
-        from thinktrace.lm.choices import mark_capable
+        from thinktrace.lm.constrain import mark_constrainable
 
-        mark_capable(cfg.dspy_model)
+        mark_constrainable(cfg.dspy_model)
         return dspy.LM(cfg.dspy_model, engine=get_engine(cfg, field), **common)
     kwargs: dict[str, Any] = dict(common)
+    if cfg.top_p is not None:
+        kwargs["top_p"] = cfg.top_p
+    if cfg.top_k is not None:
+        kwargs["top_k"] = cfg.top_k
     if cfg.api_base:
         kwargs["api_base"] = cfg.api_base
     if cfg.api_key_env:
@@ -98,10 +99,10 @@ def check_provider(provider: str, field: str) -> None:
 
 
 def engine_stats() -> dict[str, dict[str, Any]]:
-    """Per local engine (keyed ``model`` or ``model+adapter``): calls, input/output tokens, generate/load seconds."""
+    """Per llama.cpp server (keyed by model): calls, input/cached/output tokens, generate/load seconds, starts."""
     with _registry_lock:
-        items = list(_registry.items())
-    return {(m if a is None else f"{m}+{a}"): e.stats() for (m, a), e in items}
+        items = list(_registry.values())
+    return {s.name if not s.adapters else f"{s.name}+{len(s.adapters)} adapters": s.stats() for s in items}
 
 
 def lm_usage(lm) -> dict[str, int]:
@@ -115,7 +116,17 @@ def lm_usage(lm) -> dict[str, int]:
     return {"calls": calls, "input_tokens": prompt, "output_tokens": completion}
 
 
+def release_engines() -> None:
+    """Stop every llama.cpp server (after in-flight requests): memory goes back until a request needs a model
+    again. Engines and their statistics stay valid."""
+    with _registry_lock:
+        servers = list(_registry.values())
+    for server in servers:
+        server.stop()
+
+
 def clear_engines() -> None:
-    """Forget all shared engines (their models are freed once no LM refers to them). For tests."""
+    """Stop and forget all servers. For tests."""
+    release_engines()
     with _registry_lock:
         _registry.clear()

@@ -1,0 +1,95 @@
+"""Labels that always parse: a GBNF grammar (llama.cpp) that fixes the answer's format and allows only the label set
+in the label field, leaving free text (the rationale) free.
+
+The grammar follows the prompt format (DSPy adapter) the rater runs with, field by field in the signature's output
+order: ``Rationale: <one line>\\nLabel: <one of the labels>`` for the plain format, DSPy's ``[[ ## field ## ]]``
+sections for the chat format, a JSON object for the JSON format. Programs ask for it with
+``constrained_config(...)`` and pass the result as DSPy's per-call ``config``; it reaches the local engine as request
+metadata (``thinktrace_grammar``). LMs that cannot take a grammar (remote providers) get an empty config: their
+answers are parsed leniently and parse failures are counted.
+
+An answer cut by ``max_tokens`` inside the rationale still lacks its label; ``choice_grammar`` then constrains the
+continuation of the answer so far (see ``thinktrace.adapters.choose_field``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+GRAMMAR_KEY = "thinktrace_grammar"
+_constrainable: set[str] = set()
+
+
+def mark_constrainable(model: str) -> None:
+    """Record that the dspy.LM named `model` (e.g. ``local/smollm2``) runs on an engine that honours grammars."""
+    _constrainable.add(model)
+
+
+def supports_constraints(lm) -> bool:
+    return getattr(lm, "model", None) in _constrainable
+
+
+def literal(text: str) -> str:
+    """A GBNF string literal."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def alternatives(choices: Iterable[str]) -> str:
+    choices = list(choices)
+    if not choices or not all(isinstance(c, str) and c for c in choices):
+        raise ValueError("a constrained field needs a non-empty list of non-empty strings")
+    return "(" + " | ".join(literal(c) for c in choices) + ")"
+
+
+_JSON_STRING = r'"\"" ( [^"\\\n] | "\\" ["\\/bfnrt] )* "\""'
+
+
+def answer_grammar(adapter, signature, constrained: dict[str, list[str]]) -> str:
+    """GBNF for a whole answer of `signature` in `adapter`'s format; fields in `constrained` take one of their
+    choices, every other output field one line of free text (at least one character)."""
+    import dspy
+
+    from thinktrace.adapters import PlainAdapter, title
+
+    names = list(signature.output_fields)
+    rules = ['text ::= [^\\n]+', f"jstr ::= {_JSON_STRING}"]
+    for name, choices in constrained.items():
+        if name not in names:
+            raise ValueError(f"{name!r} is not an output field of {signature.__name__}")
+        rules.append(f"{name}-value ::= {alternatives(choices)}")
+
+    def value(name: str, json_mode: bool = False) -> str:
+        if name in constrained:
+            if json_mode:
+                return f'"\\"" {name}-value "\\""'
+            return f"{name}-value"
+        return "jstr" if json_mode else "text"
+
+    if isinstance(adapter, PlainAdapter):
+        parts = [f"{literal(('' if i == 0 else chr(10)) + title(n) + ': ')} {value(n)}" for i, n in enumerate(names)]
+    elif isinstance(adapter, dspy.JSONAdapter):
+        parts = [literal("{")]
+        for i, n in enumerate(names):
+            parts.append(f"{literal(('' if i == 0 else ', ') + json.dumps(n) + ': ')} {value(n, json_mode=True)}")
+        parts.append(literal("}"))
+    else:  # ChatAdapter sections
+        parts = [f"{literal(('' if i == 0 else chr(10) + chr(10)) + f'[[ ## {n} ## ]]' + chr(10))} {value(n)}"
+                 for i, n in enumerate(names)]
+        parts.append(literal("\n\n[[ ## completed ## ]]"))
+    return "\n".join([f"root ::= {' '.join(parts)}", *rules])
+
+
+def choice_grammar(choices: list[str]) -> str:
+    """GBNF for one of `choices`, after optional spaces (what follows an answer prefix such as ``Label:``)."""
+    return f'root ::= " "? {alternatives(choices)}'
+
+
+def constrained_config(lm, adapter, signature, constrained: dict[str, list[str]]) -> dict[str, Any]:
+    """DSPy per-call ``config`` that constrains the answer on an LM that supports grammars; ``{}`` otherwise."""
+    if lm is None or not supports_constraints(lm):
+        return {}
+    import dspy
+
+    grammar = answer_grammar(adapter or dspy.ChatAdapter(), signature, constrained)
+    return {"metadata": {GRAMMAR_KEY: grammar}}

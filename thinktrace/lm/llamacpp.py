@@ -1,0 +1,272 @@
+"""Local models on llama.cpp: a DSPy engine over an in-process llama.cpp server (the ``xllamacpp`` wheel).
+
+Why the engine API and not llama.cpp's OpenAI endpoint through LiteLLM: the engine sends llama.cpp *token ids*
+rendered by the same function fine-tuning trains on (``thinktrace.lm.prompt``), so a fine-tuned rater sees at
+inference exactly the ids it was trained on; llama.cpp-only request fields (``min_p``, a GBNF ``grammar`` that
+constrains the label, ``cache_prompt``, per-request LoRA selection) travel without a LiteLLM passthrough; and no
+port or HTTP client is involved. ``python -m thinktrace.serve`` exposes the same server over HTTP for other tools.
+
+- ``LlamaServer``: one llama.cpp server for one base GGUF file and the LoRA adapters registered on it (llama.cpp
+  selects the adapter per request). Started on the first request, stopped by ``stop()`` (the factory stops every
+  server between pipeline stages, so a model holds memory only while a stage uses it). Registering an adapter
+  after start restarts it once no request is in flight.
+- ``LlamaCppEngine``: DSPy's engine contract (``complete(request) -> dspy.lm15.Response``) for one model entry:
+  the server, an optional adapter and the entry's sampling defaults. Every request carries its sampling settings
+  explicitly (temperature, top_p, top_k, min_p, seed, max_tokens, stop): llama.cpp's server defaults (top_k 40,
+  top_p 0.95, min_p 0.05) never apply silently. A request's ``metadata["thinktrace_grammar"]`` (a GBNF grammar,
+  see ``thinktrace.lm.constrain``) constrains the answer.
+
+Reproducibility: the same seed, prompt and settings give the same text (llama.cpp samples each request from its own
+seeded RNG); without a seed, llama.cpp draws one. Greedy decoding (temperature 0) needs no seed. Concurrent requests
+share batches, which can change floating-point sums in the last bits (a token flips only at a near-tie).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from thinktrace import _env  # noqa: F401  (before dspy)
+from thinktrace.lm.weights import Served
+
+GRAMMAR_KEY = "thinktrace_grammar"
+MIN_P_KEY = "thinktrace_min_p"
+
+
+class LlamaServer:
+    """One in-process llama.cpp server for a base GGUF and the LoRA adapters registered on it (thread-safe)."""
+
+    def __init__(self, served: Served, settings, name: str = ""):
+        self.served = served
+        self.settings = settings  # thinktrace.lm.config.LlamaSettings
+        self.name = name or served.gguf.stem
+        self.adapters: list[Path] = []
+        self._server = None
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._stats = {"calls": 0, "input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "generate_s": 0.0,
+                       "load_s": 0.0, "starts": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def register_adapter(self, gguf: Path) -> int:
+        """The per-request id of LoRA adapter `gguf` (registered once; a running server restarts to load it)."""
+        gguf = Path(gguf).resolve()
+        with self._cond:
+            if gguf in self.adapters:
+                return self.adapters.index(gguf)
+            self.adapters.append(gguf)
+            if self._server is not None:
+                self._stop_locked()
+            return len(self.adapters) - 1
+
+    def _params(self):
+        import xllamacpp
+
+        s = self.settings
+        p = xllamacpp.CommonParams()
+        p.model.path = str(self.served.gguf)
+        p.n_parallel = s.slots
+        p.n_ctx = s.slots * s.context
+        p.cont_batching = True
+        p.cache_prompt = True
+        for cpu in (p.cpuparams, p.cpuparams_batch):
+            cpu.n_threads = s.threads
+            cpu.poll = s.poll
+        p.warmup = False
+        p.verbosity = -1
+        p.endpoint_slots = False
+        if self.exact:  # the weights transformers trains: compute like it (flash attention and an f16 KV cache
+            # each moved first-token probabilities by 1e-3 to 5e-3 against transformers on the same weights)
+            p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            p.cache_type_k = p.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+        if self.adapters:
+            p.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(a), 1.0) for a in self.adapters]
+            p.lora_init_without_apply = True  # a request without a lora list gets the base model
+        return p
+
+    def _start_locked(self) -> None:
+        import xllamacpp
+
+        t0 = time.perf_counter()
+        try:
+            self._server = xllamacpp.Server(self._params())
+        except Exception as err:
+            from thinktrace.errors import ThinktraceError
+
+            raise ThinktraceError(f"llama.cpp could not load {self.served.gguf}: {type(err).__name__}: {err}") from err
+        self._stats["load_s"] += time.perf_counter() - t0
+        self._stats["starts"] += 1
+
+    def _stop_locked(self) -> None:
+        while self._inflight:
+            self._cond.wait()
+        self._server = None  # the server stops and frees its memory when the object goes
+
+    def stop(self) -> None:
+        """Stop the server once in-flight requests finish (the next request starts it again)."""
+        with self._cond:
+            self._stop_locked()
+
+    @property
+    def exact(self) -> bool:
+        """Serving the exact weights of a training checkpoint (an F32 GGUF): computed without lossy shortcuts."""
+        return self.served.checkpoint is not None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @functools.cached_property
+    def tokenizer(self):
+        """The Hugging Face tokenizer prompts are rendered with. Loaded by the first caller; ``get_server`` loads
+        it in the thread that builds the LM (transformers' lazy imports are not safe to race from worker threads)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.served.tokenizer))
+
+    # -- requests ----------------------------------------------------------------------------------------------
+    def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one OpenAI-style completion payload (``prompt`` as token ids) and return llama.cpp's answer."""
+        with self._cond:
+            if self._server is None:
+                self._start_locked()
+            server = self._server
+            self._inflight += 1
+        t0 = time.perf_counter()
+        try:
+            out = server.handle_completions(payload)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
+        _raise_for_error(out)
+        usage = out.get("usage") or {}
+        with self._cond:
+            self._stats["calls"] += 1
+            self._stats["input_tokens"] += int(usage.get("prompt_tokens") or 0)
+            self._stats["cached_tokens"] += int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            self._stats["output_tokens"] += int(usage.get("completion_tokens") or 0)
+            self._stats["generate_s"] += time.perf_counter() - t0
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Totals since creation: calls, prompt tokens (and how many came from llama.cpp's prompt cache), generated
+        tokens, seconds generating and loading, server starts."""
+        with self._cond:
+            return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self._stats.items()}
+
+    def __repr__(self) -> str:
+        return f"LlamaServer({str(self.served.gguf)!r}, adapters={len(self.adapters)}, running={self.running})"
+
+
+def _raise_for_error(out: Any) -> None:
+    """llama.cpp answers errors with an ``error`` object: raise DSPy's matching error (never a result)."""
+    from dspy.lm15 import ContextLengthError, InvalidRequestError, ServerError
+
+    if not isinstance(out, dict):
+        raise ServerError(f"llama.cpp returned {type(out).__name__}, not a completion")
+    err = out.get("error")
+    if not err:
+        if not out.get("choices"):
+            raise ServerError("llama.cpp returned no choices")
+        return
+    message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+    kind = (err.get("type") if isinstance(err, dict) else "") or ""
+    if "context" in message.lower() or kind == "exceed_context_size_error":
+        raise ContextLengthError(message)
+    code = int(err.get("code") or 500) if isinstance(err, dict) else 500
+    raise (InvalidRequestError if 400 <= code < 500 else ServerError)(message)
+
+
+class LlamaCppEngine:
+    """DSPy engine for one local model entry on a shared ``LlamaServer`` (thread-safe; see the module doc)."""
+
+    def __init__(self, server: LlamaServer, *, adapter: Path | None = None, name: str = "",
+                 default_max_tokens: int = 256, top_p: float | None = None, top_k: int | None = None,
+                 min_p: float | None = None, config=None):
+        self.server = server
+        self.config = config  # the ModelConfig this engine was built from (saved with a program)
+        self.adapter = Path(adapter) if adapter else None
+        self.adapter_id = server.register_adapter(self.adapter) if self.adapter else None
+        self.name = name or server.name
+        self.default_max_tokens = int(default_max_tokens)
+        self.top_p, self.top_k, self.min_p = top_p, top_k, min_p
+
+    def payload(self, request) -> dict[str, Any]:
+        """The llama.cpp request for a DSPy request: token ids and every sampling setting spelled out."""
+        from dspy.clients.engines.base import validate_request
+
+        from thinktrace.lm.prompt import prompt_ids, request_messages
+
+        validate_request(request)
+        c = request.config
+        meta = (c.extensions or {}).get("metadata") or {}
+        meta = meta if isinstance(meta, dict) else {}
+        min_p = meta.get(MIN_P_KEY, self.min_p)
+        body: dict[str, Any] = {
+            "prompt": prompt_ids(self.server.tokenizer, request_messages(request)),
+            "max_tokens": int(c.max_tokens or self.default_max_tokens),
+            "temperature": float(c.temperature or 0.0),
+            "top_p": float(c.top_p if c.top_p is not None else (self.top_p if self.top_p is not None else 1.0)),
+            "top_k": int(c.top_k if c.top_k is not None else (self.top_k or 0)),
+            "min_p": float(min_p or 0.0),
+            "typical_p": 1.0,
+            "repeat_penalty": 1.0,
+            "cache_prompt": True,
+            "stop": [s for s in (c.stop or ()) if s],
+        }
+        if c.seed is not None:
+            body["seed"] = int(c.seed) & 0xFFFFFFFF
+        if meta.get(GRAMMAR_KEY):
+            body["grammar"] = str(meta[GRAMMAR_KEY])
+        if self.server.adapters:  # name every adapter, this entry's at scale 1, the others off: llama.cpp then
+            # reuses a slot's cached prefix only if it was computed with the same adapters (checked in a test)
+            body["lora"] = [{"id": i, "scale": 1.0 if i == self.adapter_id else 0.0}
+                            for i in range(len(self.server.adapters))]
+        return body
+
+    def complete(self, request):
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        body = self.payload(request)
+        out = self.server.complete(body)
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        finish = choice.get("finish_reason") or "stop"
+        return Response(id=out.get("id"), model=request.model or self.name,
+                        message=Message.assistant([TextPart(choice.get("text") or "")]),
+                        finish_reason="length" if finish == "length" else "stop",
+                        usage=Usage(input_tokens=int(usage.get("prompt_tokens") or len(body["prompt"])),
+                                    output_tokens=int(usage.get("completion_tokens") or 0)))
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        """Nothing per engine: the shared server is stopped by ``thinktrace.lm.factory.release_engines``."""
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats()
+
+    # -- serialization (DSPy saves a program's custom engine through these) ------------------------------------
+    def dump_state(self) -> dict[str, Any]:
+        """The model entry that rebuilds this engine (local models hold no secrets; no weights)."""
+        if self.config is None:
+            raise TypeError("this engine was built without a ModelConfig; build it with thinktrace.lm.build_lm")
+        return {"config": self.config.model_dump(mode="json")}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> "LlamaCppEngine":
+        from thinktrace.lm.config import ModelConfig
+        from thinktrace.lm.factory import get_engine
+
+        return get_engine(ModelConfig(**state["config"]))
+
+    def __repr__(self) -> str:
+        adapter = f", adapter={str(self.adapter)!r}" if self.adapter else ""
+        return f"LlamaCppEngine({self.name!r}{adapter})"
