@@ -14,10 +14,9 @@ most `--max-tokens` new tokens. Configurations:
   qwen       the same for Qwen2.5-Coder-1.5B (Q4_K_M GGUF) on `--qwen-requests` requests;
   traces     thinktrace.teleprompt.RejectionSampling (blind, keep 1) as pipeline.traces() runs it, on
              `--trace-items` quickstart train words, k = `--trace-k`: accepted traces per minute (Qwen, SmolLM2 Q4_1).
-tok/s counts generated tokens (llama.cpp's completion_tokens; for the yardstick, tokens up to the first EOS) over
-the wall time of the requests; model loading is excluded (shown as `load`). `base` is the child's peak RSS before
-the model was loaded (Python, torch/transformers/DSPy imports, tokenizer). Target on 2 cores: SmolLM2 on llama.cpp
->= 0.7x the yardstick's tok/s at <= 0.3x its peak RSS. Runs offline; needs the embedded models installed.
+tok/s: generated tokens (llama.cpp's completion_tokens; yardstick: up to the first EOS) over the requests' wall time,
+model loading excluded (`load`). `base`: the child's peak RSS before the model loaded (imports, tokenizer). Target
+on 2 cores: SmolLM2 on llama.cpp >= 0.7x the yardstick's tok/s at <= 0.3x its RSS. Offline; needs embedded models.
 """
 
 from __future__ import annotations
@@ -61,7 +60,6 @@ def program(loaded, corpus, which: str):
 def judge_setup(n_requests: int, k: int):
     """(predictor, adapter, [(word, seed)]): the rater's Judge with the quickstart guideline, n_requests jobs."""
     import dspy
-
     from thinktrace.adapters import make_adapter
     loaded, corpus = quickstart(max(64, -(-n_requests // k)))
     rater = program(loaded, corpus, "rater")
@@ -262,7 +260,8 @@ def main(argv=None) -> int:
     a.only = {x.strip() for x in a.only.split(",") if x.strip()}
     if a.only - {"smollm2", "qwen", "traces"}:
         ap.error(f"--only: unknown {sorted(a.only - {'smollm2', 'qwen', 'traces'})}")
-    a.slots, a.f32_slots, a.qwen_slots = ([int(s) for s in x.split(",")] for x in (a.slots, a.f32_slots, a.qwen_slots))
+    a.slots, a.f32_slots, a.qwen_slots = ([int(s) for s in x.split(",") if s.strip()]
+                                          for x in (a.slots, a.f32_slots, a.qwen_slots))
 
     runs = plan(a)
     print(f"thinktrace sampling benchmark: {os.cpu_count()} CPUs, load average "

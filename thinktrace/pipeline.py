@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,16 @@ class Variant:
     compare_to: list[str] = field(default_factory=list)  #: variants it gets a paired difference against
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 1024 / 1024
+
+
 class Pipeline:
     def __init__(self, loaded: LoadedSpec, corpus: Corpus, run_dir: str | None = None):
         self.loaded = loaded
@@ -57,6 +68,7 @@ class Pipeline:
         self.adapter = make_adapter(self.spec.programs.adapter)
         self._adapters = {self.spec.programs.adapter: self.adapter}
         self.timing: dict[str, float] = {}
+        self.peak_rss: dict[str, float] = {}  #: the process's peak resident memory (MiB) at the end of each stage
 
     # -- setup -----------------------------------------------------------------------------------------------
     def _check_same_spec(self) -> None:
@@ -129,9 +141,15 @@ class Pipeline:
         for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
             self.lm(v.model)
         done = {(r["split"], r["rater"], r["item_id"]) for r in records}
+        # variants on the same weights one after another: a model is loaded once per split, not once per switch
+        order = {}
+        for v in variants:
+            order.setdefault((v.model.provider, v.model.model, v.model.training_base or bool(v.model.adapter)), len(order))
+        grouped = sorted(variants, key=lambda v: order[(v.model.provider, v.model.model,
+                                                       v.model.training_base or bool(v.model.adapter))])
         for split in self.spec.evaluate.splits:
             items = self.eval_items(split)
-            for v in variants:
+            for v in grouped:
                 ids = {i for (s, r, i) in done if s == split and r == v.name}
                 if all(it.item_id in ids for it in items):
                     continue
@@ -168,7 +186,7 @@ class Pipeline:
     def finetune(self, traces: list[dict]) -> tuple[dict, list[Variant]]:
         """Use 1: train the trace-SFT rater and the label-only ablation on the same train items; return their
         training results and the variants that evaluate them (with paired differences to base and ablation)."""
-        from thinktrace.finetune import train_adapter
+        from thinktrace.finetune import train_adapter_subprocess
         from thinktrace.rundir import write_jsonl
         from thinktrace.teleprompt import judge_predictor
         from thinktrace.traces import sft_rows
@@ -182,8 +200,8 @@ class Pipeline:
         base = self.base_variant(cfg.base)
         results, variants = {}, []
         for kind, kind_rows in rows.items():
-            results[kind] = train_adapter(cfg, kind_rows, self.rundir.file(f"finetune/{kind}"), seed=self.spec.seed,
-                                          name=kind)
+            results[kind] = train_adapter_subprocess(cfg, kind_rows, self.rundir.file(f"finetune/{kind}"),
+                                                     seed=self.spec.seed, name=kind)
             # prompted in the format it was trained on: the experiment's
             model = base.model.model_copy(update={"name": f"{base.name}+{kind}", "adapter": results[kind]["adapter_dir"],
                                                   "cache": False, "prompt_format": None})
@@ -254,6 +272,8 @@ class Pipeline:
                           "adapter": v.model.adapter, "label_only": v.label_only} for v in self.variants],
             "splits": splits,
             "timing": {k: f"{v:.1f} s" for k, v in self.timing.items()},
+            # llama.cpp runs in this process, so this is every model's memory too (peak so far, MiB)
+            "peak_rss_mib": {k: round(v) for k, v in self.peak_rss.items()},
         }
 
     def run_stage(self, name: str, fn):
@@ -265,6 +285,7 @@ class Pipeline:
         finally:
             release_engines()  # local models hold memory only while a stage uses them
         self.timing[name] = time.perf_counter() - start
+        self.peak_rss[name] = peak_rss_mib()
         return result
 
     def run(self) -> dict:

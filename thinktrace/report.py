@@ -234,7 +234,9 @@ def render_report(run: RunDir, metrics: dict) -> str:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in metrics["plots"]] + [""]
     timing = metrics.get("timing") or {}
     if timing:
-        lines += ["## Cost", "", *[f"- {k}: {v}" for k, v in timing.items()], ""]
+        rss = metrics.get("peak_rss_mib") or {}
+        lines += ["## Cost", "", *[f"- {k}: {v}" + (f" (peak memory so far {rss[k]:,} MiB)" if k in rss else "")
+                                   for k, v in timing.items()], ""]
     return "\n".join(lines)
 
 

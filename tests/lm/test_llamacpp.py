@@ -212,3 +212,24 @@ def test_engine_is_a_dspy_engine(engine):
     lm = dspy.LM("local/tiny", engine=engine, temperature=0.0, max_tokens=5, cache=False)
     out = lm("hello")
     assert isinstance(out[0], str) and lm.history[-1]["usage"]["completion_tokens"] <= 5
+
+
+def test_one_model_holds_memory_at_a_time_unless_configured(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from thinktrace.lm.factory import MAX_RUNNING_ENV
+    from thinktrace.lm.weights import served_model
+
+    clear_engines()
+    copy = tmp_path / "copy.gguf"
+    shutil.copy(served_model(str(tiny_model_dir)).gguf, copy)
+    a = get_engine(ModelConfig(name="a", model=str(tiny_model_dir), llama={"threads": 1}))
+    b = get_engine(ModelConfig(name="b", model=str(copy), llama={"threads": 1}))
+    assert a.server is not b.server
+    text(a, req(max_tokens=2))
+    text(b, req(max_tokens=2))
+    assert b.server.running and not a.server.running  # a was idle: stopped before b loaded
+    monkeypatch.setenv(MAX_RUNNING_ENV, "2")
+    text(a, req(max_tokens=2))
+    assert a.server.running and b.server.running
+    clear_engines()

@@ -20,6 +20,30 @@ from thinktrace.lm.config import ModelConfig
 
 _registry: dict[str, Any] = {}
 _registry_lock = threading.Lock()
+MAX_RUNNING_ENV = "THINKTRACE_MAX_RUNNING_MODELS"
+
+
+def max_running() -> int:
+    """How many llama.cpp servers may hold their model at once (``$THINKTRACE_MAX_RUNNING_MODELS``, default 1).
+    Stages use their models one after another, and on a CPU two loaded models share the same cores, so one at a
+    time costs a reload now and then (seconds) and keeps peak memory at the largest model's."""
+    try:
+        return max(1, int(os.environ.get(MAX_RUNNING_ENV, "1")))
+    except ValueError:
+        raise SpecError(MAX_RUNNING_ENV, f"must be a positive integer, got {os.environ[MAX_RUNNING_ENV]!r}") from None
+
+
+def make_room(starting) -> None:
+    """Before `starting` loads its model: stop idle servers beyond ``max_running() - 1`` (oldest
+    first). A server with requests in flight is never stopped; it then runs beside the new one."""
+    with _registry_lock:
+        others = [s for s in _registry.values() if s is not starting and s.running]
+    excess = len(others) - (max_running() - 1)
+    for server in others:
+        if excess <= 0:
+            break
+        if server.stop_if_idle():
+            excess -= 1
 
 
 def get_server(cfg: ModelConfig, field: str = "model"):
@@ -34,6 +58,7 @@ def get_server(cfg: ModelConfig, field: str = "model"):
         server = _registry.get(key)
         if server is None:
             server = LlamaServer(served, cfg.llama, name=cfg.model)
+            server.before_start = make_room
             server.tokenizer  # noqa: B018  (load it now, in the building thread)
             _registry[key] = server
         return server

@@ -45,6 +45,7 @@ class LlamaServer:
         self.name = name or served.gguf.stem
         self.adapters: list[Path] = []
         self._server = None
+        self.before_start = None  # called (without locks held) before the server starts: see factory.make_room
         self._cond = threading.Condition()
         self._inflight = 0
         self._stats = {"calls": 0, "input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "generate_s": 0.0,
@@ -110,6 +111,13 @@ class LlamaServer:
         with self._cond:
             self._stop_locked()
 
+    def stop_if_idle(self) -> bool:
+        """Stop the server now if no request is in flight; returns whether it is stopped."""
+        with self._cond:
+            if self._inflight == 0:
+                self._server = None
+            return self._server is None
+
     @property
     def exact(self) -> bool:
         """Serving the exact weights of a training checkpoint (an F32 GGUF): computed without lossy shortcuts."""
@@ -130,6 +138,8 @@ class LlamaServer:
     # -- requests ----------------------------------------------------------------------------------------------
     def complete(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one OpenAI-style completion payload (``prompt`` as token ids) and return llama.cpp's answer."""
+        if self._server is None and self.before_start is not None:
+            self.before_start(self)
         with self._cond:
             if self._server is None:
                 self._start_locked()

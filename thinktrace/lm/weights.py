@@ -69,7 +69,11 @@ def tokenizer_from_gguf(gguf: Path, field: str = "model") -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
         try:
             tok.save_pretrained(str(tmp))
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                if not (dest / "tokenizer_config.json").is_file():  # another process won the race: theirs is used
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
