@@ -20,6 +20,9 @@ class SpecError(ThinktraceError):
         self.file = file
         super().__init__(str(self))
 
+    def __reduce__(self):  # picklable, so an error raised in a child process arrives whole
+        return type(self), (self.field, self.message, self.file)
+
     def with_file(self, file: str) -> "SpecError":
         """Return a copy that names `file` when this error did not name one yet."""
         return self if self.file else SpecError(self.field, self.message, file)

@@ -50,9 +50,9 @@ def get_server(cfg: ModelConfig, field: str = "model"):
     """The process-wide llama.cpp server for cfg's weights (created on first request; weights load on first call).
     Resolving the weights validates paths now: a missing file or adapter is a SpecError naming `field`."""
     from thinktrace.lm.llamacpp import LlamaServer
-    from thinktrace.lm.weights import served_model
+    from thinktrace.lm.weights import prepare
 
-    served = served_model(cfg.model, training_base=cfg.training_base or bool(cfg.adapter), field=f"{field}.model")
+    served = prepare(cfg.model, training_base=cfg.training_base or bool(cfg.adapter), field=f"{field}.model")
     key = str(served.gguf)
     with _registry_lock:
         server = _registry.get(key)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thinktrace.errors import SpecError
-from thinktrace.lm.embedded import cache_root, canonical_name, convert_embedded, embedded_names, gguf_path
+from thinktrace.lm.embedded import (_is_complete, cache_root, canonical_name, convert_embedded, embedded_cache_dir,
+                                    embedded_names, gguf_path)
 
 _lock = threading.Lock()
 ADAPTER_GGUF = "adapter.gguf"  # written into a PEFT adapter directory beside adapter_model.safetensors
@@ -48,12 +49,18 @@ def _fingerprint(path: Path) -> str:
     return _key(*[(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
 
 
-def tokenizer_from_gguf(gguf: Path, field: str = "model") -> Path:
+class NotPrepared(Exception):
+    """A derived file is not in the cache yet (raised only with ``cached_only``)."""
+
+
+def tokenizer_from_gguf(gguf: Path, field: str = "model", cached_only: bool = False) -> Path:
     """A Hugging Face tokenizer read from a GGUF file's metadata, saved once into the cache (reading it takes a few
     seconds, loading the saved copy a fraction of one)."""
     dest = cache_root() / "tokenizers" / _key(gguf.resolve(), _fingerprint(gguf))
     if (dest / "tokenizer_config.json").is_file():
         return dest
+    if cached_only:
+        raise NotPrepared(dest)
     with _lock:
         if (dest / "tokenizer_config.json").is_file():
             return dest
@@ -79,12 +86,14 @@ def tokenizer_from_gguf(gguf: Path, field: str = "model") -> Path:
     return dest
 
 
-def _f32_gguf(checkpoint: Path, name: str, vocab_from: Path | None, field: str) -> Path:
+def _f32_gguf(checkpoint: Path, name: str, vocab_from: Path | None, field: str, cached_only: bool = False) -> Path:
     from thinktrace.lm.gguf_export import export_checkpoint
 
     dest = cache_root() / "gguf" / name / f"training-base-{_fingerprint(checkpoint)}.f32.gguf"
     if dest.is_file():
         return dest
+    if cached_only:
+        raise NotPrepared(dest)
     with _lock:
         if not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -103,16 +112,19 @@ def hub_checkpoint(repo_id: str, field: str) -> Path:
                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
 
 
-def served_model(model: str, training_base: bool = False, field: str = "model") -> Served:
-    """Resolve a local model entry to the files llama.cpp and the prompt renderer need (see the module doc)."""
+def served_model(model: str, training_base: bool = False, field: str = "model", cached_only: bool = False) -> Served:
+    """Resolve a local model entry to the files llama.cpp and the prompt renderer need (see the module doc).
+    With `cached_only`, raise ``NotPrepared`` instead of converting anything (see ``prepare``)."""
     model = model.strip()
     canon = canonical_name(model)
     if canon:
         shipped = gguf_path(canon, field)
         if not training_base:
-            return Served(shipped, tokenizer_from_gguf(shipped, field), None)
+            return Served(shipped, tokenizer_from_gguf(shipped, field, cached_only), None)
+        if cached_only and not _is_complete(embedded_cache_dir(canon)):
+            raise NotPrepared(embedded_cache_dir(canon))
         checkpoint = convert_embedded(canon, field=field)
-        return Served(_f32_gguf(checkpoint, canon, shipped, field), checkpoint, checkpoint)
+        return Served(_f32_gguf(checkpoint, canon, shipped, field, cached_only), checkpoint, checkpoint)
     path = Path(model).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -120,7 +132,7 @@ def served_model(model: str, training_base: bool = False, field: str = "model") 
         if training_base:
             raise SpecError(field, f"{model!r} is a GGUF file: fine-tuning needs a Hugging Face checkpoint directory "
                             f"or an embedded model ({', '.join(embedded_names())})")
-        return Served(path.resolve(), tokenizer_from_gguf(path.resolve(), field), None)
+        return Served(path.resolve(), tokenizer_from_gguf(path.resolve(), field, cached_only), None)
     if model.startswith((".", "/", "~")) or path.exists():
         if not path.exists():
             raise SpecError(field, f"model directory {model!r} does not exist")
@@ -133,8 +145,24 @@ def served_model(model: str, training_base: bool = False, field: str = "model") 
     else:
         raise SpecError(field, f"unknown model {model!r}: use an embedded name ({', '.join(embedded_names())}), a "
                         "GGUF file, a local Hugging Face checkpoint directory or a hub id like org/name")
-    gguf = _f32_gguf(checkpoint, "local-" + _key(checkpoint), None, field)
+    gguf = _f32_gguf(checkpoint, "local-" + _key(checkpoint), None, field, cached_only)
     return Served(gguf, checkpoint, checkpoint)
+
+
+def prepare(model: str, training_base: bool = False, field: str = "model") -> Served:
+    """``served_model``, with any one-time conversion (GGUF -> checkpoint, checkpoint -> F32 GGUF, tokenizer
+    extraction) done in a child process: those steps hold a whole model or vocabulary in memory, and a process's
+    heap does not shrink after them, so the compile process would carry that memory into every later stage."""
+    try:
+        return served_model(model, training_base, field, cached_only=True)
+    except NotPrepared:
+        pass
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(served_model, model, training_base, field).result()
+    return served_model(model, training_base, field, cached_only=True)
 
 
 def adapter_gguf(adapter_dir: str | Path, served: Served, field: str = "model.adapter") -> Path:
