@@ -34,18 +34,20 @@ def test_quickstart_rates_and_samples_on_the_embedded_model(tmp_path, monkeypatc
                "--set", "guidelines.enabled=false"])
     assert rc == 0
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-    # two raters (the Qwen teacher and the SmolLM2 student) x 4 test items
-    assert sorted(p["rater"] for p in preds) == ["qwen2.5-coder-1.5b"] * 4 + ["smollm2-135m"] * 4
+    n_test = len(json.loads((out / "data.json").read_text())["splits"]["test"])
+    assert n_test >= 4
+    # two raters (the Qwen teacher and the SmolLM2 student) x the test items
+    assert sorted(p["rater"] for p in preds) == ["qwen2.5-coder-1.5b"] * n_test + ["smollm2-135m"] * n_test
     assert all(p["error"] is None for p in preds)
     assert all((p["tokens"]["completion"] or 0) > 0 for p in preds)
     attempts = [json.loads(x) for x in (out / "attempts.jsonl").read_text().splitlines()]
-    assert 3 <= len(attempts) <= 6
+    assert 3 <= len(attempts) <= 3 * 2 * 2  # 3 items x k=2 x (blind, then hinted for what blind missed)
     assert len({a["seed"] for a in attempts}) == len(attempts)  # every attempt its own rollout
     for trace in (json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()):
         assert trace["label"] == trace["human"] and trace["rationale"]
     metrics = json.loads((out / "metrics.json").read_text())
     for name in ("qwen2.5-coder-1.5b", "smollm2-135m"):
         rater = metrics["splits"]["test"]["raters"][name]
-        assert rater["n_items"] == 4 and rater["n_unparsed"] == 0  # local labels are constrained to the label set
+        assert rater["n_items"] == n_test and rater["n_unparsed"] == 0  # local labels are constrained to the label set
     assert all(p["label"] in metrics["data"]["label_set"] for p in preds)
     assert all(p["label_source"] in ("output", "choice") for p in preds)
