@@ -67,7 +67,11 @@ def answer_grammar(adapter, signature, constrained: dict[str, list[str]]) -> str
         return "jstr" if json_mode else "text"
 
     if isinstance(adapter, PlainAdapter):
-        parts = [f"{literal(('' if i == 0 else chr(10)) + title(n) + ': ')} {value(n)}" for i, n in enumerate(names)]
+        # the space after `Label:` belongs to the value: tokenizers merge it into the value's first token (" -",
+        # " The"), and a grammar that consumed it in the header would force an unnatural first token (measured:
+        # a 1.5B model then wrote positive labels for negative rationales)
+        parts = [f"{literal(('' if i == 0 else chr(10)) + title(n) + ':')} "
+                 + (f'" "? {value(n)}' if n in constrained else value(n)) for i, n in enumerate(names)]
     elif isinstance(adapter, dspy.JSONAdapter):
         parts = [literal("{")]
         for i, n in enumerate(names):
