@@ -53,6 +53,17 @@ def peak_rss_mib() -> float:
     return kib / 1024 if sys.platform != "darwin" else kib / 1024 / 1024
 
 
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc keeps them after a stage freed its memory; the
+    fine-tuning child that runs next would otherwise add its memory on top). A no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Pipeline:
     def __init__(self, loaded: LoadedSpec, corpus: Corpus, run_dir: str | None = None):
         self.loaded = loaded
@@ -284,6 +295,7 @@ class Pipeline:
             result = fn()
         finally:
             release_engines()  # local models hold memory only while a stage uses them
+            trim_heap()
         self.timing[name] = time.perf_counter() - start
         self.peak_rss[name] = peak_rss_mib()
         return result
