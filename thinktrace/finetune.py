@@ -514,46 +514,11 @@ def _QuietProgress():
 
 # -- a process of its own ------------------------------------------------------------------------------------------
 
-def _watch_parent(parent: int) -> None:
-    """Exit when the parent process is gone (a killed compile must not leave training running behind it: its
-    resume would train in the same folder)."""
-    import os
-    import signal
-    import threading
-
-    try:  # Linux: the kernel kills this process the moment its parent dies
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watch():  # elsewhere: poll
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, name="thinktrace-parent-watch", daemon=True).start()
-
-
-def _train_child(parent: int, args: tuple, kwargs: dict) -> dict:
-    _watch_parent(parent)
-    return train_adapter(*args, **kwargs)
-
-
 def train_adapter_subprocess(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed: int, name: str,
                              progress: bool = True) -> dict:
-    """``train_adapter`` in a child process (spawned: no threads or llama.cpp state inherited). Training memory
-    (model, optimizer, activations) goes back to the system when it ends, instead of staying in the compile
-    process's heap while later stages load models; the child exits if the compile process dies. Same result,
-    same resume behaviour; a training error is raised here."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    """``train_adapter`` in a child process (``thinktrace._child``): training memory (model, optimizer,
+    activations) goes back to the system when it ends instead of staying in the compile process's heap while later
+    stages load models, and the child dies with the compile process. Same result, same resume behaviour."""
+    from thinktrace._child import call_in_child
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_train_child, os.getpid(), (cfg, rows, Path(out_dir)),
-                           {"seed": seed, "name": name, "progress": progress}).result()
+    return call_in_child(train_adapter, cfg, rows, Path(out_dir), seed=seed, name=name, progress=progress)

@@ -153,11 +153,11 @@ class Pipeline:
             self.lm(v.model)
         done = {(r["split"], r["rater"], r["item_id"]) for r in records}
         # variants on the same weights one after another: a model is loaded once per split, not once per switch
-        order = {}
+        weights = lambda v: (v.model.provider, v.model.model, v.model.training_base or bool(v.model.adapter))  # noqa: E731
+        order: dict = {}
         for v in variants:
-            order.setdefault((v.model.provider, v.model.model, v.model.training_base or bool(v.model.adapter)), len(order))
-        grouped = sorted(variants, key=lambda v: order[(v.model.provider, v.model.model,
-                                                       v.model.training_base or bool(v.model.adapter))])
+            order.setdefault(weights(v), len(order))
+        grouped = sorted(variants, key=lambda v: order[weights(v)])
         for split in self.spec.evaluate.splits:
             items = self.eval_items(split)
             for v in grouped:

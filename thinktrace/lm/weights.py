@@ -157,11 +157,9 @@ def prepare(model: str, training_base: bool = False, field: str = "model") -> Se
         return served_model(model, training_base, field, cached_only=True)
     except NotPrepared:
         pass
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from thinktrace._child import call_in_child
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(served_model, model, training_base, field).result()
+    call_in_child(served_model, model, training_base, field)
     return served_model(model, training_base, field, cached_only=True)
 
 
