@@ -105,25 +105,38 @@ def chat_only():
 
 
 class FaultyEngine(ScriptedEngine):
-    """The keyword rater with faults on about 20 % of calls each (chosen by a hash of the request, so a rerun
-    meets the same faults): exceptions, timeouts, empty answers and garbage."""
+    """The keyword rater with faults on about 20 % of calls (chosen by a hash of the request, so a rerun meets the
+    same faults): transient ones that fail the first time a request is seen and succeed when it is sent again
+    (a 503, a timeout), final ones that fail every time (a 400), empty answers and garbage."""
 
     def __init__(self):
         super().__init__(self._rule)
+        self.seen: set = set()
+        self.faults = {"transient": 0, "final": 0, "empty": 0, "garbage": 0}
 
-    @staticmethod
-    def _rule(inputs, request):
+    def _rule(self, inputs, request):
         import hashlib
+
+        from dspy import lm15
 
         key = f"{sorted(inputs.items())}|{request.config.seed}|{request.config.temperature}"
         roll = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 100
-        if roll < 5:
-            raise RuntimeError("injected provider error")
-        if roll < 10:
+        with self._lock:
+            first = key not in self.seen
+            self.seen.add(key)
+        if roll < 8 and first:
+            self.faults["transient"] += 1
+            if roll < 4:
+                raise lm15.ServerError("injected 503", status=503)
             raise TimeoutError("injected timeout")
-        if roll < 15:
+        if 8 <= roll < 11:
+            self.faults["final"] += 1
+            raise lm15.InvalidRequestError("injected 400: the server refuses this request", status=400)
+        if 11 <= roll < 15:
+            self.faults["empty"] += 1
             return ""
-        if roll < 20:
+        if 15 <= roll < 20:
+            self.faults["garbage"] += 1
             return "@@ garbage %% no fields here"
         return _rule(inputs, request)
 

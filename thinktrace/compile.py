@@ -2,7 +2,9 @@
 
 Loads the spec, the data and the models, runs the configured stages and writes the run folder
 `<output_dir>/<name>/<timestamp>/`: spec.resolved.yaml, data.json, predictions.jsonl, metrics.json, report.md.
-Bad input exits with code 2 and one line on stderr naming the file and the field.
+Exit codes: 0 complete; 2 bad input (one line on stderr naming the file and the field); 3 incomplete (an endpoint
+went down or calls failed retryably: one line naming the model, the endpoint and the command that resumes the
+run); 4 finished with more final failures than `calls.max_failed`; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import time
 from pathlib import Path
 
 from thinktrace import _env  # noqa: F401  (before dspy)
-from thinktrace.errors import SpecError, ThinktraceError
+from thinktrace.errors import RunIncomplete, SpecError, ThinktraceError
+
+EXIT_INCOMPLETE = 3  #: the run stopped with work left (an endpoint down): resume it
+EXIT_FAILURES = 4  #: the run finished, but a stage's final failures exceed calls.max_failed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,16 +128,33 @@ def run(args: argparse.Namespace) -> int:
     except SpecError as err:
         raise err.with_file(str(loaded.path)) from None
     print_plan(the_plan, out=sys.stderr)
+    pipeline.resume_command = resume_command(args, pipeline.rundir.path)
     pipeline.run()
     print(f"run folder: {pipeline.rundir.path}", file=sys.stderr)
     print(pipeline.summary())
+    status = pipeline.result.get("status") or {}
+    if status.get("state") == "failures_over_threshold":
+        print(f"error: run finished with {status['message']} (see the report's LM calls section)", file=sys.stderr)
+        return EXIT_FAILURES
     return 0
+
+
+def resume_command(args: argparse.Namespace, run_dir) -> str:
+    """The command line that continues this run (spec, overrides, --resume)."""
+    import shlex
+
+    parts = ["python -m thinktrace.compile", shlex.quote(str(args.spec))]
+    parts += [f"--set {shlex.quote(o)}" for o in args.overrides]
+    return " ".join(parts + ["--resume", shlex.quote(str(run_dir))])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
+    except RunIncomplete as err:  # an outage, or calls that failed retryably: everything done is saved
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     except ThinktraceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

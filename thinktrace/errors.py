@@ -35,3 +35,36 @@ class SpecError(ThinktraceError):
 
 class DataError(SpecError):
     """The data a spec points to cannot be used (missing columns, empty, undecodable, labels outside label_set)."""
+
+
+class RunIncomplete(ThinktraceError):
+    """A stage stopped with work left that a resume can do (an endpoint went down, or calls failed transiently
+    after their retries). Everything finished so far is in the run folder's journals. `resume` is filled in by
+    the compile command."""
+
+    def __init__(self, stage: str, reason: str, resume: str | None = None):
+        self.stage, self.reason, self.resume = stage, reason, resume
+        super().__init__(str(self))
+
+    def __reduce__(self):
+        return type(self), (self.stage, self.reason, self.resume)
+
+    def __str__(self) -> str:
+        hint = f"; completed work is saved, resume with: {self.resume}" if self.resume else \
+            "; completed work is saved, resume the run with --resume RUN_DIR"
+        return f"run incomplete: stage {self.stage}: {self.reason}{hint}"
+
+
+class EndpointDown(ThinktraceError):
+    """An LM endpoint stopped answering (connection failures in a row, rejected credentials, or too many failed
+    calls in a row): the stage stops at once instead of journalling a failure per item."""
+
+    def __init__(self, model: str, where: str, reason: str):
+        self.model, self.where, self.reason = model, where, reason
+        super().__init__(str(self))
+
+    def __reduce__(self):
+        return type(self), (self.model, self.where, self.reason)
+
+    def __str__(self) -> str:
+        return f"endpoint down: model {self.model} at {self.where}: {self.reason}"

@@ -2,8 +2,9 @@
 
 A record: split, rater, item_id, human (gold label), label (parsed, None = unparseable), label_source ("output":
 parsed from the answer; "choice": a cut answer completed by a local model under the label grammar), raw_label, rationale,
-raw (the completion when the adapter could not parse it), error (an exception's one-line text), latency_s,
-tokens. Items already in the log (a resumed run) are skipped.
+raw (the completion when the adapter could not parse it), error (an exception's one-line text), error_kind (see
+thinktrace.journal), retries (spent inside the call), latency_s, tokens. Items with a settled record in the log
+(a resumed run) are skipped; items whose calls failed retryably are rated again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import dspy
 from tqdm.auto import tqdm
 
 from thinktrace.data import Item
+from thinktrace.errors import EndpointDown
+from thinktrace.journal import answered, begin_call, failed
 from thinktrace.rundir import JsonlLog
 
 
@@ -30,17 +33,22 @@ def usage_tokens(prediction) -> dict:
 
 
 def rate_one(program: dspy.Module, lm: dspy.LM, item: Item, adapter: dspy.Adapter | None = None) -> dict:
+    """One item's prediction record. An LM error is a failed record (kept in the journal; see
+    `thinktrace.journal` for which failures are done again on resume); an endpoint that is down raises."""
     start = time.perf_counter()
     record: dict = {"item_id": item.item_id, "human": item.label}
+    begin_call()
     try:
         with dspy.context(lm=lm, adapter=adapter, track_usage=True):
             pred = program(item=item.text)
         record.update(label=pred.label, label_source=pred.get("label_source"), raw_label=pred.get("raw_label"),
-                      rationale=pred.get("rationale"), raw=pred.get("raw"), error=None, tokens=usage_tokens(pred))
+                      rationale=pred.get("rationale"), raw=pred.get("raw"), tokens=usage_tokens(pred))
+        answered(record)
+    except EndpointDown:
+        raise
     except Exception as err:  # an LM fault is a failed prediction, counted in the report, never a crash
-        record.update(label=None, raw_label=None, rationale=None, raw=None,
-                      error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300],
-                      tokens={"prompt": 0, "completion": 0})
+        record.update(label=None, raw_label=None, rationale=None, raw=None, tokens={"prompt": 0, "completion": 0})
+        failed(record, err)
     record["latency_s"] = round(time.perf_counter() - start, 3)
     return record
 
@@ -48,7 +56,9 @@ def rate_one(program: dspy.Module, lm: dspy.LM, item: Item, adapter: dspy.Adapte
 def rate_items(program: dspy.Module, lm: dspy.LM, items: Sequence[Item], log: JsonlLog, *, split: str,
                rater: str, threads: int = 4, done: set | None = None, desc: str | None = None,
                on_record: Callable[[dict], None] | None = None, adapter: dspy.Adapter | None = None) -> list[dict]:
-    """Rate `items` not yet in `done` (a set of item ids); returns the new records (also appended to `log`)."""
+    """Rate `items` not yet in `done` (a set of item ids whose records are settled); returns the new records
+    (also appended to `log`), retryable failures included. EndpointDown stops it at once: queued items are
+    dropped, finished ones are already journalled."""
     todo = [it for it in items if not done or it.item_id not in done]
     records: list[dict] = []
     if not todo:
@@ -56,11 +66,25 @@ def rate_items(program: dspy.Module, lm: dspy.LM, items: Sequence[Item], log: Js
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
             tqdm(total=len(todo), desc=desc or f"rate {rater} [{split}]", unit="item") as bar:
         futures = [pool.submit(rate_one, program, lm, it, adapter) for it in todo]
-        for future in as_completed(futures):
+        consumed = set()
+
+        def keep(future) -> None:
+            consumed.add(future)
             record = {"split": split, "rater": rater, **future.result()}
             log.append(record)
             records.append(record)
             if on_record:
                 on_record(record)
             bar.update(1)
+
+        try:
+            for future in as_completed(futures):
+                keep(future)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:  # calls that finished while the stage was stopping are kept too
+                if future not in consumed and future.done() and not future.cancelled() \
+                        and future.exception() is None:
+                    keep(future)
+            raise
     return records

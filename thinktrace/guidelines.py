@@ -41,7 +41,8 @@ from pydantic import Field, model_validator
 from thinktrace.agreement import rater_vs_human
 from thinktrace.config import Section
 from thinktrace.data import Item
-from thinktrace.errors import SpecError
+from thinktrace.errors import RunIncomplete, SpecError
+from thinktrace.journal import settled
 from thinktrace.evaluate import rate_items
 from thinktrace.labels import LabelSet
 from thinktrace.programs import PROJECT_ROOT, load_object
@@ -358,7 +359,8 @@ class _Refinement:
         cid = (row or {}).get("same_as") or cid
         out: dict[str, dict[str, dict]] = defaultdict(dict)
         for r in JsonlLog(self.log_dir / "ratings" / f"{cid}.jsonl"):
-            out[r["rater"]][r["item_id"]] = r
+            if settled(r):  # a rating whose call failed retryably is no rating: it is made again
+                out[r["rater"]][r["item_id"]] = r
         return out
 
     def score(self, cid: str, text: str) -> dict:
@@ -373,7 +375,12 @@ class _Refinement:
             for r in rate_items(program, lm, self.dev, log, split="dev", rater=name, threads=self._threads(name),
                                 done=set(have[name]), adapter=adapter_of(self.adapter, name),
                                 desc=f"guideline {cid} [{name}]"):
-                have[name][r["item_id"]] = r
+                if settled(r):
+                    have[name][r["item_id"]] = r
+        left = {name: sum(1 for i in ids if i not in have[name]) for name in self.raters}
+        if any(left.values()):  # a candidate is scored only on complete ratings, never on the survivors
+            raise RunIncomplete("guidelines", f"candidate {cid}: " + ", ".join(
+                f"{n} dev ratings of {name} failed retryably" for name, n in left.items() if n))
         human = [it.label for it in self.dev]
         alpha, est, coverage = {}, {}, {}
         for name in self.raters:

@@ -130,6 +130,11 @@ def _header(run: RunView) -> str:
              f"seed {esc(spec.get('seed', '?'))}</p>"]
     if spec.get("description"):
         parts.append(para(spec["description"]))
+    from thinktrace.report import status_banner
+
+    banner = status_banner(run.metrics)
+    if banner:
+        parts.append(Markup(f'<p class="warn"><b>{esc(banner[0].lstrip("> ").replace("**", ""))}</b></p>'))
     return "".join(parts)
 
 
@@ -432,6 +437,12 @@ def section_cost(run: RunView) -> str:
                           [[Markup("<b>total</b>"), f"{sum(timing.values()):.1f} s"]]))
     else:
         body.append(note("no timing in metrics.json"))
+    stages = ((run.metrics.get("calls") or {}).get("stages") or {})
+    if stages:
+        body.append(table(["stage", "done", "left to do", "final failures", "retryable failures journalled",
+                           "retries inside calls"],
+                          [[k, v["settled"], v["pending"], v["final_failures"], v["retryable_failures"],
+                            v["in_call_retries"]] for k, v in stages.items()]))
     warnings = run.metrics.get("warnings") or []
     if warnings:
         body.append(Markup("<h3>warnings</h3><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import yaml
 
 from thinktrace.adapters import make_adapter
 from thinktrace.data import Corpus
-from thinktrace.errors import SpecError
+from thinktrace.errors import EndpointDown, RunIncomplete, SpecError
+from thinktrace.journal import latest_settled
 from thinktrace.evaluate import rate_items
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
@@ -64,6 +66,17 @@ def trim_heap() -> None:
         pass
 
 
+RESUMABLE_CHANGES = ("calls",)  #: spec sections a resume may change
+
+
+def _prediction_key(r: dict) -> tuple:
+    return r["split"], r["rater"], r["item_id"]
+
+
+def _attempt_key(r: dict) -> tuple:
+    return r["key"], r["strategy"], r["attempt"]
+
+
 class Pipeline:
     def __init__(self, loaded: LoadedSpec, corpus: Corpus, run_dir: str | None = None):
         self.loaded = loaded
@@ -76,9 +89,14 @@ class Pipeline:
         else:
             self.rundir = RunDir.create(self.spec.output_dir, self.spec.name)
         self._lms: dict = {}
+        from thinktrace.lm.guard import reset_endpoints
+
+        reset_endpoints()  # every run (and resume) starts with closed breakers
         self.adapter = make_adapter(self.spec.programs.adapter)
         self._adapters = {self.spec.programs.adapter: self.adapter}
         self.timing: dict[str, float] = {}
+        #: the command that continues this run (the compile command sets it; named in outage messages)
+        self.resume_command = f"python -m thinktrace.compile {loaded.path} --resume {self.rundir.path}"
         self.peak_rss: dict[str, float] = {}  #: the process's peak resident memory (MiB) at the end of each stage
 
     # -- setup -----------------------------------------------------------------------------------------------
@@ -86,8 +104,10 @@ class Pipeline:
         path = self.rundir.file("spec.resolved.yaml")
         if path.exists():
             before = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if before != self.resolved:
-                changed = sorted(k for k in set(before) | set(self.resolved) if before.get(k) != self.resolved.get(k))
+            # `calls` (retries, breaker, failure threshold) may change between a run and its resume
+            changed = sorted(k for k in set(before) | set(self.resolved)
+                             if k not in RESUMABLE_CHANGES and before.get(k) != self.resolved.get(k))
+            if changed:
                 raise SpecError(", ".join(changed), f"the run folder {self.rundir.path} was made with a different spec "
                                 "(these sections differ); resume it with the same spec or start a new run")
 
@@ -103,7 +123,7 @@ class Pipeline:
         from thinktrace.lm import build_lm
 
         if cfg.name not in self._lms:
-            self._lms[cfg.name] = build_lm(cfg, field)
+            self._lms[cfg.name] = build_lm(cfg, field, calls=self.spec.calls)
         return self._lms[cfg.name]
 
     def adapter_for(self, model) -> "dspy.Adapter":
@@ -151,7 +171,7 @@ class Pipeline:
         records = log.read()
         for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
             self.lm(v.model)
-        done = {(r["split"], r["rater"], r["item_id"]) for r in records}
+        done = set(latest_settled(records, _prediction_key))  # a retryable failure is rated again
         # variants on the same weights one after another: a model is loaded once per split, not once per switch
         weights = lambda v: (v.model.provider, v.model.model, v.model.training_base or bool(v.model.adapter))  # noqa: E731
         order: dict = {}
@@ -167,7 +187,13 @@ class Pipeline:
                 program = self.rater_program(v.guideline, label_only=v.label_only)
                 records += rate_items(program, self.lm(v.model), items, log, split=split, rater=v.name,
                                       threads=v.model.num_threads, done=ids, adapter=self.adapter_for(v.model))
-        return records
+        settled = latest_settled(records, _prediction_key)
+        left = Counter(v.name for split in self.spec.evaluate.splits for v in variants
+                       for it in self.eval_items(split) if (split, v.name, it.item_id) not in settled)
+        if left:
+            raise RunIncomplete("evaluate", "predictions failed retryably after their retries: " + ", ".join(
+                f"{name} {n}" for name, n in left.items()))
+        return list(settled.values())
 
     def traces(self) -> dict:
         from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor
@@ -188,6 +214,10 @@ class Pipeline:
                                  seed=self.spec.seed, num_threads=cfg.num_threads or gen_cfg.num_threads,
                                  attempts_log=log, max_demos=cfg.max_demos, adapter=self.adapter)
         compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
+        if tele.pending:
+            first = next(iter(tele.pending.values()))
+            raise RunIncomplete("traces", f"{len(tele.pending)} of {len(examples)} examples stopped on a call that "
+                                f"failed retryably after its retries ({first})")
         traces = accepted_traces(tele.attempts, examples)
         write_jsonl(self.rundir.file("traces.jsonl"), traces)
         write_jsonl(self.rundir.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature, self.adapter))
@@ -290,9 +320,21 @@ class Pipeline:
     def run_stage(self, name: str, fn):
         from thinktrace.lm import release_engines
 
+        from thinktrace.lm.guard import RETRYABLE, classify, one_line
+
         start = time.perf_counter()
         try:
             result = fn()
+        except EndpointDown as err:
+            raise RunIncomplete(name, str(err)) from err
+        except RunIncomplete:
+            raise
+        except Exception as err:
+            from dspy.utils.exceptions import LMError
+
+            if isinstance(err, LMError) or classify(err) in RETRYABLE:  # e.g. the guideline writer's call
+                raise RunIncomplete(name, f"an LM call failed after its retries: {one_line(err)}") from err
+            raise
         finally:
             release_engines()  # local models hold memory only while a stage uses them
             trim_heap()
@@ -302,6 +344,14 @@ class Pipeline:
 
     def run(self) -> dict:
         self._write_setup()
+        try:
+            return self._run()
+        except RunIncomplete as err:
+            err.resume = err.resume or self.resume_command
+            self.write_incomplete(err)
+            raise
+
+    def _run(self) -> dict:
         self.variants = self.baseline_variants()
         trace_stats = self.run_stage("traces", self.traces) if self.spec.sampling.enabled else None
         finetuned = None
@@ -322,6 +372,8 @@ class Pipeline:
             self.result["finetune"] = finetuned
         if refined is not None:
             self.result["guidelines"] = refined
+        self.result["calls"] = self.call_summary()
+        self.result["status"] = self.status(self.result["calls"])
         self.rundir.write_json("metrics.json", self.result)
         write_report(self.rundir, self.result)
         self.rundir.write_json("metrics.json", self.result)
@@ -333,6 +385,52 @@ class Pipeline:
             self.result.setdefault("warnings", []).append(f"report.html failed: {err}")
             self.rundir.write_json("metrics.json", self.result)
         return self.result
+
+    # -- how the calls went --------------------------------------------------------------------------------
+    def call_summary(self) -> dict:
+        """Per stage, from the journals (so it covers every resume): units settled / left, final failures by
+        type, retryable failures journalled, retries spent inside calls; and this process's endpoint counters."""
+        from thinktrace.journal import summary
+        from thinktrace.lm.guard import endpoint_stats
+        from thinktrace.rundir import JsonlLog
+
+        stages = {}
+        if self.rundir.file("attempts.jsonl").exists():
+            stages["traces"] = summary(self.rundir.log("attempts.jsonl"), _attempt_key)
+        ratings = sorted(self.rundir.file("guidelines").glob("ratings/*.jsonl"))
+        if ratings:
+            rows = [{**r, "_candidate": p.stem} for p in ratings for r in JsonlLog(p)]
+            stages["guidelines"] = summary(rows, lambda r: (r["_candidate"], r["rater"], r["item_id"]))
+        if self.rundir.file("predictions.jsonl").exists():
+            stages["evaluate"] = summary(self.rundir.log("predictions.jsonl"), _prediction_key)
+        return {"stages": stages, "endpoints": endpoint_stats(), "max_failed": self.spec.calls.max_failed}
+
+    def status(self, calls: dict) -> dict:
+        """complete, or failures_over_threshold (a stage's final failures above `calls.max_failed`)."""
+        over = {name: round(st["final_failures"] / st["settled"], 4) for name, st in calls["stages"].items()
+                if st["settled"] and st["final_failures"] / st["settled"] > self.spec.calls.max_failed}
+        if over:
+            return {"state": "failures_over_threshold", "stages": over,
+                    "message": "final failures above calls.max_failed "
+                               f"({self.spec.calls.max_failed:.0%}): " +
+                               ", ".join(f"{k} {v:.1%}" for k, v in over.items())}
+        return {"state": "complete"}
+
+    def write_incomplete(self, err: RunIncomplete) -> None:
+        """metrics.json and report.md of a run that stopped with work left: no agreement numbers (they would be
+        computed on the survivors of an outage), what stopped it, how far each stage got, how to resume."""
+        from thinktrace.report import write_incomplete_report
+
+        calls = self.call_summary()
+        result = {"spec": {"name": self.spec.name, "description": self.spec.description, "seed": self.spec.seed},
+                  "status": {"state": "incomplete", "stage": err.stage, "reason": err.reason,
+                             "message": str(err)},
+                  "calls": calls, "timing": {k: f"{v:.1f} s" for k, v in self.timing.items()}}
+        self.rundir.write_json("metrics.json", result)
+        write_incomplete_report(self.rundir, result)
+        stale = self.rundir.file("report.html")
+        if stale.exists():  # a page from before must not show numbers this run no longer stands behind
+            stale.unlink()
 
     def summary(self) -> str:
         from thinktrace.report import fmt_est

@@ -188,10 +188,47 @@ def plot_alpha(metrics: dict, path: Path) -> Path | None:
     return path
 
 
+def status_banner(metrics: dict) -> list[str]:
+    """The lines at the top of a report whose run is not complete (nothing for a complete run)."""
+    status = metrics.get("status") or {}
+    if status.get("state") == "incomplete":
+        return [f"> **INCOMPLETE RUN: no agreement numbers.** {status.get('message', '')}", ""]
+    if status.get("state") == "failures_over_threshold":
+        return [f"> **Too many failed LM calls:** {status.get('message', '')}. The numbers below treat each failed "
+                "call as a missing label; read them with that in mind.", ""]
+    return []
+
+
+def calls_lines(calls: dict | None) -> list[str]:
+    """The `LM calls` section: per stage, units settled / left, final failures, retryable failures, retries."""
+    if not calls or not calls.get("stages"):
+        return []
+    lines = ["## LM calls", "", "| stage | done | left to do | final failures | retryable failures journalled "
+             "| retries inside calls |", "|---|---|---|---|---|---|"]
+    for name, st in calls["stages"].items():
+        final = f"{st['final_failures']}" + (f" {st['final_by_type']}" if st["final_by_type"] else "")
+        retry = f"{st['retryable_failures']}" + (f" {st['retryable_by_kind']}" if st["retryable_by_kind"] else "")
+        lines.append(f"| {name} | {st['settled']} | {st['pending']} | {final} | {retry} | {st['in_call_retries']} |")
+    lines += ["", "*final*: the same call would fail again (a 4xx, an empty answer after its retries); it counts as "
+              "a missing label. *retryable* (connection, 429/5xx, timeout, rejected key): kept in the journal but no "
+              "result; the call is made again on resume. A complete run has nothing left to do and at most "
+              f"{calls.get('max_failed', 0):.0%} final failures per stage (`calls.max_failed`).", ""]
+    return lines
+
+
+def write_incomplete_report(run: RunDir, result: dict) -> Path:
+    """report.md of a run that stopped with work left: what stopped it, how far each stage got, how to resume."""
+    status = result["status"]
+    lines = [f"# thinktrace run: {result['spec']['name']} (incomplete)", "", *status_banner(result),
+             f"- stopped in stage **{status['stage']}**: {status['reason']}", ""]
+    lines += calls_lines(result.get("calls"))
+    return run.write_text("report.md", "\n".join(lines))
+
+
 def render_report(run: RunDir, metrics: dict) -> str:
     spec = metrics["spec"]
     level = metrics["data"]["level"]
-    lines = [f"# thinktrace run: {spec['name']}", ""]
+    lines = [f"# thinktrace run: {spec['name']}", "", *status_banner(metrics)]
     if spec.get("description"):
         lines += [spec["description"], ""]
     stats = metrics["data"].get("stats", {})
@@ -232,6 +269,7 @@ def render_report(run: RunDir, metrics: dict) -> str:
             lines.append("")
     if metrics.get("plots"):
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in metrics["plots"]] + [""]
+    lines += calls_lines(metrics.get("calls"))
     timing = metrics.get("timing") or {}
     if timing:
         rss = metrics.get("peak_rss_mib") or {}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from thinktrace.journal import latest_settled
 from thinktrace.rundir import JsonlLog
 
 
@@ -104,11 +105,15 @@ class RunView:
 
     @cached_property
     def predictions(self) -> list[dict]:
-        return self._jsonl("predictions.jsonl")
+        """The last settled record per (split, rater, item): retryable failures are not predictions."""
+        rows = self._jsonl("predictions.jsonl")
+        return list(latest_settled(rows, lambda r: (r.get("split"), r.get("rater"), r.get("item_id"))).values())
 
     @cached_property
     def attempts(self) -> list[dict]:
-        return self._jsonl("attempts.jsonl")
+        """Settled sampling attempts (one per slot)."""
+        rows = self._jsonl("attempts.jsonl")
+        return list(latest_settled(rows, lambda r: (r.get("key"), r.get("strategy"), r.get("attempt"))).values())
 
     @cached_property
     def traces(self) -> list[dict]:

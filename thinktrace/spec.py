@@ -19,6 +19,7 @@ from thinktrace.errors import SpecError
 from thinktrace.finetune import FinetuneConfig
 from thinktrace.guidelines import GuidelinesConfig
 from thinktrace.lm.config import ModelConfig
+from thinktrace.lm.guard import CallsConfig
 
 
 class ModelsConfig(Section):
@@ -111,6 +112,9 @@ class Spec(Section):
     guidelines: GuidelinesConfig = Field(default_factory=GuidelinesConfig, description="Use 2: synthesize and "
                                          "refine the guideline from the traces, scored on dev across all raters.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation against humans.")
+    calls: CallsConfig = Field(default_factory=CallsConfig, description="Retries of failed LM calls, when an "
+                               "endpoint counts as down (the stage stops, resumable), and how many final failures "
+                               "a complete run may have.")
     output_dir: str = Field("runs", description="Where run folders are written (relative to the working dir).")
 
     @field_validator("name")

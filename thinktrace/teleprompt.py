@@ -10,13 +10,15 @@ example once `keep` traces are accepted. Strategies:
   and the rationale but not the label, returns the human label.
 - blind_then_hinted: hinted attempts only for examples that blind sampling left short of `keep` after k attempts.
 
-Every attempt is appended to a journal (attempts.jsonl) the moment it finishes; on resume, journalled attempts
-are replayed, never repeated. The compiled program is the student with accepted traces as demos.
+Every attempt is appended to a journal (attempts.jsonl) the moment it finishes; on resume, settled attempts are
+replayed, never repeated, and an attempt whose call failed retryably (connection, 429, 5xx: see
+thinktrace.journal) is made again with the same seed: it used up none of the example's k attempts. The compiled program is the student with accepted traces as demos.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,7 +28,9 @@ import dspy
 from dspy.teleprompt import Teleprompter
 from tqdm.auto import tqdm
 
+from thinktrace.errors import EndpointDown
 from thinktrace.evaluate import usage_tokens
+from thinktrace.journal import answered, begin_call, failed, latest_settled, retryable
 from thinktrace.labels import LabelSet
 from thinktrace.rundir import JsonlLog
 
@@ -37,11 +41,6 @@ def attempt_seed(seed: int, key: str, strategy: str, attempt: int) -> int:
     """A stable 31-bit seed per (run seed, example, strategy, attempt): distinct rollouts, same on resume."""
     digest = hashlib.sha1(f"{seed}|{key}|{strategy}|{attempt}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {text}"[:300]
 
 
 class RejectionSampling(Teleprompter):
@@ -65,6 +64,8 @@ class RejectionSampling(Teleprompter):
         self.attempts_log, self.max_demos, self.progress = attempts_log, max_demos, progress
         self.adapter = adapter
         self.attempts: list[dict] = []
+        self.pending: dict[str, str] = {}  #: examples left short by a retryable failure -> its error
+        self._lock = threading.Lock()
 
     # -- acceptance ------------------------------------------------------------------------------------------
     def accepts(self, sampled: str | None, human: str) -> bool:
@@ -87,6 +88,7 @@ class RejectionSampling(Teleprompter):
                   "human": example.label, "strategy": strategy, "attempt": index, "seed": seed}
         start = time.perf_counter()
         tokens = {"prompt": 0, "completion": 0}
+        begin_call()
         try:
             if strategy == "blind":
                 with dspy.context(lm=self._lm(seed), adapter=self.adapter, track_usage=True):
@@ -107,16 +109,23 @@ class RejectionSampling(Teleprompter):
                     more = usage_tokens(check)
                     tokens = {k: tokens[k] + more[k] for k in tokens}
                     record.update(label=check.label, raw_label=check.get("raw_label"))
-        except Exception as err:  # a faulty attempt is recorded and counted; sampling goes on
-            record.update(rationale=None, label=None, raw_label=None, raw=None, error=_one_line(err))
-        record["accepted"] = bool(record.get("rationale")) and self.accepts(record["label"], example.label)
+            answered(record)
+        except EndpointDown:
+            raise
+        except Exception as err:  # a faulty attempt is recorded; a retryable one uses up no attempt (journal.py)
+            record.update(rationale=None, label=None, raw_label=None, raw=None)
+            failed(record, err)
+        record["accepted"] = not record["error"] and bool(record.get("rationale")) and \
+            self.accepts(record["label"], example.label)
         record["tokens"] = tokens
         record["latency_s"] = round(time.perf_counter() - start, 3)
         return record
 
     # -- one example -----------------------------------------------------------------------------------------
     def sample_example(self, teacher, example: dspy.Example, journal: Sequence[dict]) -> list[dict]:
-        done = {(r["strategy"], r["attempt"]): r for r in journal}
+        """The example's settled attempts, in order. A slot whose call failed retryably is journalled and ends
+        the example for this run (it is in `self.pending`); resume tries that slot again."""
+        done = latest_settled(journal, lambda r: (r["strategy"], r["attempt"]))
         records: list[dict] = []
         accepted = 0
         strategies = ["hinted"] if self.strategy == "hinted" else ["blind"]
@@ -133,6 +142,10 @@ class RejectionSampling(Teleprompter):
                     record = self.attempt(teacher, example, strategy, index)
                     if self.attempts_log is not None:
                         self.attempts_log.append(record)
+                    if retryable(record):
+                        with self._lock:
+                            self.pending[example.key] = record["error"]
+                        return records
                 records.append(record)
                 accepted += record["accepted"]
         return records
@@ -144,17 +157,22 @@ class RejectionSampling(Teleprompter):
         for record in journal:
             by_key[record["key"]].append(record)
         results: dict[str, list[dict]] = {}
+        self.pending = {}
         with ThreadPoolExecutor(max_workers=max(1, self.num_threads)) as pool, \
                 tqdm(total=len(trainset), desc="sample traces", unit="item", disable=not self.progress) as bar:
             futures = {pool.submit(self.sample_example, teacher, ex, by_key.get(ex.key, ())): ex.key
                        for ex in trainset}
             n_ok = 0
-            for future in as_completed(futures):
-                records = future.result()
-                results[futures[future]] = records
-                n_ok += any(r["accepted"] for r in records)
-                bar.update(1)
-                bar.set_postfix(explained=f"{n_ok}/{bar.n}")
+            try:
+                for future in as_completed(futures):
+                    records = future.result()
+                    results[futures[future]] = records
+                    n_ok += any(r["accepted"] for r in records)
+                    bar.update(1)
+                    bar.set_postfix(explained=f"{n_ok}/{bar.n}")
+            except BaseException:  # an endpoint went down: stop; every finished attempt is in the journal
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
         return [r for ex in trainset for r in results[ex.key]]
 
     def compile(self, student, *, trainset, teacher=None, valset=None, journal: Iterable[dict] = ()):

@@ -123,6 +123,11 @@ class ModelConfig(Section):
         default=True,
         description="Use DSPy's disk cache of LM calls (identical requests are answered from the cache).",
     )
+    timeout_s: float | None = Field(
+        default=None, gt=0,
+        description="Remote providers: seconds one request may take before it fails as a timeout (retried as a "
+        "transient error, see `calls`). Null: the provider client's default.",
+    )
 
     @field_validator("provider")
     @classmethod
@@ -173,6 +178,8 @@ class ModelConfig(Section):
             raise ValueError("min_p applies to provider `local` only (LiteLLM cannot carry it)")
         elif self.training_base:
             raise ValueError("training_base applies to provider `local` only")
+        if self.timeout_s is not None and self.provider in (LOCAL, "python"):
+            raise ValueError("timeout_s applies to remote providers only")
         return self
 
     @property

@@ -10,9 +10,8 @@ from thinktrace.errors import SpecError
 PYTHON = "python"
 
 
-def build_custom_lm(cfg, field: str):
-    import dspy
-
+def build_custom_lm(cfg, field: str, endpoint):
+    from thinktrace.lm.guard import GuardedLM
     from thinktrace.programs import load_object
 
     factory = load_object(cfg.model, [], f"{field}.model")
@@ -22,5 +21,5 @@ def build_custom_lm(cfg, field: str):
         raise SpecError(f"{field}.model", f"{cfg.model} failed: {type(err).__name__}: {err}") from err
     if not callable(getattr(engine, "complete", None)):
         raise SpecError(f"{field}.model", f"{cfg.model} returned {type(engine).__name__}, which has no complete(request)")
-    return dspy.LM(f"local/{cfg.name}", engine=engine, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                   cache=cfg.cache)
+    return GuardedLM(f"local/{cfg.name}", engine=engine, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                     cache=cfg.cache, endpoint=endpoint)

@@ -75,22 +75,48 @@ def get_engine(cfg: ModelConfig, field: str = "model"):
                           top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p, config=cfg)
 
 
-def build_lm(cfg: ModelConfig, field: str = "model"):
-    """A dspy.LM for `cfg`. `field` is the spec path of this entry (e.g. ``models.raters.0``) for error messages.
+def endpoint_of(cfg: ModelConfig, calls=None):
+    """The circuit breaker shared by every LM that reaches the same server (see thinktrace.lm.guard)."""
+    from thinktrace.lm.guard import endpoint_for
+
+    if cfg.is_local or cfg.provider == "python":
+        key = where = f"{cfg.provider}/{cfg.model}"
+    else:
+        where = cfg.api_base or f"{cfg.provider} API"
+        key = f"{cfg.provider}|{cfg.api_base or ''}|{cfg.model}"
+    return endpoint_for(key, cfg.name, where, calls or _default_calls())
+
+
+_DEFAULT_CALLS = None
+
+
+def _default_calls():
+    global _DEFAULT_CALLS
+    if _DEFAULT_CALLS is None:
+        from thinktrace.lm.guard import CallsConfig
+
+        _DEFAULT_CALLS = CallsConfig()
+    return _DEFAULT_CALLS
+
+
+def build_lm(cfg: ModelConfig, field: str = "model", calls=None):
+    """A dspy.LM for `cfg` (a ``GuardedLM``: retries and the endpoint's breaker from `calls`, a CallsConfig,
+    default settings when None). `field` is the spec path of this entry (e.g. ``models.raters.0``) for error
+    messages.
 
     Remote keys are read from ``os.environ[cfg.api_key_env]`` now; a missing variable is a SpecError naming it."""
-    import dspy
-
     from thinktrace.lm.custom import PYTHON, build_custom_lm
+    from thinktrace.lm.guard import GuardedLM
 
+    endpoint = endpoint_of(cfg, calls)
     if cfg.provider == PYTHON:
-        return build_custom_lm(cfg, field)
-    common = dict(temperature=cfg.temperature, max_tokens=cfg.max_tokens, cache=cfg.cache)
+        return build_custom_lm(cfg, field, endpoint)
+    common = dict(temperature=cfg.temperature, max_tokens=cfg.max_tokens, cache=cfg.cache, endpoint=endpoint)
     if cfg.is_local:
         from thinktrace.lm.constrain import mark_constrainable
 
         mark_constrainable(cfg.dspy_model)
-        return dspy.LM(cfg.dspy_model, engine=get_engine(cfg, field), **common)
+        return GuardedLM(cfg.dspy_model, engine=get_engine(cfg, field), **common)
     kwargs: dict[str, Any] = dict(common)
     if cfg.top_p is not None:
         kwargs["top_p"] = cfg.top_p
@@ -106,8 +132,10 @@ def build_lm(cfg: ModelConfig, field: str = "model"):
                 f"environment variable {cfg.api_key_env} is not set (it should hold the API key for {cfg.provider})",
             )
         kwargs["api_key"] = key
+    if cfg.timeout_s is not None:
+        kwargs["timeout"] = cfg.timeout_s
     check_provider(cfg.provider, f"{field}.provider")
-    return dspy.LM(cfg.dspy_model, **kwargs)
+    return GuardedLM(cfg.dspy_model, **kwargs)
 
 
 def check_provider(provider: str, field: str) -> None:

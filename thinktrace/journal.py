@@ -1,0 +1,88 @@
+"""What a journal record of an LM call means, for every journal of a run (attempts.jsonl, predictions.jsonl,
+guidelines/ratings/*.jsonl).
+
+Each record is one call's outcome for one unit of work (a sampling slot, an item rated by a variant): an answer
+(``error`` is null; an unparseable answer is an answer), a final failure (``error_kind: final``: the same call
+would fail again, e.g. a 400, an empty answer after its retries) or a retryable failure (``error_kind``
+connection / transient / rejected: the call never got an answer). A unit is **settled** once it has an answer or
+a final failure; a retryable failure stays in the journal for the record but settles nothing: the unit is done
+again on resume, and it never counts as a result (no sampling attempt used up, no prediction). Records written
+before this field existed count as settled.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Hashable, Iterable
+
+#: how a call failed (thinktrace.lm.guard.classify): the endpoint is not there / try later / fix the credentials,
+#: then resume / the same call fails the same way again
+CONNECTION, TRANSIENT, REJECTED, FINAL = "connection", "transient", "rejected", "final"
+#: failures whose journal records are not results: the call is made again on resume
+RETRYABLE = (CONNECTION, TRANSIENT, REJECTED)
+
+EMPTY_ANSWER = "EmptyAnswer: the LM returned no text"
+
+
+def begin_call() -> None:
+    """Start tallying the guard's work (retries, empty answers) for the record this thread is making."""
+    from thinktrace.lm.guard import reset_tally
+
+    reset_tally()
+
+
+def answered(record: dict) -> dict:
+    """Add what the guard did to an answered record; an empty completion given up on is a final failure."""
+    from thinktrace.lm.guard import call_tally
+
+    tally = call_tally()
+    record["retries"] = tally["retries"]
+    if tally["empty"] and record.get("label") is None and not record.get("rationale"):
+        record.update(error=EMPTY_ANSWER, error_kind=FINAL)
+    else:
+        record.setdefault("error", None)
+        record["error_kind"] = None
+    return record
+
+
+def failed(record: dict, err: BaseException) -> dict:
+    """Fill a record for a call that raised."""
+    from thinktrace.lm.guard import call_tally, classify, one_line
+
+    record.update(error=one_line(err), error_kind=classify(err), retries=call_tally()["retries"])
+    return record
+
+
+def settled(record: dict) -> bool:
+    return not record.get("error") or record.get("error_kind") not in RETRYABLE
+
+
+def retryable(record: dict) -> bool:
+    return not settled(record)
+
+
+def latest_settled(records: Iterable[dict], key: Callable[[dict], Hashable]) -> dict:
+    """{unit key: its last settled record}; units with only retryable failures are absent."""
+    out: dict = {}
+    for r in records:
+        if settled(r):
+            out[key(r)] = r
+    return out
+
+
+def summary(records: Iterable[dict], key: Callable[[dict], Hashable]) -> dict:
+    """Counts for the report: units settled / left to do, final failures by type, retryable failures journalled
+    (each was or will be done again), retries spent inside calls."""
+    records = list(records)
+    done = latest_settled(records, key)
+    units = {key(r) for r in records}
+    final = [r for r in done.values() if r.get("error")]
+    retry = [r for r in records if retryable(r)]
+    return {
+        "units": len(units), "settled": len(done), "pending": len(units - set(done)),
+        "final_failures": len(final),
+        "final_by_type": dict(Counter(str(r["error"]).split(":")[0] for r in final)),
+        "retryable_failures": len(retry),
+        "retryable_by_kind": dict(Counter(r.get("error_kind") for r in retry)),
+        "in_call_retries": sum(int(r.get("retries") or 0) for r in records),
+    }

@@ -1,0 +1,300 @@
+"""How LM calls fail, are retried and stop a stage: the one retry policy of every stage (sampling, guideline
+scoring, evaluation) and every provider (remote, llama.cpp, `provider: python`).
+
+- ``classify(err)`` sorts an exception raised by an LM call:
+  ``connection`` (refused, reset, DNS: the endpoint is not there), ``transient`` (429, 5xx, timeout: try again
+  later), ``rejected`` (401/403 or a missing key: fix the setup, then resume) and ``final`` (any other 4xx, an
+  unknown model, a request the server refuses, an engine bug: the same call fails the same way again).
+- ``GuardedLM`` is a dspy.LM whose every call is retried inside the call, by class: ``transient`` with
+  exponential backoff (a ``Retry-After`` hint wins), ``connection`` only ``calls.connect_retries`` times after a
+  short pause (a refused connection is not backed off like a 429), ``rejected``/``final`` never. DSPy's own retry
+  loop is off (``num_retries=0``) so that there is one policy and its counts are exact. An empty completion is
+  asked again without the cache ``calls.empty_retries`` times.
+- ``Endpoint`` is the circuit breaker all LMs of one server share: ``calls.down_after`` connection failures in a
+  row, a rejected key, or more than ``calls.max_error_rate`` failed calls among the last ``calls.window`` open it;
+  from then on every call (and every retry asleep in its backoff) raises ``EndpointDown`` at once, so a stage
+  stops within seconds of an outage with everything done so far in its journal.
+
+Calls made by one thread are tallied in ``call_tally()`` (retries, empty answers), so a journal record can carry
+the retries spent on it and the counts survive a resume.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+
+import dspy
+from pydantic import Field
+
+from thinktrace.config import Section
+from thinktrace.errors import EndpointDown
+
+from thinktrace.journal import CONNECTION, FINAL, REJECTED, RETRYABLE, TRANSIENT  # noqa: F401
+
+
+class CallsConfig(Section):
+    """How LM calls are retried, when an endpoint counts as down, and how many failed calls a complete run may
+    have. These settings may change between a run and its resume."""
+
+    retries: int = Field(
+        4, ge=0, le=20,
+        description="Retries inside one call of a transient error (429, 5xx, timeout), with exponential backoff "
+        "(a Retry-After hint wins).",
+    )
+    connect_retries: int = Field(
+        1, ge=0, le=10,
+        description="Retries inside one call of a refused or reset connection, after `connect_pause_s`.",
+    )
+    connect_pause_s: float = Field(
+        0.2, ge=0.0, le=10.0,
+        description="Pause before retrying a refused connection (not backed off: a server that is down stays down).",
+    )
+    backoff_s: float = Field(
+        1.0, ge=0.0, le=60.0,
+        description="First backoff of a transient error; doubled per retry, with up to 25 % jitter.",
+    )
+    max_backoff_s: float = Field(
+        30.0, ge=0.0, le=600.0,
+        description="Longest single backoff (also caps a server's Retry-After hint).",
+    )
+    empty_retries: int = Field(
+        1, ge=0, le=10,
+        description="Times an empty completion is asked again, bypassing the cache; then it is a final failure.",
+    )
+    down_after: int = Field(
+        5, ge=1,
+        description="Connection failures in a row (retries included) after which the endpoint is down and the "
+        "stage stops.",
+    )
+    window: int = Field(
+        20, ge=2,
+        description="Recent calls per endpoint over which `max_error_rate` is measured.",
+    )
+    max_error_rate: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="The stage stops when more than this share of the last `window` calls to one endpoint "
+        "failed (after retries).",
+    )
+    max_failed: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="A finished run exits 0 only if, in every stage, final failures (deterministic errors, empty "
+        "answers) are at most this share of its calls.",
+    )
+
+
+def _chain(err: BaseException):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def classify(err: BaseException) -> str:
+    """connection | transient | rejected | final (see the module doc)."""
+    from dspy.utils import exceptions as ex
+
+    if isinstance(err, EndpointDown):
+        return CONNECTION
+    if isinstance(err, ex.LMTransportError):
+        return CONNECTION
+    if isinstance(err, (ex.LMRateLimitError, ex.LMTimeoutError, ex.LMServerError, ex.LMLockTimeoutError)):
+        return TRANSIENT
+    if isinstance(err, (ex.LMAuthError, ex.LMBillingError, ex.LMNotConfiguredError)):
+        return REJECTED
+    for e in _chain(err):  # engines of our own and plain HTTP clients: look at what was raised underneath
+        status = getattr(e, "status", None) or getattr(e, "status_code", None)
+        if isinstance(status, int):
+            if status == 429 or status >= 500 or status == 408:
+                return TRANSIENT
+            if status in (401, 403):
+                return REJECTED
+            if 400 <= status < 500:
+                return FINAL
+        if isinstance(e, (TimeoutError,)) or type(e).__name__ in ("Timeout", "ReadTimeout", "ConnectTimeout"):
+            return TRANSIENT
+        if isinstance(e, ConnectionError) or type(e).__name__ in ("ConnectError", "RemoteProtocolError",
+                                                                   "ReadError", "APIConnectionError"):
+            return CONNECTION
+    return FINAL
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+# -- per-thread tally of what the guard did for the record being made ------------------------------------------
+_tally = threading.local()
+
+
+def reset_tally() -> None:
+    _tally.retries = 0
+    _tally.empty = 0
+
+
+def call_tally() -> dict:
+    """{"retries": in-call retries, "empty": empty completions given up on} since this thread's last reset."""
+    return {"retries": getattr(_tally, "retries", 0), "empty": getattr(_tally, "empty", 0)}
+
+
+class Endpoint:
+    """The circuit breaker and counters of one server (all LM entries and copies that reach it share one)."""
+
+    def __init__(self, name: str, where: str, calls: CallsConfig):
+        self.name, self.where, self.calls = name, where, calls
+        self._lock = threading.Lock()
+        self._opened = threading.Event()
+        self.reason: str | None = None
+        self._streak = 0
+        self._recent: deque = deque(maxlen=calls.window)
+        self.stats = {"calls": 0, "failed": 0, "retries": {CONNECTION: 0, TRANSIENT: 0}, "empty_retries": 0}
+
+    def __deepcopy__(self, memo):  # dspy.LM.copy deep-copies the LM: copies share their endpoint
+        return self
+
+    def __copy__(self):
+        return self
+
+    @property
+    def down(self) -> bool:
+        return self._opened.is_set()
+
+    def error(self) -> EndpointDown:
+        return EndpointDown(self.name, self.where, self.reason or "down")
+
+    def check(self) -> None:
+        if self._opened.is_set():
+            raise self.error()
+
+    def open(self, reason: str) -> None:
+        with self._lock:
+            if not self._opened.is_set():
+                self.reason = reason
+                self._opened.set()
+
+    def attempt_failed(self, kind: str, err: BaseException) -> None:
+        """One try failed (before any retry)."""
+        with self._lock:
+            self._streak = self._streak + 1 if kind == CONNECTION else 0
+            streak = self._streak
+        if kind == CONNECTION and streak >= self.calls.down_after:
+            self.open(f"{streak} connection failures in a row ({one_line(err)})")
+        elif kind == REJECTED:
+            self.open(f"the endpoint rejected the request's credentials ({one_line(err)})")
+
+    def finished(self, ok: bool, err: BaseException | None = None) -> None:
+        """One call ended (after its retries)."""
+        with self._lock:
+            self.stats["calls"] += 1
+            self.stats["failed"] += not ok
+            if ok:
+                self._streak = 0
+            self._recent.append(ok)
+            full = len(self._recent) == self._recent.maxlen
+            bad = self._recent.count(False)
+        if full and bad / len(self._recent) > self.calls.max_error_rate:
+            self.open(f"{bad} of the last {len(self._recent)} calls failed" + (f" ({one_line(err)})" if err else ""))
+
+    def count_retry(self, kind: str) -> None:
+        with self._lock:
+            if kind == "empty":
+                self.stats["empty_retries"] += 1
+            else:
+                self.stats["retries"][kind] += 1
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but wake (and raise EndpointDown) as soon as the breaker opens."""
+        if seconds > 0 and self._opened.wait(seconds):
+            raise self.error()
+        self.check()
+
+    def backoff(self, kind: str, retry: int, err: BaseException) -> float:
+        c = self.calls
+        if kind == CONNECTION:
+            return c.connect_pause_s
+        hint = getattr(err, "retry_after", None)
+        if isinstance(hint, (int, float)) and hint >= 0:
+            return min(float(hint), c.max_backoff_s)
+        base = min(c.backoff_s * 2 ** retry, c.max_backoff_s)
+        return base * (1 + 0.25 * random.random())
+
+
+_endpoints: dict[str, Endpoint] = {}
+_endpoints_lock = threading.Lock()
+
+
+def endpoint_for(key: str, name: str, where: str, calls: CallsConfig) -> Endpoint:
+    with _endpoints_lock:
+        ep = _endpoints.get(key)
+        if ep is None or ep.calls is not calls:
+            ep = _endpoints[key] = Endpoint(name, where, calls)
+        return ep
+
+
+def reset_endpoints() -> None:
+    """Close every breaker and forget the counters (a new run, or a resume, starts fresh)."""
+    with _endpoints_lock:
+        _endpoints.clear()
+
+
+def endpoint_stats() -> dict[str, dict]:
+    with _endpoints_lock:
+        return {ep.name: {**ep.stats, "where": ep.where, "down": ep.reason} for ep in _endpoints.values()}
+
+
+def _empty(outputs) -> bool:
+    if not isinstance(outputs, list) or not outputs:
+        return False
+    for out in outputs:
+        text = out.get("text") if isinstance(out, dict) else out
+        if isinstance(text, str) and text.strip():
+            return False
+        if not isinstance(text, (str, type(None))):
+            return False
+    return True
+
+
+class GuardedLM(dspy.LM):
+    """dspy.LM with thinktrace's retry policy and the endpoint's circuit breaker around every call."""
+
+    def __init__(self, *args, endpoint: Endpoint, **kwargs):
+        super().__init__(*args, num_retries=0, **kwargs)
+        self.endpoint = endpoint
+
+    def __call__(self, prompt=None, *, messages=None, **kwargs):
+        ep, calls = self.endpoint, self.endpoint.calls
+        retries = {CONNECTION: 0, TRANSIENT: 0}
+        empty = 0
+        while True:
+            ep.check()
+            try:
+                outputs = super().__call__(prompt, messages=messages, **kwargs)
+            except EndpointDown:
+                raise
+            except Exception as err:
+                kind = classify(err)
+                ep.attempt_failed(kind, err)
+                budget = {CONNECTION: calls.connect_retries, TRANSIENT: calls.retries}.get(kind, 0)
+                if kind not in retries or retries[kind] >= budget or ep.down:
+                    ep.finished(False, err)
+                    if ep.down and kind in RETRYABLE:
+                        raise ep.error() from err
+                    raise
+                ep.wait(ep.backoff(kind, retries[kind], err))
+                retries[kind] += 1
+                ep.count_retry(kind)
+                _tally.retries = getattr(_tally, "retries", 0) + 1
+                continue
+            if _empty(outputs) and empty < calls.empty_retries:
+                empty += 1
+                ep.count_retry("empty")
+                kwargs = {**kwargs, "cache": False}
+                continue
+            if _empty(outputs):
+                _tally.empty = getattr(_tally, "empty", 0) + 1
+            ep.finished(True)
+            return outputs
