@@ -1,16 +1,22 @@
-"""GuidelineWriter: accepted thinking traces -> a clearer annotation guideline, by map-reduce.
+"""GuidelineWriter: accepted thinking traces -> decision rules per label, assembled with the original guideline
+and human-labelled examples into a clearer guideline.
 
 1. map: per human label, the traces in batches of at most `batch_size` (traces of `priority` items first: the
    items the baseline raters got wrong) -> decision rules (`SummarizeTraces`), one call per batch;
 2. reduce: a label with several rule lists gets them combined `batch_size` at a time (`CombineRules`), in rounds,
    until one list is left, so any number of traces fits the writer's context;
-3. merge: the original guideline + every label's rules -> the new guideline (`MergeGuideline`).
-`revise(guideline, errors)` rewrites a guideline from dev examples the raters got wrong (`ReviseGuideline`).
+3. assemble (code, no LM): the original guideline, then `RULES_HEADING` with one `### <label>` section per label,
+   then `EXAMPLES_HEADING` with human-labelled examples. Each part is a section the code knows, so the rules-only
+   and examples-only ablations and "the rules cover every label the traces have" are structural.
+`revise(original, rules, errors)` rewrites the rules of each label the raters got wrong on dev (`ReviseRules`).
 
-Small models break formats. Nothing is hidden: every departure from the plan is a `fallbacks` entry (stage,
-label, what happened). A merge whose output is empty, much shorter than the original or drops a label the
-original names is replaced by the original guideline with the rules appended under a heading; an unusable
-revision leaves the guideline unchanged. LM/provider errors are not caught (they are not the model's format).
+Every writer output is checked. Cut by the token budget (finish reason "length"): asked again with twice the
+budget (up to `max_tokens_cap`), then with half the batch. Empty, or no rule in it: asked again once as a new
+sample. Still unusable: a fallback with its reason (the batch is skipped; a failed combine keeps the lists
+concatenated; a failed revision keeps the label's rules). Nothing is hidden: `stats` counts calls, truncations,
+retries and fallbacks per stage (map, reduce, revise) and `fallbacks` lists each departure from the plan. Prompts
+fit the writer's context (`context_tokens`, counted with `count_tokens`) by batching smaller. LM/provider errors are not
+caught (thinktrace's retry policy handles them).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from typing import Collection, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
@@ -27,48 +33,48 @@ from thinktrace.programs import load_relative
 
 SummarizeTraces = load_relative(__file__, "../signatures/guideline.py", "SummarizeTraces")
 CombineRules = load_relative(__file__, "../signatures/guideline.py", "CombineRules")
-MergeGuideline = load_relative(__file__, "../signatures/guideline.py", "MergeGuideline")
-ReviseGuideline = load_relative(__file__, "../signatures/guideline.py", "ReviseGuideline")
+ReviseRules = load_relative(__file__, "../signatures/guideline.py", "ReviseRules")
 
-#: Heading of the rules appended to the original guideline when a merge is unusable.
-APPENDIX_HEADING = "## Decision rules learned from the annotators' reasoning"
+#: Heading of the decision rules section of a synthesized guideline (one `### <label>` subsection per label).
+RULES_HEADING = "## Decision rules learned from the annotators' reasoning"
 
 #: Heading of the section of human-labelled examples (with the reasoning of their traces) added to a candidate.
 EXAMPLES_HEADING = "## Examples labelled by the human annotators"
 
+STAGES = ("map", "reduce", "revise")
+
 _FENCE = re.compile(r"^```[\w-]*\n(.*?)\n?```$", re.S)
-_HEAD = re.compile(r"^\W*(new|revised)[ _]guideline\W*:?\s*", re.I)
+_HEAD = re.compile(r"^\W*(new|revised)?[ _]?(guideline|decision[ _]rules|rules)\W*:?\s*\n", re.I)
+_WORD = re.compile(r"\w+")
 
 
 def clean_text(text: str | None) -> str:
-    """Strip whitespace, one surrounding code fence and a leading `New guideline:` style heading."""
+    """Strip whitespace, one surrounding code fence and a leading `Decision rules:` style heading line."""
     text = (text or "").strip()
     fenced = _FENCE.match(text)
     if fenced:
         text = fenced.group(1).strip()
-    return _HEAD.sub("", text, count=1).strip()
+    return _HEAD.sub("", text + "\n", count=1).strip()
 
 
-def _names_label(text: str, label: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(label)}(?![\w])", text, re.I) is not None
+def rule_lines(text: str) -> list[str]:
+    """The lines of `text` that state something (not headings, at least three words)."""
+    return [ln.strip() for ln in (text or "").splitlines()
+            if ln.strip() and not ln.lstrip().startswith("#") and len(_WORD.findall(ln)) >= 3]
 
 
-def unusable_reason(text: str, reference: str, labels: Sequence[str], min_ratio: float = 0.5) -> str | None:
-    """Why `text` cannot replace `reference` as the guideline (None: usable): empty, shorter than `min_ratio` of
-    the reference, or missing a label the reference names."""
-    if not text.strip():
-        return "empty output"
-    if len(text.strip()) < min_ratio * len(reference.strip()):
-        return f"output too short ({len(text.strip())} chars vs {len(reference.strip())} in the guideline)"
-    lost = [lb for lb in labels if _names_label(reference, lb) and not _names_label(text, lb)]
-    if lost:
-        return f"output drops label(s) the guideline defines: {', '.join(lost)}"
-    return None
-
-
-def append_rules(guideline: str, rules_text: str) -> str:
-    """The fallback guideline: the original, then the rules under `APPENDIX_HEADING`."""
-    return f"{guideline.rstrip()}\n\n{APPENDIX_HEADING}\n\n{rules_text.strip()}\n"
+def render_guideline(original: str, rules: Mapping[str, str] | None = None, examples: str = "") -> str:
+    """The guideline assembled from its sections: the original text, the rules per label under `RULES_HEADING`,
+    the examples under `EXAMPLES_HEADING`. With neither rules nor examples: the original, unchanged."""
+    rules = {lb: t.strip() for lb, t in (rules or {}).items() if t and t.strip()}
+    if not rules and not examples.strip():
+        return original
+    parts = [original.rstrip()]
+    if rules:
+        parts.append(RULES_HEADING + "\n\n" + "\n\n".join(f"### {lb}\n{t}" for lb, t in rules.items()))
+    if examples.strip():
+        parts.append(EXAMPLES_HEADING + "\n\n" + examples.strip())
+    return "\n\n".join(parts) + "\n"
 
 
 def first_sentence(text: str | None) -> str:
@@ -86,13 +92,6 @@ def format_examples(examples: dict[str, list[dict]], reasoning: bool = True, max
             why = _clip(first_sentence(t.get("rationale")), max_chars) if reasoning else ""
             lines.append(f"- {_clip(t['item'], max_chars)} -> {label}" + (f". Why: {why}" if why else ""))
     return "\n".join(lines)
-
-
-def append_examples(guideline: str, examples_text: str) -> str:
-    """The guideline, then the human-labelled examples under `EXAMPLES_HEADING` (nothing added when empty)."""
-    if not examples_text.strip():
-        return guideline
-    return f"{guideline.rstrip()}\n\n{EXAMPLES_HEADING}\n\n{examples_text.strip()}\n"
 
 
 def _clip(text: str, n: int) -> str:
@@ -121,8 +120,14 @@ def format_errors(errors: Sequence[dict], max_chars: int = 400) -> str:
     return "\n\n".join(blocks)
 
 
+def approx_tokens(text: str) -> int:
+    """A conservative token estimate when the writer's tokenizer is unknown (about 3 characters per token)."""
+    return len(text) // 3 + 1
+
+
 class GuidelineWriter(dspy.Module):
-    """`forward(guideline, traces, priority=())` -> Prediction(guideline, rules, batches, fallbacks, calls).
+    """`forward(guideline, traces, priority=(), order_seed=None)` -> Prediction(guideline, rules, examples_text,
+    examples, missing, stats, fallbacks, calls, batches).
 
     traces: trace rows (keys item_id, item, human, rationale; thinktrace.traces / traces.jsonl), grouped by the
     human label. labels: the label order (a LabelSet or a list); traces of other labels come after, in order of
@@ -130,13 +135,19 @@ class GuidelineWriter(dspy.Module):
     max_traces_per_label: keep at most this many traces of a label (priority ones first); None = all.
     examples_per_label: also add this many human-labelled items per label, taken from the traces in the same
     order (priority first; a different mix per order_seed), under `EXAMPLES_HEADING`, each with the first
-    sentence of its trace when example_reasoning; 0 = none. Anchors like these are what small raters use best
-    (rules written by a small writer are often unusable).
+    sentence of its trace when example_reasoning; 0 = none.
+    max_tokens: the first budget of a writing call; max_tokens_cap: the most a retry of a cut answer may ask
+    (default 4 x max_tokens). context_tokens: the writer's context window (None: no limit); a call's inputs,
+    instructions and answer budget must fit in it, counted with count_tokens (default: about 3 characters per
+    token), else the batch is split. retries: new samples of an empty or rule-less answer before it is a
+    fallback.
     """
 
     def __init__(self, labels: Sequence[str] | object = (), batch_size: int = 8,
                  max_traces_per_label: int | None = None, max_chars: int = 800, max_errors: int | None = None,
-                 examples_per_label: int = 0, example_reasoning: bool = True):
+                 examples_per_label: int = 0, example_reasoning: bool = True, max_tokens: int = 768,
+                 max_tokens_cap: int | None = None, context_tokens: int | None = None,
+                 count_tokens: Callable[[str], int] | None = None, retries: int = 1):
         super().__init__()
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (a reduce step combines at least two lists), got {batch_size}")
@@ -147,10 +158,14 @@ class GuidelineWriter(dspy.Module):
         self.max_errors = max_errors or batch_size
         self.examples_per_label = examples_per_label
         self.example_reasoning = example_reasoning
+        self.max_tokens = int(max_tokens)
+        self.max_tokens_cap = max(self.max_tokens, int(max_tokens_cap or 4 * self.max_tokens))
+        self.context_tokens = context_tokens
+        self.count_tokens = count_tokens or approx_tokens
+        self.retries = retries
         self.summarize = dspy.Predict(SummarizeTraces)
         self.combine = dspy.Predict(CombineRules)
-        self.merge = dspy.Predict(MergeGuideline)
-        self.rewrite = dspy.Predict(ReviseGuideline)
+        self.rewrite = dspy.Predict(ReviseRules)
 
     # -- planning --------------------------------------------------------------------------------------------
     def batches(self, traces: Sequence[dict], priority: Collection[str] = (),
@@ -175,93 +190,162 @@ class GuidelineWriter(dspy.Module):
             plan[label] = [chosen[i: i + self.batch_size] for i in range(0, len(chosen), self.batch_size)]
         return plan
 
-    # -- one call --------------------------------------------------------------------------------------------
-    def _ask(self, state: dict, predictor, field: str, **inputs) -> tuple[str, bool]:
-        """(text, parsed): the output field, or the raw completion when the adapter could not parse it."""
-        state["calls"] += 1
-        try:
-            return clean_text(predictor(**inputs).get(field)), True
-        except AdapterParseError as err:
-            return clean_text(err.lm_response), False
+    # -- one checked call ------------------------------------------------------------------------------------
+    @staticmethod
+    def _state() -> dict:
+        return {"calls": 0, "fallbacks": [],
+                "stats": {s: {"calls": 0, "truncated": 0, "retries": 0, "fallbacks": 0} for s in STAGES}}
+
+    def _room(self, predictor, inputs: dict) -> int | None:
+        """Tokens left for the answer once the call's inputs and instructions are in the context (None: no limit)."""
+        if self.context_tokens is None:
+            return None
+        used = self.count_tokens("\n".join(map(str, inputs.values()))) + \
+            self.count_tokens(predictor.signature.instructions) + 120  # field names, descriptions, chat markup
+        return self.context_tokens - used
+
+    def _fits(self, predictor, **inputs) -> bool:
+        room = self._room(predictor, inputs)
+        return room is None or room >= min(self.max_tokens, 256)
+
+    def _ask(self, state: dict, stage: str, predictor, **inputs) -> tuple[str, str | None]:
+        """(rules text, None) or ("", why it is unusable). Cut answers are asked again with a doubled budget up
+        to max_tokens_cap; empty or rule-less ones once more as a new sample."""
+        from thinktrace.lm.guard import last_finish
+
+        from thinktrace.lm.guard import forget_finish
+
+        st = state["stats"][stage]
+        room = self._room(predictor, inputs)
+        cap = self.max_tokens_cap if room is None else max(16, min(self.max_tokens_cap, room))
+        budget, resample = min(self.max_tokens, cap), 0
+        while True:
+            state["calls"] += 1
+            st["calls"] += 1
+            config = {"max_tokens": budget}
+            if resample:
+                config["rollout_id"] = 1_000_003 * resample + (dspy.settings.lm.kwargs.get("rollout_id") or 0)
+                config["temperature"] = max(float(dspy.settings.lm.kwargs.get("temperature") or 0.0), 0.7)
+            forget_finish()
+            try:
+                text = clean_text(predictor(**inputs, config=config).get("decision_rules"))
+            except AdapterParseError as err:
+                text = clean_text(err.lm_response)
+            if last_finish() == "length":
+                st["truncated"] += 1
+                if budget < cap:
+                    budget = min(cap, budget * 2)
+                    st["retries"] += 1
+                    continue
+                return "", f"cut at {budget} tokens (finish reason length)"
+            why = "empty output" if not text else ("no decision rule in the output" if not rule_lines(text) else None)
+            if why is None:
+                return text, None
+            if resample < self.retries:
+                resample += 1
+                st["retries"] += 1
+                continue
+            return "", why
 
     @staticmethod
     def _note(state: dict, stage: str, label: str | None, what: str) -> None:
         state["fallbacks"].append({"stage": stage, "label": label, "what": what})
+        state["stats"][stage]["fallbacks"] += 1
 
-    # -- map / reduce / merge --------------------------------------------------------------------------------
+    # -- map / reduce ----------------------------------------------------------------------------------------
+    def _map(self, state: dict, guideline: str, label: str, batch: list[dict], where: str) -> list[str]:
+        """Rules from one batch; a batch too long for the prompt budget, or cut at the cap, goes in halves."""
+        traces_text = format_traces(batch, self.max_chars)
+        if len(batch) > 1 and not self._fits(self.summarize, guideline=guideline, label=label, traces=traces_text):
+            half = len(batch) // 2
+            return self._map(state, guideline, label, batch[:half], where) + \
+                self._map(state, guideline, label, batch[half:], where)
+        text, why = self._ask(state, "map", self.summarize, guideline=guideline, label=label, traces=traces_text)
+        if why and why.startswith("cut") and len(batch) > 1:
+            state["stats"]["map"]["retries"] += 1
+            half = len(batch) // 2
+            return self._map(state, guideline, label, batch[:half], where) + \
+                self._map(state, guideline, label, batch[half:], where)
+        if why:
+            self._note(state, "map", label, f"{where} ({len(batch)} traces): {why}; batch skipped")
+            return []
+        return [text]
+
+    def _combine(self, state: dict, guideline: str, label: str, group: list[str], level: int) -> list[str]:
+        rule_sets = format_numbered(group)
+        if len(group) > 2 and not self._fits(self.combine, guideline=guideline, label=label, rule_sets=rule_sets):
+            half = len(group) // 2
+            return self._combine(state, guideline, label, group[:half], level) + \
+                self._combine(state, guideline, label, group[half:], level)
+        text, why = self._ask(state, "reduce", self.combine, guideline=guideline, label=label, rule_sets=rule_sets)
+        if why and why.startswith("cut") and len(group) > 2:
+            state["stats"]["reduce"]["retries"] += 1
+            half = len(group) // 2
+            return self._combine(state, guideline, label, group[:half], level) + \
+                self._combine(state, guideline, label, group[half:], level)
+        if why:
+            self._note(state, "reduce", label, f"round {level}: {why}; the {len(group)} rule lists kept concatenated")
+            return ["\n".join(group)]
+        return [text]
+
     def rules_for(self, state: dict, guideline: str, label: str, batches: list[list[dict]]) -> str | None:
         lists = []
         for n, batch in enumerate(batches):
-            text, parsed = self._ask(state, self.summarize, "decision_rules", guideline=guideline, label=label,
-                                     traces=format_traces(batch, self.max_chars))
-            if not text:
-                self._note(state, "summarize", label, f"batch {n}: empty output, batch skipped")
-                continue
-            if not parsed:
-                self._note(state, "summarize", label, f"batch {n}: output did not parse, its raw text used as rules")
-            lists.append(text)
+            lists += self._map(state, guideline, label, batch, f"batch {n}")
         level = 0
         while len(lists) > 1:
             level += 1
             merged = []
             for g in range(0, len(lists), self.batch_size):
                 group = lists[g: g + self.batch_size]
-                if len(group) == 1:
-                    merged.append(group[0])
-                    continue
-                text, parsed = self._ask(state, self.combine, "decision_rules", guideline=guideline, label=label,
-                                         rule_sets=format_numbered(group))
-                if not text:
-                    self._note(state, "combine", label, f"round {level}: empty output, rule lists concatenated")
-                    text = "\n".join(group)
-                elif not parsed:
-                    self._note(state, "combine", label, f"round {level}: output did not parse, raw text used")
-                merged.append(text)
+                merged += group if len(group) == 1 else self._combine(state, guideline, label, group, level)
+            if len(merged) >= len(lists):  # nothing could be combined (every combine failed): stop here
+                merged = ["\n".join(merged)]
             lists = merged
         return lists[0] if lists else None
 
     def forward(self, guideline: str, traces: Sequence[dict], priority: Collection[str] = (),
                 order_seed: int | None = None) -> dspy.Prediction:
-        state = {"calls": 0, "fallbacks": []}
+        state = self._state()
         plan = self.batches(traces, priority, order_seed)
         rules = {}
         for label, batches in plan.items():
             text = self.rules_for(state, guideline, label, batches)
             if text:
                 rules[label] = text
-        if not rules:
-            self._note(state, "merge", None, "no decision rules (no usable traces): guideline unchanged")
-            new = guideline
-        else:
-            rules_text = "\n\n".join(f"### {label}\n{text}" for label, text in rules.items())
-            text, parsed = self._ask(state, self.merge, "new_guideline", guideline=guideline, rules=rules_text)
-            reason = unusable_reason(text, guideline, self.labels)
-            if reason:
-                self._note(state, "merge", None, f"{reason}: original guideline + appended rules")
-                new = append_rules(guideline, rules_text)
-            else:
-                if not parsed:
-                    self._note(state, "merge", None, "output did not parse, its raw text used (passed the checks)")
-                new = text
-        examples = {}
+        missing = [lb for lb in plan if lb not in rules]
+        examples, examples_text = {}, ""
         if self.examples_per_label:
             examples = {lb: [t for b in bs for t in b][: self.examples_per_label] for lb, bs in plan.items()}
-            new = append_examples(new, format_examples(examples, self.example_reasoning))
-        return dspy.Prediction(guideline=new, rules=rules, fallbacks=state["fallbacks"], calls=state["calls"],
+            examples_text = format_examples(examples, self.example_reasoning)
+        return dspy.Prediction(guideline=render_guideline(guideline, rules, examples_text), rules=rules,
+                               examples_text=examples_text, missing=missing, stats=state["stats"],
+                               fallbacks=state["fallbacks"], calls=state["calls"],
                                batches={lb: [[t["item_id"] for t in b] for b in bs] for lb, bs in plan.items()},
                                examples={lb: [t["item_id"] for t in ts] for lb, ts in examples.items()})
 
-    def revise(self, guideline: str, errors: Sequence[dict]) -> dspy.Prediction:
-        """errors: rows {item, human, said: {rater: {label, rationale}}}; at most max_errors are shown."""
-        state = {"calls": 0, "fallbacks": []}
-        if not errors:  # nothing to learn from: not a fallback, the guideline simply stays
-            return dspy.Prediction(guideline=guideline, fallbacks=state["fallbacks"], calls=0)
-        text, parsed = self._ask(state, self.rewrite, "revised_guideline", guideline=guideline,
-                                 errors=format_errors(list(errors)[: self.max_errors]))
-        reason = unusable_reason(text, guideline, self.labels)
-        if reason:
-            self._note(state, "revise", None, f"{reason}: guideline unchanged")
-            text = guideline
-        elif not parsed:
-            self._note(state, "revise", None, "output did not parse, its raw text used (passed the checks)")
-        return dspy.Prediction(guideline=text, fallbacks=state["fallbacks"], calls=state["calls"])
+    def revise(self, original: str, rules: Mapping[str, str], errors: Sequence[dict],
+               examples_text: str = "") -> dspy.Prediction:
+        """Rewrite the rules of every label among `errors` (rows {item, human, said: {rater: {label,
+        rationale}}}; at most max_errors shown per label); other labels keep theirs. Returns the same fields as
+        forward()."""
+        state = self._state()
+        new = dict(rules)
+        by_label: dict[str, list[dict]] = defaultdict(list)
+        for e in errors:
+            by_label[str(e["human"])].append(e)
+        for label, rows in by_label.items():
+            text, why = self._ask(state, "revise", self.rewrite, guideline=original, label=label,
+                                  rules=rules.get(label) or "(no rules yet)",
+                                  errors=format_errors(rows[: self.max_errors]))
+            if why:
+                self._note(state, "revise", label, f"{why}; the label's rules unchanged")
+            else:
+                new[label] = text
+        order = [lb for lb in self.labels if lb in new] + [lb for lb in new if lb not in self.labels]
+        new = {lb: new[lb] for lb in order}
+        return dspy.Prediction(guideline=render_guideline(original, new, examples_text), rules=new,
+                               examples_text=examples_text, missing=[], stats=state["stats"],
+                               fallbacks=state["fallbacks"], calls=state["calls"],
+                               errors_shown={lb: [e.get("item_id") for e in rows[: self.max_errors]]
+                                             for lb, rows in by_label.items()})

@@ -2,8 +2,9 @@
 
 Map: `SummarizeTraces` turns one batch of accepted thinking traces of one label into decision rules.
 Reduce: `CombineRules` merges several rule lists of the same label into one (in rounds, when there are many).
-Merge: `MergeGuideline` writes the new guideline: the original's scope and label definitions plus the rules.
-Refine: `ReviseGuideline` rewrites a guideline from the dev examples the raters got wrong.
+Refine: `ReviseRules` rewrites one label's rules from the dev examples of that label the raters got wrong.
+The guideline itself is assembled in code (programs/guideline.py): the original text, then the rules per label,
+then human-labelled examples; the writer LM writes rules only.
 
 Edit freely: docstrings and field descriptions are prompt text; the field names are what the writer reads.
 """
@@ -34,23 +35,14 @@ class CombineRules(dspy.Signature):
     decision_rules: str = dspy.OutputField(desc="one combined list of decision rules for this label, one per line")
 
 
-class MergeGuideline(dspy.Signature):
-    """Rewrite the annotation guideline so annotators apply it more consistently. Keep its scope, task wording and
-    the definition of every label; add the decision rules (when an item gets each label, how borderline cases are
-    decided) where they belong. Write the complete guideline, not a summary or a list of changes."""
+class ReviseRules(dspy.Signature):
+    """Raters who followed the annotation guideline and the decision rules below gave the examples below labels
+    that differ from the human annotators' label. Rewrite the decision rules for this label so a careful rater
+    would give the human label: keep the rules that hold, sharpen or add rules for the confusions shown, and state
+    them generally (do not mention the examples)."""
 
     guideline: str = dspy.InputField(desc="the original annotation guideline")
-    rules: str = dspy.InputField(desc="decision rules per label, learned from the human annotators' reasoning")
-    new_guideline: str = dspy.OutputField(
-        desc="the complete new guideline: the original scope and label definitions plus the decision rules")
-
-
-class ReviseGuideline(dspy.Signature):
-    """Raters who followed this annotation guideline gave the examples below labels that differ from the human
-    annotators' labels. Revise the guideline so a careful rater would give the human label: keep its scope and the
-    definition of every label, sharpen or add decision rules for the confusions shown, and state them generally
-    (do not mention the examples). Write the complete revised guideline."""
-
-    guideline: str = dspy.InputField(desc="the current annotation guideline")
+    label: str = dspy.InputField(desc="the human label of every example below")
+    rules: str = dspy.InputField(desc="the current decision rules for this label")
     errors: str = dspy.InputField(desc="numbered examples: the item, the human label, and what the raters said")
-    revised_guideline: str = dspy.OutputField(desc="the complete revised guideline")
+    decision_rules: str = dspy.OutputField(desc="the revised decision rules for this label, one per line")

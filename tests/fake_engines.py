@@ -52,7 +52,7 @@ def _guideline_rule(inputs, request, helps: bool = True):
     on none (not helps), else right only on items whose number is even (the baseline disagrees with humans)."""
     from thinktrace.lm.scripted import text_of
 
-    if "traces" in inputs or "rule_sets" in inputs:
+    if "traces" in inputs or "rule_sets" in inputs or "errors" in inputs:  # map, reduce, revise: rules only
         return {"decision_rules": RULE}
     if "rules" in inputs:
         return {"new_guideline": inputs.get("guideline", "") + "\n" + RULE}
@@ -84,6 +84,15 @@ def _guideline_rule(inputs, request, helps: bool = True):
 
 def guideline_aware():
     return ScriptedEngine(_guideline_rule)
+
+
+def mute_writer():
+    """guideline_aware, but the writer's answers carry no rule (a writer whose outputs are unusable)."""
+    def rule(inputs, request):
+        if "traces" in inputs or "rule_sets" in inputs or "errors" in inputs:
+            return {"decision_rules": "n/a"}
+        return _guideline_rule(inputs, request)
+    return ScriptedEngine(rule)
 
 
 def guideline_averse():

@@ -8,8 +8,13 @@ from thinktrace.lm.scripted import ScriptedEngine
 
 
 def fake_lm(rule, name: str = "fake") -> tuple[dspy.LM, ScriptedEngine]:
+    """A GuardedLM (thinktrace's retry policy, finish reasons) over a ScriptedEngine."""
+    from thinktrace.lm.guard import CallsConfig, Endpoint, GuardedLM
+
     engine = ScriptedEngine(rule)
-    return dspy.LM(f"local/{name}", engine=engine, cache=False, temperature=0.0, max_tokens=64), engine
+    endpoint = Endpoint(name, "scripted", CallsConfig(backoff_s=0.0, connect_pause_s=0.0))
+    return GuardedLM(f"local/{name}", engine=engine, cache=False, temperature=0.0, max_tokens=64,
+                     endpoint=endpoint), engine
 
 
 def seed_of(request) -> int:

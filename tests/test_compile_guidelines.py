@@ -86,3 +86,41 @@ def test_report_renders_without_bootstrap_resamples(tmp_path, monkeypatch):
     assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "Original vs refined guideline — test split" in report and "P(refined not better) n/a" in report
+
+
+def test_ablation_shows_rules_examples_and_both_against_the_original(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec()
+    s["guidelines"]["examples_per_label"] = 1
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["splits"]["test"]
+    for name in ("a", "b"):
+        assert {f"{name}+rules", f"{name}+examples", f"{name}+refined"} <= set(test["raters"])
+        pairs = {(c["a"], c["b"]): c for c in test["comparisons"]}
+        # the fake rater is right on every item when its guideline carries RULE (the rules section)
+        assert pairs[(name, f"{name}+rules")]["diff"] > 0 and pairs[(name, f"{name}+refined")]["diff"] > 0
+        assert pairs[(name, f"{name}+examples")]["diff"] == 0
+    g = metrics["guidelines"]
+    assert g["refined_sections"]["labels_without_rules"] == [] and not g["refined_sections"]["rules_empty"]
+    assert g["writer_stats"]["map"]["calls"] >= 3 and g["writer_stats"]["map"]["fallbacks"] == 0
+    report = (out / "report.md").read_text()
+    table = report.split("### Where the gain comes from — test split", 1)[1].split("|---|---|---|---|", 1)[1]
+    rows = [r for r in table.strip().splitlines() if r.startswith("|")][:2]
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == ["a", "b"]
+    assert all(r.count("[") == 3 for r in rows)  # Δα with a CI for rules, examples and both
+    assert "| writer stage | calls |" in report and "the rules cover every label the traces have" in report
+
+
+def test_an_empty_rules_section_is_flagged_not_presented_as_a_success(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec("mute_writer")
+    s["guidelines"]["examples_per_label"] = 1
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    g = json.loads((out / "metrics.json").read_text())["guidelines"]
+    assert g["refined_sections"]["rules_empty"] and g["ablation_texts"] == {}
+    assert g["writer_stats"]["map"]["fallbacks"] >= 3
+    report = (out / "report.md").read_text()
+    assert "The refined guideline has no rules section" in report

@@ -25,7 +25,9 @@ LABELS = LabelSet.of(["negative", "neutral", "positive"])
 GUIDE = "Rate the sentiment of the text as negative, neutral or positive."
 Rater = load_object("programs/rater.py:Rater", [], "programs.rater")
 GuidelineWriter = load_object("programs/guideline.py:GuidelineWriter", [], "guidelines")
-APPENDIX = load_object("programs/guideline.py:APPENDIX_HEADING", [], "guidelines")
+RULES = load_object("programs/guideline.py:RULES_HEADING", [], "guidelines")
+EXAMPLES = load_object("programs/guideline.py:EXAMPLES_HEADING", [], "guidelines")
+render = load_object("programs/guideline.py:render_guideline", [], "guidelines")
 PLAIN = make_adapter("plain")
 
 
@@ -67,31 +69,43 @@ def rater_rule(inputs, request):
     return {"rationale": f"about item {i}", "label": label}
 
 
-class Writer:
-    """A scripted writer: records what each call saw; `merges` gives the text of the n-th merge."""
+ROLLOUTS = {}
 
-    def __init__(self, merges=lambda n: f"{GUIDE}\nKEYWORD rule {n}.", revise=lambda n: f"{GUIDE}\nKEYWORD revised."):
-        self.merges, self.revise = merges, revise
+
+def candidate_index(request) -> int:
+    """The candidate a writer call is for (its rollout seed: rounds 1-3, up to 8 candidates each)."""
+    from thinktrace.guidelines import rollout_seed
+
+    if not ROLLOUTS:
+        ROLLOUTS.update({rollout_seed(0, "traces", r, i): i for r in (1, 2, 3) for i in range(8)})
+    return ROLLOUTS.get(request.config.seed or 0, 0)
+
+
+class Writer:
+    """A scripted writer: records what each call saw; `rules(n, label)` gives candidate n's rules for a label (map
+    and reduce), `revise(n, label)` its revised rules."""
+
+    def __init__(self, rules=lambda n, label: f"- KEYWORD rule {n} for {label} items",
+                 revise=lambda n, label: f"- KEYWORD revised rule for {label} items"):
+        self.rules, self.revise = rules, revise
         self.calls: list[tuple[str, object]] = []
         self.lock = threading.Lock()
 
     def __call__(self, inputs, request):
         _, outputs = request_fields(request)
         user = user_text(request)
+        n = candidate_index(request)
         with self.lock:
             if "decision_rules" in outputs and "traces" in inputs:
                 ids = re.findall(r"\[\d+\] Item: train text (\d+)", user)
                 self.calls.append(("summarize", ids))
-                return {"decision_rules": f"- {inputs['label']}: rule from {len(ids)} traces"}
+                return {"decision_rules": self.rules(n, inputs["label"])}
+            if "decision_rules" in outputs and "errors" in inputs:
+                self.calls.append(("revise", len(re.findall(r"\[\d+\] Item:", user))))
+                return {"decision_rules": self.revise(n, inputs["label"])}
             if "decision_rules" in outputs:
                 self.calls.append(("combine", len(re.findall(r"\[\d+\]\n", user))))
-                return {"decision_rules": "- combined rule"}
-            if "new_guideline" in outputs:
-                self.calls.append(("merge", None))
-                return {"new_guideline": self.merges(sum(c[0] == "merge" for c in self.calls) - 1)}
-            if "revised_guideline" in outputs:
-                self.calls.append(("revise", len(re.findall(r"\[\d+\] Item:", user))))
-                return {"revised_guideline": self.revise(sum(c[0] == "revise" for c in self.calls) - 1)}
+                return {"decision_rules": self.rules(n, inputs["label"])}
             if "new_instruction" in outputs:  # GEPA's instruction proposer
                 self.calls.append(("reflect", None))
                 return {"new_instruction": f"{GUIDE}\nKEYWORD: reflect on the sentiment."}
@@ -140,12 +154,14 @@ def test_map_reduce_never_exceeds_batch_size(adapter):
     assert sorted(int(i) for ids in summarize for i in ids) == list(range(56))  # every trace read exactly once
     assert len(summarize) == 13 + 2 + 1
     assert len(combine) == 3 + 1 + 1  # positive: 13 lists -> 4 -> 1; negative: 2 -> 1
-    assert pred.calls == engine.calls == len(summarize) + len(combine) + 1
+    assert pred.calls == engine.calls == len(summarize) + len(combine)
     plan = plan_calls(GuidelinesConfig(batch_size=4, candidates=1), {"positive": 50, "negative": 5, "neutral": 1},
                       n_raters=1, n_dev=10)
     assert plan["rounds"][0]["writer_calls"] == engine.calls
-    assert "KEYWORD" in pred.guideline and pred.fallbacks == []
+    assert "KEYWORD" in pred.guideline and pred.fallbacks == [] and pred.missing == []
     assert list(pred.rules) == ["negative", "neutral", "positive"]  # label-set order
+    assert pred.guideline == render(GUIDE, pred.rules)  # assembled in code: original, then rules per label
+    assert pred.stats["map"] == {"calls": 16, "truncated": 0, "retries": 0, "fallbacks": 0}
 
 
 def test_priority_traces_come_first():
@@ -160,28 +176,74 @@ def test_priority_traces_come_first():
     assert capped == {"positive": [[t for t in rows if t["item_id"] in priority]]}
 
 
-def test_garbled_merge_falls_back_to_original_plus_rules_and_says_so():
-    writer = Writer(merges=lambda n: "")
-    pred, _ = run_writer(writer, traces({"positive": 3, "negative": 2}))
-    assert pred.guideline.startswith(GUIDE) and APPENDIX in pred.guideline
-    assert "### positive" in pred.guideline and "rule from 3 traces" in pred.guideline
-    assert [f["stage"] for f in pred.fallbacks] == ["merge"] and "empty" in pred.fallbacks[0]["what"]
-    # a merge that drops a label the original defines is not trusted either
-    writer = Writer(merges=lambda n: "Rate the sentiment: positive or negative. " * 3)
-    pred, _ = run_writer(writer, traces({"positive": 3}))
-    assert APPENDIX in pred.guideline and "neutral" in pred.fallbacks[0]["what"]
+def test_a_cut_answer_is_asked_again_with_a_larger_budget_then_a_smaller_batch():
+    def cutting(inputs, request):  # rules need 200 tokens; one trace's rules fit in any budget
+        n = len(re.findall(r"\[\d+\] Item:", user_text(request)))
+        if n > 1 and (request.config.max_tokens or 0) < 200:
+            return "Decision rules: - a rule that was cu", "length"
+        return {"decision_rules": f"- rule from {n} traces about {inputs.get('label')}"}
 
-    def garbled(inputs, request):  # no field structure at all
-        _, outputs = request_fields(request)
-        return "" if "new_guideline" in outputs else "just some rules without a header"
-    pred, _ = run_writer(garbled, traces({"positive": 2}))
-    assert "just some rules without a header" in pred.guideline
-    assert [f["stage"] for f in pred.fallbacks] == ["summarize", "merge"]
+    pred, _ = run_writer(cutting, traces({"positive": 3}), batch_size=4, max_tokens=64, max_tokens_cap=128)
+    st = pred.stats["map"]
+    # 3 traces at 64 -> cut; at 128 -> cut (the cap); then halves: 1 trace ok, 2 traces cut twice, then 1 + 1
+    assert st["truncated"] == 4 and st["fallbacks"] == 0 and st["retries"] >= 3
+    assert pred.rules["positive"] and pred.fallbacks == []
+    # with room to grow, doubling the budget is enough
+    pred, _ = run_writer(cutting, traces({"positive": 3}), batch_size=4, max_tokens=100, max_tokens_cap=400)
+    assert pred.stats["map"] == {"calls": 2, "truncated": 1, "retries": 1, "fallbacks": 0}
+
+
+def test_a_single_trace_cut_at_the_cap_is_a_counted_fallback():
+    pred, _ = run_writer(lambda inputs, request: ("- half a rul", "length"), traces({"positive": 1, "negative": 1}),
+                         max_tokens=64, max_tokens_cap=64)
+    assert pred.rules == {} and pred.missing == ["negative", "positive"]
+    assert [f["stage"] for f in pred.fallbacks] == ["map", "map"] and "cut at 64 tokens" in pred.fallbacks[0]["what"]
+    assert pred.guideline == GUIDE  # nothing usable: the original, unchanged
+    assert pred.stats["map"]["truncated"] == 2 and pred.stats["map"]["fallbacks"] == 2
+
+
+@pytest.mark.parametrize("answer, why, sent", [("", "empty output", 4), ({"decision_rules": "ok."}, "no decision rule", 2)])
+def test_empty_or_ruleless_answers_are_resampled_once_then_counted(answer, why, sent):
+    seen = []
+
+    def writer(inputs, request):
+        seen.append(request.config.temperature)
+        return answer
+    pred, engine = run_writer(writer, traces({"positive": 2}))
+    # one new sample, at a temperature that can differ (an empty completion is also asked again by the LM guard)
+    assert engine.calls == sent and seen[-1] > 0
+    assert pred.missing == ["positive"] and why in pred.fallbacks[0]["what"]
+    assert pred.stats["map"] == {"calls": 2, "truncated": 0, "retries": 1, "fallbacks": 1}
+
+
+def test_rules_dropped_for_one_label_are_flagged(tmp_path):
+    writer = Writer(rules=lambda n, label: "" if label == "neutral" else f"- KEYWORD rule for {label} items")
+    result, _, _ = refine(tmp_path, writer, cfg=GuidelinesConfig(enabled=True, rounds=1, candidates=1,
+                                                                  batch_size=4, examples_per_label=1))
+    sections = result["refined_sections"]
+    assert sections["labels_without_rules"] == ["neutral"] and not sections["rules_empty"]
+    assert result["writer_stats"]["map"]["fallbacks"] == 1
+    assert set(result["ablation_texts"]) == {"rules", "examples"}
+    rules_only, examples_only = result["ablation_texts"]["rules"], result["ablation_texts"]["examples"]
+    assert RULES in rules_only and EXAMPLES not in rules_only
+    assert EXAMPLES in examples_only and RULES not in examples_only
+    assert result["refined"] == render(GUIDE, {"negative": "- KEYWORD rule for negative items",
+                                               "positive": "- KEYWORD rule for positive items"},
+                                       result["refined"].split(EXAMPLES + "\n\n", 1)[1].strip())
+
+
+def test_writer_prompts_fit_the_context():
+    writer = Writer()
+    rows = traces({"positive": 8})
+    long = [{**t, "rationale": "word " * 150} for t in rows]  # ~250 tokens per trace at 3 chars per token
+    pred, _ = run_writer(writer, long, batch_size=8, max_tokens=128, context_tokens=1200)
+    sizes = [len(ids) for stage, ids in writer.calls if stage == "summarize"]
+    assert sum(sizes) == 8 and max(sizes) < 8 and pred.fallbacks == []
 
 
 # -- refinement ---------------------------------------------------------------------------------------------
 def test_picks_the_candidate_raters_agree_with_and_saves_every_candidate(tmp_path):
-    writer = Writer(merges=lambda n: f"{GUIDE}\nA plain rule {n}." if n == 0 else f"{GUIDE}\nKEYWORD rule {n}.")
+    writer = Writer(rules=lambda n, lb: f"- A plain rule {n} for {lb}" if n == 0 else f"- KEYWORD rule {n} for {lb}")
     result, wengine, engines = refine(tmp_path, writer, priority={"t0"})
     assert result["best_id"] == "1-1" and "KEYWORD" in result["best"] and not result["kept_original"]
     assert result["original_dev"]["mean"] < result["best_dev"]["mean"] == pytest.approx(1.0)
@@ -191,7 +253,8 @@ def test_picks_the_candidate_raters_agree_with_and_saves_every_candidate(tmp_pat
     assert [(r["round"], r["index"], r["parent"]) for r in rows] == [(0, 0, None), (1, 0, "0-0"), (1, 1, "0-0")]
     for row in rows:
         text = (log / "candidates" / f"{row['id']}.md").read_text()
-        assert text == (GUIDE if row["id"] == "0-0" else writer.merges(row["index"]))
+        assert text == (GUIDE if row["id"] == "0-0" else render(GUIDE, {
+            lb: writer.rules(row["index"], lb) for lb in ("negative", "neutral", "positive")}))
         assert set(row["alpha"]) == {"r0", "r1"} and row["mean"] == pytest.approx(sum(row["alpha"].values()) / 2)
         assert row["alpha_est"]["r0"]["ci"][0] is not None  # bootstrap CI on dev
     assert rows[0]["mean"] == result["original_dev"]["mean"]
@@ -202,7 +265,7 @@ def test_picks_the_candidate_raters_agree_with_and_saves_every_candidate(tmp_pat
 
 
 def test_original_is_kept_when_every_candidate_is_worse(tmp_path):
-    writer = Writer(merges=lambda n: f"{GUIDE}\nBADWORD rule {n}.", revise=lambda n: f"{GUIDE}\nBADWORD again.")
+    writer = Writer(rules=lambda n, lb: f"- BADWORD rule {n} for {lb}", revise=lambda n, lb: f"- BADWORD again {lb}")
     cfg = GuidelinesConfig(enabled=True, rounds=2, candidates=2, batch_size=4)
     result, _, _ = refine(tmp_path, writer, cfg=cfg)
     assert result["best_id"] == "0-0" and result["best"] == GUIDE and result["kept_original"]
@@ -212,23 +275,28 @@ def test_original_is_kept_when_every_candidate_is_worse(tmp_path):
     # round 2 revised the best so far (the original) from its dev errors
     assert [r["parent"] for r in result["candidates"][3:]] == ["0-0", "0-0"]
     assert [r["kind"] for r in result["candidates"][3:]] == ["revision", "revision"]
-    assert [n for stage, n in writer.calls if stage == "revise"] == [4, 4]  # at most batch_size errors shown
+    revised = [n for stage, n in writer.calls if stage == "revise"]  # one call per label with errors
+    assert revised and all(1 <= n <= 4 for n in revised)  # at most batch_size errors shown per label
+    meta = json.loads((tmp_path / "guidelines" / "candidates" / "2-0.json").read_text())
+    assert sum(len(v) for v in meta["errors_shown"].values()) == sum(revised) / 2
 
 
 def test_later_rounds_revise_the_best_so_far(tmp_path):
-    writer = Writer(merges=lambda n: f"{GUIDE}\nA plain rule {n}.")
+    writer = Writer(rules=lambda n, lb: f"- A plain rule {n} for {lb}")
     cfg = GuidelinesConfig(enabled=True, rounds=2, candidates=1, batch_size=4)
     result, _, _ = refine(tmp_path, writer, cfg=cfg)
     rows = {r["id"]: r for r in result["candidates"]}
     assert rows["2-0"]["parent"] == "0-0"  # 1-0 ties the original: the earlier one stays best
     assert result["best_id"] == "2-0" and "KEYWORD revised" in result["best"]
+    assert result["best"].startswith(GUIDE) and RULES in result["best"]
 
 
 def test_resume_neither_regenerates_nor_rescores(tmp_path):
-    writer = Writer(merges=lambda n: f"{GUIDE}\nKEYWORD rule {n}.")
+    writer = Writer()
     cfg = GuidelinesConfig(enabled=True, rounds=2, candidates=2, batch_size=4)
     first, _, _ = refine(tmp_path, writer, cfg=cfg)
-    again, wengine, engines = refine(tmp_path, Writer(merges=lambda n: "different"), cfg=cfg)
+    different = Writer(rules=lambda n, lb: "- different rules here", revise=lambda n, lb: "- different rules here")
+    again, wengine, engines = refine(tmp_path, different, cfg=cfg)
     assert wengine.calls == 0 and all(e.calls == 0 for e in engines)
     assert again["best"] == first["best"] and again["best_id"] == first["best_id"]
     assert [r["mean"] for r in again["candidates"]] == [r["mean"] for r in first["candidates"]]
@@ -239,20 +307,20 @@ def test_resume_neither_regenerates_nor_rescores(tmp_path):
                              if json.loads(line)["id"] != "1-1"))
     ratings = log / "ratings" / "1-1.jsonl"
     ratings.write_text("".join(ratings.read_text().splitlines(keepends=True)[:-5]))
-    third, wengine, engines = refine(tmp_path, Writer(merges=lambda n: "different"), cfg=cfg)
+    third, wengine, engines = refine(tmp_path, different, cfg=cfg)
     assert wengine.calls == 0 and sum(e.calls for e in engines) == 5
     assert [r["mean"] for r in third["candidates"]] == [r["mean"] for r in first["candidates"]]
 
 
 def test_identical_candidates_are_scored_once(tmp_path):
-    writer = Writer(merges=lambda n: f"{GUIDE}\nKEYWORD rule.")
+    writer = Writer(rules=lambda n, lb: f"- KEYWORD rule for {lb} items")
     result, _, engines = refine(tmp_path, writer)
     assert result["candidates"][2]["same_as"] == "1-0"
     assert all(e.calls == 2 * 12 for e in engines)
 
 
 def test_compiled_programs_carry_the_refined_guideline(tmp_path):
-    writer = Writer(merges=lambda n: f"{GUIDE}\nKEYWORD rule {n}.")
+    writer = Writer()
     result, _, _ = refine(tmp_path, writer, n_raters=2)
     paths = write_rater_programs(result["best"], ["r0", "r1"], lambda g: Rater(g, LABELS), tmp_path / "out",
                                  original=GUIDE)
@@ -277,7 +345,7 @@ def test_config_validation():
     with pytest.raises(ValidationError):
         GuidelinesConfig(optimizer="copro")
     plan = plan_calls(GuidelinesConfig(rounds=3, candidates=2, batch_size=8), {"a": 20, "b": 3}, n_raters=2, n_dev=10)
-    assert [r["writer_calls"] for r in plan["rounds"]] == [2 * (3 + 1 + 1 + 1), 2, 2]
+    assert [r["writer_calls"] for r in plan["rounds"]] == [2 * (3 + 1 + 1), 2 * 2, 2 * 2]  # revise: one per label
     assert plan["rater_calls"] == 20 + 3 * 2 * 20
 
 
@@ -326,8 +394,6 @@ def test_priority_helpers():
                {"item_id": "c", "rater": "y", "human": "pos", "label": "neg"}]
     assert priority_from_ratings(records) == {"b", "c"} and priority_from_ratings(records, ["x"]) == {"b"}
 
-
-EXAMPLES = load_object("programs/guideline.py:EXAMPLES_HEADING", [], "guidelines")
 
 
 def test_examples_per_label_adds_human_labelled_trace_items_priority_first(tmp_path):

@@ -7,7 +7,7 @@ import io
 from typing import Mapping, Sequence
 
 KIND_COLORS = {"baseline": "tab:blue", "trace-sft": "tab:orange", "label-sft": "tab:purple",
-               "refined-guideline": "tab:red"}
+               "refined-guideline": "tab:red", "guideline-rules": "tab:pink", "guideline-examples": "tab:brown"}
 
 
 def _figure(width: float, height: float):

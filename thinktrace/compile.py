@@ -62,13 +62,16 @@ def plan(loaded, corpus) -> dict:
         check_optimizer(spec.guidelines)
         per_label = Counter(ex.label for ex in examples) if spec.sampling.enabled else Counter()
         calls = plan_calls(spec.guidelines, {k: v * spec.sampling.keep for k, v in per_label.items()},
-                           len(spec.models.raters), sizes["dev"], sizes["train"])
+                           len(spec.models.raters), sizes["dev"], sizes["train"],
+                           n_labels=len(corpus.label_set.labels))
         stages["guidelines"] = {"optimizer": spec.guidelines.optimizer, "rounds": spec.guidelines.rounds,
                                 "candidates": spec.guidelines.candidates, "writer_calls": calls["writer_calls"],
                                 "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
     variants = [r.name for r in spec.models.raters]
     if "guidelines" in stages:
-        variants += [f"{r.name}+refined" for r in spec.models.raters]
+        parts = ["refined"] + (["rules", "examples"] if spec.guidelines.ablation and spec.guidelines.optimizer ==
+                               "traces" and spec.guidelines.examples_per_label else [])
+        variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]
     if "finetune" in stages:
         variants += [f"{spec.finetune.base}+{kind}" for kind in stages["finetune"]["adapters"]]
     stages["evaluate"] = {"variants": variants, "splits": spec.evaluate.splits,

@@ -45,6 +45,7 @@ from thinktrace.errors import RunIncomplete, SpecError
 from thinktrace.journal import settled
 from thinktrace.evaluate import rate_items
 from thinktrace.labels import LabelSet
+from thinktrace.lm.config import ModelConfig
 from thinktrace.programs import PROJECT_ROOT, load_object
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 
@@ -67,11 +68,21 @@ class GuidelinesConfig(Section):
         "(decision rules per label, merged into the guideline), later rounds revise the best so far from its dev "
         "errors; gepa: dspy.GEPA (the writer reflects on rater outputs); mipro: dspy.MIPROv2 instruction-only "
         "(needs the optional package optuna). Every candidate is scored on dev the same way.")
-    writer: str | None = Field(None, description="Name of the LM (in `models`) that writes the guideline; "
-                               "default: the generator.")
-    writer_max_tokens: int = Field(768, ge=64, description="Most tokens per writer call. The writer is usually "
-                                   "also a generator or rater with a small `max_tokens` (a label and a sentence); "
-                                   "its writing calls get at least this budget, so rules are not cut.")
+    writer: str | ModelConfig | None = Field(
+        None, description="The LM that writes the rules: the name of an entry in `models`, or a model entry of its "
+        "own (`{provider, model, ...}` like a rater; its name defaults to `writer`). Default: the generator. The "
+        "writer always gets its own LM object with writer-sized token budgets, never the rater's.")
+    writer_max_tokens: int = Field(768, ge=64, description="First token budget of a writing call (the writer is "
+                                   "usually also a generator or rater whose `max_tokens` fits a label and a "
+                                   "sentence). A call cut by the budget is asked again with up to 4x as much, as "
+                                   "far as the writer's context allows, then with half the batch.")
+    writer_context: int | None = Field(None, ge=512, description="The writer's context window in tokens, which "
+                                       "the writing prompts are batched to fit. Null: `llama.context` for a local "
+                                       "writer (its own tokenizer counts), 8192 for a remote one (about 3 "
+                                       "characters per token).")
+    ablation: bool = Field(True, description="Also evaluate on test the refined guideline's rules alone and its "
+                           "examples alone (each added to the original), so the report shows where the gain "
+                           "comes from: Δα for rules, examples and both, paired against the original.")
     rounds: int = Field(1, ge=1, le=20, description="Refinement rounds (round 1 synthesizes, later rounds "
                         "revise / re-optimize the best guideline so far).")
     candidates: int = Field(2, ge=1, le=50, description="Candidates per round, each sampled with its own "
@@ -100,6 +111,12 @@ class GuidelinesConfig(Section):
                                   "full evaluation of every rater on the dev items.")
 
     @model_validator(mode="after")
+    def _writer_name(self) -> "GuidelinesConfig":
+        if isinstance(self.writer, ModelConfig) and "name" not in self.writer.model_fields_set:
+            object.__setattr__(self, "writer", self.writer.model_copy(update={"name": "writer"}))
+        return self
+
+    @model_validator(mode="after")
     def _diverse(self) -> "GuidelinesConfig":
         if self.temperature == 0 and self.candidates > 1:
             raise ValueError("temperature 0 makes every candidate of a round the same; use temperature > 0 or "
@@ -123,13 +140,14 @@ def check_optimizer(cfg: GuidelinesConfig) -> None:
 
 
 def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_raters: int, n_dev: int,
-               n_train: int = 0) -> dict:
+               n_train: int = 0, n_labels: int | None = None) -> dict:
     """LM calls of a refinement, per round and in total (for a dry-run plan); an upper bound for a fresh run.
 
     traces (B = batch_size, n_l = traces of label l, capped by max_traces_per_label):
-      round 1 writer calls per candidate = sum_l [ceil(n_l / B) + reduce(ceil(n_l / B))] + 1 (merge), where
+      round 1 writer calls per candidate = sum_l [ceil(n_l / B) + reduce(ceil(n_l / B))], where
       reduce(m) = 0 for m <= 1, else floor(m / B) + [m mod B >= 2] + reduce(ceil(m / B)) (combine calls);
-      round r >= 2: 1 writer call (revise) per candidate.
+      round r >= 2: at most one writer call (revise) per label per candidate.
+    Writer calls are counted without retries of cut or empty answers (the report counts those).
     every round: C x n_raters x n_dev rater calls (dev scoring), plus n_raters x n_dev once for the original.
     gepa: <= gepa_max_metric_calls x n_raters rater calls inside the optimizer per candidate; writer (reflection)
       calls about one per reflective step, at most gepa_max_metric_calls / 2.
@@ -153,9 +171,9 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
             if r == 1:
                 counts = [min(n, cfg.max_traces_per_label or n) for n in traces_per_label.values() if n > 0]
                 maps = [math.ceil(n / cfg.batch_size) for n in counts]
-                writer = sum(m + reduce_calls(m) for m in maps) + (1 if maps else 0)
+                writer = sum(m + reduce_calls(m) for m in maps)
             else:
-                writer = 1
+                writer = n_labels or max(1, len(traces_per_label))
             inner = 0
         elif cfg.optimizer == "gepa":
             writer = max(1, cfg.gepa_max_metric_calls // 2)
@@ -200,6 +218,25 @@ def writer_copy(lm: dspy.LM, rollout: int, temperature: float, max_tokens: int =
     if str(getattr(lm, "model", "")).startswith("local/"):
         kwargs["seed"] = rollout
     return lm.copy(**kwargs)
+
+
+def writer_limits(lm: dspy.LM, cfg: GuidelinesConfig) -> dict:
+    """How the writer program sizes its calls for this LM: the first budget, the cap of a retry, the context
+    window and a token counter (a local model's own tokenizer; else about 3 characters per token)."""
+    engine = getattr(lm, "_engine_spec", None)
+    server = getattr(engine, "server", None)
+    count = None
+    context = cfg.writer_context
+    if server is not None and hasattr(server, "settings"):
+        context = context or int(server.settings.context)
+        tokenizer = server.tokenizer
+
+        def count(text: str) -> int:  # noqa: F811
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    context = context or 8192
+    first = min(cfg.writer_max_tokens, context // 2)
+    return {"max_tokens": first, "max_tokens_cap": max(first, min(4 * first, context - 256)),
+            "context_tokens": context, "count_tokens": count}
 
 
 _SENTINEL = "@@THINKTRACE-GUIDELINE@@"
@@ -332,6 +369,8 @@ class _Refinement:
         self.table = JsonlLog(self.log_dir / "candidates.jsonl")
         self.rows: list[dict] = []
         self.texts: dict[str, str] = {}
+        self.sections: dict[str, dict] = {}  #: per candidate: rules {label: text}, examples_text (code-assembled)
+        self.metas: dict[str, dict] = {}
         self._finished = self._read_finished()
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
@@ -350,7 +389,8 @@ class _Refinement:
         cls = load_object("programs/guideline.py:GuidelineWriter", [PROJECT_ROOT], "guidelines.writer")
         return cls(self.label_set, batch_size=self.cfg.batch_size,
                    max_traces_per_label=self.cfg.max_traces_per_label,
-                   examples_per_label=self.cfg.examples_per_label, example_reasoning=self.cfg.example_reasoning)
+                   examples_per_label=self.cfg.examples_per_label, example_reasoning=self.cfg.example_reasoning,
+                   **writer_limits(self.writer_lm, self.cfg))
 
     # -- scoring ---------------------------------------------------------------------------------------------
     def ratings(self, cid: str) -> dict[str, dict[str, dict]]:
@@ -409,6 +449,10 @@ class _Refinement:
             write_atomic(md, text)
             write_atomic(meta_path, json.dumps(json_safe(meta), indent=2, ensure_ascii=False) + "\n")
         self.texts[cid] = text
+        self.sections[cid] = {"rules": meta.get("rules") or {}, "examples_text": meta.get("examples_text") or "",
+                              "missing_rules": meta.get("missing_rules") or [],
+                              "structured": "examples_text" in meta}
+        self.metas[cid] = meta
         row = self._finished.get(cid)
         if row is None:
             same = next((r for r in self.rows if self.texts[r["id"]] == text), None)
@@ -445,13 +489,13 @@ class _Refinement:
         def make(rollout: int) -> tuple[str, dict]:
             writer = self._writer()
             wlm = writer_copy(self.writer_lm, rollout, self.cfg.temperature, self.cfg.writer_max_tokens)
-            with dspy.context(lm=wlm,
-                              adapter=self.writer_adapter):
+            with dspy.context(lm=wlm, adapter=self.writer_adapter):
                 pred = writer(guideline=self.original, traces=self.traces, priority=self.priority,
                               order_seed=None if index == 0 else rollout)
             return pred.guideline, {"kind": "traces", "writer_calls": pred.calls, "fallbacks": pred.fallbacks,
-                                    "rules": pred.rules, "batches": pred.batches,
-                                    "examples": pred.get("examples") or {}}
+                                    "writer_stats": pred.stats, "rules": pred.rules,
+                                    "examples_text": pred.examples_text, "missing_rules": pred.missing,
+                                    "batches": pred.batches, "examples": pred.get("examples") or {}}
         return make
 
     def dev_errors(self, cid: str) -> list[dict]:
@@ -480,11 +524,14 @@ class _Refinement:
             errors = self.dev_errors(parent["id"])
             writer = self._writer()
             wlm = writer_copy(self.writer_lm, rollout, self.cfg.temperature, self.cfg.writer_max_tokens)
-            with dspy.context(lm=wlm,
-                              adapter=self.writer_adapter):
-                pred = writer.revise(self.texts[parent["id"]], errors)
+            sections = self.sections.get(parent["id"]) or {}
+            with dspy.context(lm=wlm, adapter=self.writer_adapter):
+                pred = writer.revise(self.original, sections.get("rules") or {}, errors,
+                                     examples_text=sections.get("examples_text") or "")
             return pred.guideline, {"kind": "revision", "writer_calls": pred.calls, "fallbacks": pred.fallbacks,
-                                    "errors_shown": [e["item_id"] for e in errors[: writer.max_errors]]}
+                                    "writer_stats": pred.stats, "rules": pred.rules,
+                                    "examples_text": pred.examples_text, "missing_rules": [],
+                                    "errors_shown": pred.errors_shown}
         return make
 
     def examples(self, items: Sequence) -> list[dspy.Example]:
@@ -545,6 +592,41 @@ class _Refinement:
                           "instructions": instructions}
         return make
 
+    # -- what the writer did, and what the refined guideline is made of ---------------------------------------
+    def writer_stats(self) -> dict:
+        """Calls, truncations, retries and fallbacks per writer stage (map, reduce, revise), over candidates
+        written in this run folder (a resumed run reads them back from the candidates' json)."""
+        total: dict[str, dict[str, int]] = {}
+        for meta in self.metas.values():
+            for stage, st in (meta.get("writer_stats") or {}).items():
+                row = total.setdefault(stage, {"calls": 0, "truncated": 0, "retries": 0, "fallbacks": 0})
+                for k in row:
+                    row[k] += int(st.get(k) or 0)
+        return total
+
+    def refined_parts(self, cid: str) -> dict:
+        """The refined guideline's sections, whether its rules cover every label its traces have, and the texts
+        of its ablations (original + rules only, original + examples only) when it has both parts."""
+        sec = self.sections.get(cid) or {}
+        if not sec.get("structured"):  # gepa / mipro instructions: one text, no sections
+            return {"refined_sections": None, "ablation_texts": {}}
+        rules, examples = sec["rules"], sec["examples_text"]
+        traced = sorted({str(t["human"]) for t in self.traces}, key=lambda lb: (lb not in self.label_set.labels,
+                        self.label_set.labels.index(lb) if lb in self.label_set.labels else 0, lb))
+        out = {"refined_sections": {"rules_labels": list(rules), "traced_labels": traced,
+                                    "labels_without_rules": [lb for lb in traced if lb not in rules],
+                                    "rules_chars": sum(len(t) for t in rules.values()),
+                                    "examples_lines": len([ln for ln in examples.splitlines() if ln.strip()]),
+                                    "rules_empty": not rules},
+               "ablation_texts": {}}
+        if self.cfg.ablation and rules and examples.strip():
+            from thinktrace.programs import load_object as _load
+
+            render = _load("programs/guideline.py:render_guideline", [PROJECT_ROOT], "guidelines.writer")
+            out["ablation_texts"] = {"rules": render(self.original, rules, ""),
+                                     "examples": render(self.original, {}, examples)}
+        return out
+
     # -- the loop --------------------------------------------------------------------------------------------
     def run(self) -> dict:
         original = self.candidate(0, 0, None, lambda _: (self.original, {"kind": "original", "writer_calls": 0,
@@ -577,11 +659,14 @@ class _Refinement:
             "candidates": self.rows,
             "fallbacks": sum(len(r.get("fallbacks") or []) for r in self.rows),
             "writer_calls": sum(r.get("writer_calls") or 0 for r in self.rows),
+            "writer_stats": self.writer_stats(),
+            **self.refined_parts(refined["id"]),
             "n_dev": len(self.dev),
             "raters": list(self.raters),
         }
         (self.log_dir / "summary.json").write_text(
-            json.dumps(json_safe({k: v for k, v in result.items() if k not in ("best", "refined")}), indent=2, ensure_ascii=False)
+            json.dumps(json_safe({k: v for k, v in result.items() if k not in ("best", "refined", "ablation_texts")}),
+                       indent=2, ensure_ascii=False)
             + "\n", encoding="utf-8")
         return result
 

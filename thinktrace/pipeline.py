@@ -119,12 +119,24 @@ class Pipeline:
             "splits": {s: [it.item_id for it in self.corpus.split(s)] for s in ("train", "dev", "test")},
         })
 
-    def lm(self, cfg, field: str = "models.raters"):
+    def lm(self, cfg, field: str = "models.raters", role: str = ""):
+        """The LM of a model entry, built once per (role, name): the guideline writer (role `writer`) never
+        shares the object of the rater or generator it may be named after."""
         from thinktrace.lm import build_lm
 
-        if cfg.name not in self._lms:
-            self._lms[cfg.name] = build_lm(cfg, field, calls=self.spec.calls)
-        return self._lms[cfg.name]
+        key = f"{role}:{cfg.name}"
+        if key not in self._lms:
+            self._lms[key] = build_lm(cfg, field, calls=self.spec.calls)
+        return self._lms[key]
+
+    def writer_config(self) -> tuple[ModelConfig, str]:
+        """The guideline writer's model entry and its spec field: its own entry, a named one, or the generator."""
+        w = self.spec.guidelines.writer
+        if isinstance(w, ModelConfig):
+            return w, "guidelines.writer"
+        if w:
+            return self.spec.model_named(w), "guidelines.writer"
+        return self.spec.generator, "models.generator"
 
     def adapter_for(self, model) -> "dspy.Adapter":
         """The prompt format a rater is run with: its own `prompt_format`, else the experiment's."""
@@ -139,6 +151,8 @@ class Pipeline:
             self.lm(self.on_training_base(cfg), f"models.raters.{i}")
         if self.spec.models.generator is not None:
             self.lm(self.spec.models.generator, "models.generator")
+        if self.spec.guidelines.enabled and isinstance(self.spec.guidelines.writer, ModelConfig):
+            self.lm(self.spec.guidelines.writer, "guidelines.writer", role="writer")
 
     def rater_program(self, guideline: str, label_only: bool = False):
         ref = self.spec.programs.rater
@@ -261,10 +275,11 @@ class Pipeline:
 
         cfg = self.spec.guidelines
         baselines = [v for v in self.variants if v.kind == "baseline"]
-        writer_cfg = self.spec.model_named(cfg.writer) if cfg.writer else self.spec.generator
+        writer_cfg, writer_field = self.writer_config()
         raters = {v.name: self.lm(v.model) for v in baselines}
         result = refine_guideline(
-            cfg, original=self.loaded.guideline, traces=traces, writer_lm=self.lm(writer_cfg), raters=raters,
+            cfg, original=self.loaded.guideline, traces=traces,
+            writer_lm=self.lm(writer_cfg, writer_field, role="writer"), raters=raters,
             rater_factory=self.rater_program, dev_items=self.corpus.split("dev"), label_set=self.corpus.label_set,
             adapter={v.name: self.adapter_for(v.model) for v in baselines}, writer_adapter=self.adapter,
             seed=self.spec.seed, n_boot=min(self.spec.evaluate.bootstrap, 200),
@@ -275,8 +290,12 @@ class Pipeline:
         if not result.get("refined_changed"):
             return result, []  # the writer left the guideline unchanged: nothing new to evaluate
         # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers
-        return result, [Variant(name=f"{v.name}+refined", model=v.model, guideline=result["refined"],
-                                kind="refined-guideline", rater=v.name, compare_to=[v.name]) for v in baselines]
+        variants = [Variant(name=f"{v.name}+refined", model=v.model, guideline=result["refined"],
+                            kind="refined-guideline", rater=v.name, compare_to=[v.name]) for v in baselines]
+        for part, text in (result.get("ablation_texts") or {}).items():  # where the gain comes from
+            variants += [Variant(name=f"{v.name}+{part}", model=v.model, guideline=text, kind=f"guideline-{part}",
+                                 rater=v.name, compare_to=[v.name]) for v in baselines]
+        return result, variants
 
     def base_variant(self, base: str) -> Variant:
         """The configured local rater on the fine-tuning base model, or a new baseline variant for it."""

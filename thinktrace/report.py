@@ -110,8 +110,26 @@ def _guideline_section(g: dict, metrics: dict | None = None) -> list[str]:
                    "** the original on dev")
     lines = ["## Guideline refinement (candidates scored on the dev split by mean α across raters)", "",
              f"- {verdict}",
-             f"- writer calls: {g.get('writer_calls')}, writer fallbacks (unusable outputs replaced by a "
-             f"rule-append): {g.get('fallbacks')}", ""]
+             f"- writer calls: {g.get('writer_calls')}, writer fallbacks (unusable outputs, each skipped or kept "
+             f"unchanged, with its reason in the candidate's json): {g.get('fallbacks')}"]
+    sections = g.get("refined_sections")
+    if sections:
+        if sections.get("rules_empty"):
+            lines.append("- **The refined guideline has no rules section**: the writer produced no usable rule, so "
+                         "it is the original guideline plus examples only. Any gain below comes from the examples.")
+        elif sections.get("labels_without_rules"):
+            lines.append(f"- **Rules missing for labels the traces have**: {', '.join(sections['labels_without_rules'])}"
+                         f" (rules for {', '.join(sections['rules_labels'])}).")
+        else:
+            lines.append(f"- the rules cover every label the traces have ({', '.join(sections['rules_labels'])}); "
+                         f"{sections.get('examples_lines', 0)} example lines")
+    lines.append("")
+    stats = g.get("writer_stats") or {}
+    if any(st.get("calls") for st in stats.values()):
+        lines += ["| writer stage | calls | cut by the token budget | retries | fallbacks |", "|---|---|---|---|---|"]
+        lines += [f"| {stage} | {st['calls']} | {st['truncated']} | {st['retries']} | {st['fallbacks']} |"
+                  for stage, st in stats.items() if st.get("calls")]
+        lines.append("")
     if g.get("note"):
         lines += [f"Note: {g['note']}", ""]
     rows = g.get("candidates") or []
@@ -140,9 +158,39 @@ def _guideline_section(g: dict, metrics: dict | None = None) -> list[str]:
         else:
             lines += ["", "α among the LLM raters: n/a (it needs at least two raters in `models.raters`)"]
         lines.append("")
+    for split_name, rows in ablation_rows(metrics or {}).items():
+        lines += [f"### Where the gain comes from — {split_name} split", "",
+                  "Each part of the refined guideline added to the original alone; Δα against the original guideline, "
+                  "paired bootstrap on the same items.", "",
+                  "| rater | Δα rules only | Δα examples only | Δα rules + examples |", "|---|---|---|---|"]
+        for rater, parts in rows.items():
+            cells = [fmt_est({"value": c["diff"], "ci": c["ci"]}) if c else "n/a"
+                     for c in (parts.get("rules"), parts.get("examples"), parts.get("refined"))]
+            lines.append(f"| {rater} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines.append("Dev scores choose the guideline, so they flatter it: the test-split rows are the honest "
                  "comparison (refined vs original, paired).")
     return lines + [""]
+
+
+ABLATION_KINDS = {"guideline-rules": "rules", "guideline-examples": "examples", "refined-guideline": "refined"}
+
+
+def ablation_rows(metrics: dict) -> dict[str, dict[str, dict]]:
+    """Per split: {rater: {"rules" | "examples" | "refined": paired comparison vs the original}}, for runs that
+    evaluated the ablation (rules-only and examples-only variants)."""
+    variants = [v for v in metrics.get("variants") or [] if v.get("kind") in ABLATION_KINDS]
+    if not any(v["kind"] != "refined-guideline" for v in variants):
+        return {}
+    out = {}
+    for split_name, split in (metrics.get("splits") or {}).items():
+        rows: dict[str, dict] = {}
+        for v in variants:
+            comp = next((c for c in split.get("comparisons") or [] if c["a"] == v["rater"] and c["b"] == v["name"]),
+                        None)
+            rows.setdefault(v["rater"], {})[ABLATION_KINDS[v["kind"]]] = comp
+        out[split_name] = rows
+    return out
 
 
 def plot_alpha(metrics: dict, path: Path) -> Path | None:

@@ -149,7 +149,7 @@ class Spec(Section):
             raise ValueError("guidelines.enabled: trace-based synthesis reads inferred traces; set "
                              "sampling.enabled: true (or use optimizer gepa / mipro)")
         names = [r.name for r in self.models.raters] + ([self.models.generator.name] if self.models.generator else [])
-        if g.writer is not None and g.writer not in names:
+        if isinstance(g.writer, str) and g.writer not in names:
             raise ValueError(f"guidelines.writer: {g.writer!r} is not a model of this spec; one of: {', '.join(names)}")
         return self
 

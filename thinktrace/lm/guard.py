@@ -136,6 +136,15 @@ def reset_tally() -> None:
     _tally.empty = 0
 
 
+def last_finish() -> str | None:
+    """Finish reason of this thread's last answered LM call ("stop", "length", ...; None when unknown)."""
+    return getattr(_tally, "finish", None)
+
+
+def forget_finish() -> None:
+    _tally.finish = None
+
+
 def call_tally() -> dict:
     """{"retries": in-call retries, "empty": empty completions given up on} since this thread's last reset."""
     return {"retries": getattr(_tally, "retries", 0), "empty": getattr(_tally, "empty", 0)}
@@ -265,8 +274,17 @@ class GuardedLM(dspy.LM):
         super().__init__(*args, num_retries=0, **kwargs)
         self.endpoint = endpoint
 
+    def update_history(self, entry):  # runs in the calling thread: note the finish reason for last_finish()
+        response = entry.get("response") if isinstance(entry, dict) else None
+        finish = getattr(response, "finish_reason", None)
+        if finish is None and getattr(response, "choices", None):
+            finish = getattr(response.choices[0], "finish_reason", None)
+        _tally.finish = str(finish) if finish is not None else None
+        super().update_history(entry)
+
     def __call__(self, prompt=None, *, messages=None, **kwargs):
         ep, calls = self.endpoint, self.endpoint.calls
+        _tally.finish = None
         retries = {CONNECTION: 0, TRANSIENT: 0}
         empty = 0
         while True:

@@ -3,7 +3,8 @@
 It reads the input fields of the ChatAdapter-formatted request (``[[ ## item ## ]]`` blocks of the last user
 message) and the output field names from the system prompt, calls ``rule(inputs, request)`` and formats the
 returned fields the way ChatAdapter parses them. A rule may return a plain string to send verbatim (garbage,
-empty output) or raise to simulate a provider fault. Thread-safe; counts calls.
+empty output), a pair (answer, finish_reason) to end otherwise than "stop" (e.g. "length": cut by max_tokens), or
+raise to simulate a provider fault. Thread-safe; counts calls.
 """
 
 from __future__ import annotations
@@ -76,11 +77,14 @@ class ScriptedEngine:
             self.calls += 1
         inputs, outputs = request_fields(request)
         answer = self.rule(inputs, request)
+        finish = "stop"
+        if isinstance(answer, tuple):
+            answer, finish = answer
         if not isinstance(answer, str):
             fields = {k: answer[k] for k in outputs if k in answer} if outputs else answer
             answer = format_plain_fields(fields) if is_plain(request) else format_chat_fields(fields)
         text = answer
-        return Response(id=None, model="scripted", message=Message.assistant([TextPart(text)]), finish_reason="stop",
+        return Response(id=None, model="scripted", message=Message.assistant([TextPart(text)]), finish_reason=finish,
                         usage=Usage(input_tokens=len(text_of(request.system)) // 4, output_tokens=len(text) // 4))
 
     def stream(self, request):
