@@ -1,6 +1,7 @@
 """Rater: the guideline + one Judge prediction, with lenient label parsing.
 
-`Rater(guideline, label_set)` is what every configured LM runs on each item. Output: a Prediction with
+`Rater(guideline, label_set, order="rationale_first")` is what every configured LM runs on each item; with
+`order="label_first"` the answer states the label before its rationale (a prompt variant, `evaluate.prompts`). Output: a Prediction with
 `rationale` (None when the output had none), `label` (a canonical label, or None when the output could not be
 parsed - counted, never guessed), `raw_label` (the label as the LM wrote it), `raw` (the LM's whole completion
 when the adapter could not parse it) and `label_source`: "output" (parsed from the answer), "choice" (the answer
@@ -41,11 +42,26 @@ def label_line(raw: str) -> str | None:
     return values[-1] if values else None
 
 
+ORDERS = ("rationale_first", "label_first")
+
+
+def judge_signature(order: str = "rationale_first"):
+    """The Judge signature with its outputs in `order` (label_first: the label, then the rationale)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if order == "rationale_first":
+        return Judge
+    field = Judge.output_fields["rationale"]
+    return Judge.delete("rationale").append("rationale", field, type_=str)
+
+
 class Rater(dspy.Module):
-    def __init__(self, guideline: str, label_set: LabelSet):
+    def __init__(self, guideline: str, label_set: LabelSet, order: str = "rationale_first"):
         super().__init__()
         self.label_set = label_set
-        self.judge = dspy.Predict(Judge.with_instructions(guideline_instructions(guideline, label_set)))
+        self.order = order
+        self.judge = dspy.Predict(judge_signature(order).with_instructions(
+            guideline_instructions(guideline, label_set)))
 
     def forward(self, item: str) -> dspy.Prediction:
         try:
@@ -83,7 +99,7 @@ class LabelOnlyRater(Rater):
     """The Rater without a rationale: the label-only fine-tuning ablation answers with the label alone, so it is
     prompted (and trained) with the Judge signature minus its `rationale` field."""
 
-    def __init__(self, guideline: str, label_set: LabelSet):
+    def __init__(self, guideline: str, label_set: LabelSet, order: str = "rationale_first"):
         super().__init__(guideline, label_set)
         self.judge = dspy.Predict(Judge.delete("rationale").with_instructions(
             guideline_instructions(guideline, label_set)))

@@ -124,3 +124,44 @@ def test_an_empty_rules_section_is_flagged_not_presented_as_a_success(tmp_path, 
     assert g["writer_stats"]["map"]["fallbacks"] >= 3
     report = (out / "report.md").read_text()
     assert "The refined guideline has no rules section" in report
+
+
+def test_prompt_variants_are_chosen_on_dev_and_the_refined_guideline_is_compared_to_the_best(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:chat_only", "cache": False}
+    writer = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:guideline_aware", "cache": False}
+    s = toy_spec(**{"models.raters": [dict(rater, name="a")],
+                    "guidelines": {"enabled": True, "candidates": 1, "writer": writer},  # a writer entry of its own
+                    "evaluate.prompts": [{"format": "chat"}, {"order": "label_first"}, {"format": "plain"}]})
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    p = metrics["prompts"]
+    # the plain prompt the rater is given by default is its own; chat is right on every item, plain on none
+    assert list(p["raters"]["a"]) == ["a", "a@chat-rationale", "a@plain-label"]  # plain-rationale is its own
+    assert p["best"]["a"] == "a@chat-rationale"
+    assert p["raters"]["a"]["a@chat-rationale"]["alpha"]["value"] > p["raters"]["a"]["a"]["alpha"]["value"]
+    dev_rows = [json.loads(x) for x in (out / "prompts_dev.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in dev_rows} == {"dev"} and len(dev_rows) == 3 * 10
+    test = metrics["splits"]["test"]
+    assert {"a", "a@chat-rationale", "a@plain-label", "a+refined"} <= set(test["raters"])
+    pairs = {(c["a"], c["b"]) for c in test["comparisons"]}
+    assert ("a@chat-rationale", "a+refined") in pairs and ("a", "a+refined") in pairs
+    variant = next(v for v in metrics["variants"] if v["name"] == "a+refined")
+    assert variant["rater"] == "a@chat-rationale"
+    # candidates were scored with the best prompt
+    rows = [json.loads(x) for x in (out / "guidelines" / "candidates.jsonl").read_text().splitlines()]
+    assert set(rows[0]["alpha"]) == {"a@chat-rationale"}
+    report = (out / "report.md").read_text()
+    assert "## Prompt variants" in report and "a@chat-rationale **(best on dev)**" in report
+
+
+def test_label_first_answers_parse(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = toy_spec(**{"sampling.enabled": False, "evaluate.prompts": [{"order": "label_first"}]})
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    test = json.loads((out / "metrics.json").read_text())["splits"]["test"]["raters"]
+    # the keyword rater gives the same labels whichever field comes first
+    assert test["kw@plain-label"]["n_unparsed"] == 0
+    assert test["kw@plain-label"]["alpha"]["value"] == test["kw"]["alpha"]["value"]

@@ -68,7 +68,10 @@ def plan(loaded, corpus) -> dict:
                                 "candidates": spec.guidelines.candidates, "writer_calls": calls["writer_calls"],
                                 "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
     variants = [r.name for r in spec.models.raters]
-    if "guidelines" in stages:
+    if spec.evaluate.prompts:
+        extra = [name for r in spec.models.raters for name, _, _ in spec.prompt_variants(r)]
+        stages["prompts"] = {"variants": extra, "lm_calls_max": sizes["dev"] * (len(extra) + len(variants))}
+        variants += extra
         parts = ["refined"] + (["rules", "examples"] if spec.guidelines.ablation and spec.guidelines.optimizer ==
                                "traces" and spec.guidelines.examples_per_label else [])
         variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]

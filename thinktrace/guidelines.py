@@ -267,7 +267,7 @@ def _slug(name: str) -> str:
 
 
 def write_rater_programs(best_guideline: str, raters: Collection[str] | Mapping[str, object],
-                         rater_factory: Callable[[str], dspy.Module], out_dir: str | Path, *,
+                         rater_factory: Callable[[str], dspy.Module] | Mapping[str, Callable], out_dir: str | Path, *,
                          original: str | None = None) -> dict:
     """Write `guideline.md` (and `guideline.original.md` when `original` is given) and one compiled rater
     program per rater, `programs/<rater>.json` (DSPy JSON, `program.save`): the judge's instructions carry the
@@ -281,12 +281,20 @@ def write_rater_programs(best_guideline: str, raters: Collection[str] | Mapping[
         paths["original"] = out / "guideline.original.md"
         write_atomic(paths["original"], original.rstrip() + "\n")
     for name in raters:
-        program = rater_factory(best_guideline)
+        program = factory_of(rater_factory, str(name))(best_guideline)
         program._compiled = True
         path = out / "programs" / f"{_slug(str(name))}.json"
         program.save(str(path))
         paths["programs"][str(name)] = path
     return paths
+
+
+def factory_of(rater_factory, rater: str | None = None):
+    """The rater program factory of one rater: `rater_factory` itself, or its entry in a {rater: factory} mapping
+    (the first entry when rater is None or not in it)."""
+    if isinstance(rater_factory, Mapping):
+        return rater_factory.get(rater) or next(iter(rater_factory.values()))
+    return rater_factory
 
 
 def adapter_of(adapter: "dspy.Adapter | Mapping[str, dspy.Adapter] | None", rater: str):
@@ -407,11 +415,10 @@ class _Refinement:
         log = JsonlLog(self.log_dir / "ratings" / f"{cid}.jsonl")
         have = self.ratings(cid)
         ids = [it.item_id for it in self.dev]
-        program = None
         for name, lm in self.raters.items():
             if all(i in have[name] for i in ids):
                 continue
-            program = program or self.rater_factory(text)
+            program = factory_of(self.rater_factory, name)(text)
             for r in rate_items(program, lm, self.dev, log, split="dev", rater=name, threads=self._threads(name),
                                 done=set(have[name]), adapter=adapter_of(self.adapter, name),
                                 desc=f"guideline {cid} [{name}]"):
@@ -554,7 +561,7 @@ class _Refinement:
     def optimized(self, parent: dict) -> Callable[[int], tuple[str, dict]]:
         def make(rollout: int) -> tuple[str, dict]:
             cfg = self.cfg
-            student = RaterPanel(self.rater_factory(self.texts[parent["id"]]), self.raters, self.adapter)
+            student = RaterPanel(factory_of(self.rater_factory)(self.texts[parent["id"]]), self.raters, self.adapter)
             wlm = writer_copy(self.writer_lm, rollout, cfg.temperature, cfg.writer_max_tokens)
             trainset, devset = self.trainset(), self.examples(self.dev)
             threads = max(self._threads(n) for n in self.raters)
@@ -580,7 +587,7 @@ class _Refinement:
                                            program_aware_proposer=False, data_aware_proposer=True,
                                            tip_aware_proposer=True, fewshot_aware_proposer=False)
             instructions = _judge(compiled).signature.instructions
-            text = guideline_from_instructions(instructions, self.rater_factory)
+            text = guideline_from_instructions(instructions, factory_of(self.rater_factory))
             fallbacks = []
             if not text.strip():
                 fallbacks.append({"stage": cfg.optimizer, "label": None,
@@ -672,7 +679,8 @@ class _Refinement:
 
 
 def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[dict], writer_lm: dspy.LM,
-                     raters: Mapping[str, dspy.LM], rater_factory: Callable[[str], dspy.Module],
+                     raters: Mapping[str, dspy.LM],
+                     rater_factory: Callable[[str], dspy.Module] | Mapping[str, Callable[[str], dspy.Module]],
                      dev_items: Sequence[Item], label_set: LabelSet,
                      adapter: dspy.Adapter | Mapping[str, dspy.Adapter] | None = None,
                      seed: int = 0, n_boot: int = 200, log_dir: str | Path, priority: Collection[str] = (),
@@ -683,7 +691,7 @@ def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[d
     traces: accepted trace rows (item_id, item, human, rationale, ...). writer_lm: the LM that writes candidates
     (each candidate uses `writer_lm.copy(rollout_id=..., temperature=cfg.temperature)`). raters: {name: LM}, all
     of which score every candidate. rater_factory(guideline) -> the rater program (e.g. Rater(guideline,
-    label_set)). dev_items: the dev split (the first cfg.max_dev_items are used). adapter: the raters' prompt
+    label_set)), one for all or {rater: factory} (a rater prompted with its own answer order). dev_items: the dev split (the first cfg.max_dev_items are used). adapter: the raters' prompt
     format, one for all or {rater: adapter} (the writer uses writer_adapter, default: the first rater's). priority: item ids whose traces the writer reads
     first (items the baseline raters got wrong). train_items: gepa / mipro examples (default: the traced items).
     threads: parallel dev ratings per rater (an int or {rater: n}).

@@ -43,6 +43,7 @@ class Variant:
     rater: str = ""  #: the configured rater it derives from
     label_only: bool = False  #: prompted without a rationale (the label-only ablation)
     compare_to: list[str] = field(default_factory=list)  #: variants it gets a paired difference against
+    order: str = "rationale_first"  #: the answer's field order (a prompt variant may put the label first)
 
 
 def peak_rss_mib() -> float:
@@ -89,6 +90,8 @@ class Pipeline:
         else:
             self.rundir = RunDir.create(self.spec.output_dir, self.spec.name)
         self._lms: dict = {}
+        self.variants: list[Variant] = []
+        self.best_prompt: dict[str, Variant] = {}  #: configured rater -> its best original prompt (chosen on dev)
         from thinktrace.lm.guard import reset_endpoints
 
         reset_endpoints()  # every run (and resume) starts with closed breakers
@@ -154,16 +157,36 @@ class Pipeline:
         if self.spec.guidelines.enabled and isinstance(self.spec.guidelines.writer, ModelConfig):
             self.lm(self.spec.guidelines.writer, "guidelines.writer", role="writer")
 
-    def rater_program(self, guideline: str, label_only: bool = False):
+    def rater_program(self, guideline: str, label_only: bool = False, order: str = "rationale_first"):
         ref = self.spec.programs.rater
         if label_only:  # the label-only ablation: same file, the class without a rationale
             ref = ref.rsplit(":", 1)[0] + ":LabelOnlyRater"
         cls = load_object(ref, [self.loaded.base_dir], "programs.rater")
-        return cls(guideline=guideline, label_set=self.corpus.label_set)
+        if order == "rationale_first":
+            return cls(guideline=guideline, label_set=self.corpus.label_set)
+        try:
+            return cls(guideline=guideline, label_set=self.corpus.label_set, order=order)
+        except TypeError as err:
+            raise SpecError("evaluate.prompts", f"{ref} takes no `order` argument, so it cannot answer {order}: "
+                            f"add `order` to the program or drop that prompt variant ({err})") from None
+
+    def program_for(self, v: Variant, guideline: str | None = None):
+        return self.rater_program(v.guideline if guideline is None else guideline, label_only=v.label_only,
+                                  order=v.order)
 
     def baseline_variants(self) -> list[Variant]:
         return [Variant(name=cfg.name, model=self.on_training_base(cfg), guideline=self.loaded.guideline,
                         kind="baseline", rater=cfg.name) for cfg in self.spec.models.raters]
+
+    def prompt_variants(self) -> list[Variant]:
+        """Every rater under each `evaluate.prompts` entry that differs from its own prompt (kind `prompt`)."""
+        out = []
+        for cfg, base in zip(self.spec.models.raters, self.baseline_variants()):
+            for name, fmt, order in self.spec.prompt_variants(cfg):
+                out.append(Variant(name=name, model=base.model.model_copy(update={"prompt_format": fmt}),
+                                   guideline=base.guideline, kind="prompt", rater=base.name, order=order,
+                                   compare_to=[base.name]))
+        return out
 
     def on_training_base(self, cfg: ModelConfig) -> ModelConfig:
         """A local rater on the fine-tuning base model runs on the exact weights the adapters are trained on (not
@@ -198,7 +221,7 @@ class Pipeline:
                 ids = {i for (s, r, i) in done if s == split and r == v.name}
                 if all(it.item_id in ids for it in items):
                     continue
-                program = self.rater_program(v.guideline, label_only=v.label_only)
+                program = self.program_for(v)
                 records += rate_items(program, self.lm(v.model), items, log, split=split, rater=v.name,
                                       threads=v.model.num_threads, done=ids, adapter=self.adapter_for(v.model))
         settled = latest_settled(records, _prediction_key)
@@ -274,28 +297,77 @@ class Pipeline:
         from thinktrace.guidelines import priority_from_traces, refine_guideline, write_rater_programs
 
         cfg = self.spec.guidelines
-        baselines = [v for v in self.variants if v.kind == "baseline"]
+        # each configured rater with its best original prompt (chosen on dev; its own prompt without variants)
+        baselines = [self.best_prompt.get(v.name, v) for v in self.variants if v.kind == "baseline"]
         writer_cfg, writer_field = self.writer_config()
         raters = {v.name: self.lm(v.model) for v in baselines}
+        factories = {v.name: (lambda g, v=v: self.program_for(v, g)) for v in baselines}
         result = refine_guideline(
             cfg, original=self.loaded.guideline, traces=traces,
             writer_lm=self.lm(writer_cfg, writer_field, role="writer"), raters=raters,
-            rater_factory=self.rater_program, dev_items=self.corpus.split("dev"), label_set=self.corpus.label_set,
+            rater_factory=factories, dev_items=self.corpus.split("dev"), label_set=self.corpus.label_set,
             adapter={v.name: self.adapter_for(v.model) for v in baselines}, writer_adapter=self.adapter,
             seed=self.spec.seed, n_boot=min(self.spec.evaluate.bootstrap, 200),
             log_dir=self.rundir.file("guidelines"), priority=priority_from_traces(traces),
             train_items=self.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines})
-        write_rater_programs(result["refined"], raters, self.rater_program, self.rundir.path,
-                             original=self.loaded.guideline)
+        write_rater_programs(result["refined"], raters, factories, self.rundir.path, original=self.loaded.guideline)
         if not result.get("refined_changed"):
             return result, []  # the writer left the guideline unchanged: nothing new to evaluate
-        # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers
-        variants = [Variant(name=f"{v.name}+refined", model=v.model, guideline=result["refined"],
-                            kind="refined-guideline", rater=v.name, compare_to=[v.name]) for v in baselines]
-        for part, text in (result.get("ablation_texts") or {}).items():  # where the gain comes from
-            variants += [Variant(name=f"{v.name}+{part}", model=v.model, guideline=text, kind=f"guideline-{part}",
-                                 rater=v.name, compare_to=[v.name]) for v in baselines]
+        # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers;
+        # paired against the best original prompt (and the rater's own prompt when that is another one)
+        variants = []
+        parts = [("refined", "refined-guideline", result["refined"])]
+        parts += [(part, f"guideline-{part}", text) for part, text in (result.get("ablation_texts") or {}).items()]
+        for part, kind, text in parts:
+            for v in baselines:
+                against = [v.name] + ([v.rater] if v.rater != v.name else [])
+                variants.append(Variant(name=f"{v.rater}+{part}", model=v.model, guideline=text, kind=kind,
+                                        rater=v.name, order=v.order, compare_to=against))
         return result, variants
+
+    def choose_prompts(self) -> dict:
+        """Every rater with each of its prompt variants on the dev split (original guideline), journalled in
+        prompts_dev.jsonl; per rater, the variant with the highest dev α is its best original prompt (ties keep
+        its own prompt). Test numbers never enter the choice."""
+        from thinktrace.agreement import rater_vs_human
+
+        variants = [v for v in self.variants if v.kind in ("baseline", "prompt")]
+        dev = self.corpus.split("dev")
+        if not dev:
+            return {"note": "no dev split: every rater keeps its own prompt", "best": {}}
+        log = self.rundir.log("prompts_dev.jsonl")
+        records = log.read()
+        done = latest_settled(records, _prediction_key)
+        for v in variants:
+            ids = {i for (_, r, i) in done if r == v.name}
+            if all(it.item_id in ids for it in dev):
+                continue
+            records += rate_items(self.program_for(v), self.lm(v.model), dev, log, split="dev", rater=v.name,
+                                  threads=v.model.num_threads, done=ids, adapter=self.adapter_for(v.model),
+                                  desc=f"prompt {v.name} [dev]")
+        done = latest_settled(records, _prediction_key)
+        left = sum(1 for v in variants for it in dev if ("dev", v.name, it.item_id) not in done)
+        if left:
+            raise RunIncomplete("prompts", f"{left} dev ratings failed retryably after their retries")
+        human = [it.label for it in dev]
+        out: dict = {"n_dev": len(dev), "raters": {}, "best": {}}
+        for base in (v for v in variants if v.kind == "baseline"):
+            rows = {}
+            for v in (x for x in variants if x.rater == base.name):
+                est = rater_vs_human(human, [done[("dev", v.name, it.item_id)].get("label") for it in dev],
+                                     self.corpus.label_set, n_boot=min(self.spec.evaluate.bootstrap, 200),
+                                     seed=self.spec.seed)["alpha"]
+                rows[v.name] = {"alpha": est, "format": v.model.prompt_format or self.spec.programs.adapter,
+                                "order": v.order}
+            value = lambda name: rows[name]["alpha"].get("value")  # noqa: E731
+            best = base.name
+            for name in rows:  # strictly better than the best so far (the rater's own prompt comes first)
+                if value(name) is not None and (value(best) is None or value(name) > value(best)):
+                    best = name
+            out["raters"][base.name] = rows
+            out["best"][base.name] = best
+            self.best_prompt[base.name] = next(v for v in variants if v.name == best)
+        return out
 
     def base_variant(self, base: str) -> Variant:
         """The configured local rater on the fine-tuning base model, or a new baseline variant for it."""
@@ -371,13 +443,14 @@ class Pipeline:
             raise
 
     def _run(self) -> dict:
-        self.variants = self.baseline_variants()
+        self.variants = self.baseline_variants() + self.prompt_variants()
         trace_stats = self.run_stage("traces", self.traces) if self.spec.sampling.enabled else None
         finetuned = None
         if self.spec.finetune.enabled:
             traces = self.rundir.log("traces.jsonl").read()
             finetuned, new = self.run_stage("finetune", lambda: self.finetune(traces))
             self.variants += new
+        prompts = self.run_stage("prompts", self.choose_prompts) if self.spec.evaluate.prompts else None
         refined = None
         if self.spec.guidelines.enabled:
             traces = self.rundir.log("traces.jsonl").read() if self.spec.sampling.enabled else []
@@ -391,6 +464,8 @@ class Pipeline:
             self.result["finetune"] = finetuned
         if refined is not None:
             self.result["guidelines"] = refined
+        if prompts is not None:
+            self.result["prompts"] = prompts
         self.result["calls"] = self.call_summary()
         self.result["status"] = self.status(self.result["calls"])
         self.rundir.write_json("metrics.json", self.result)
@@ -420,6 +495,8 @@ class Pipeline:
         if ratings:
             rows = [{**r, "_candidate": p.stem} for p in ratings for r in JsonlLog(p)]
             stages["guidelines"] = summary(rows, lambda r: (r["_candidate"], r["rater"], r["item_id"]))
+        if self.rundir.file("prompts_dev.jsonl").exists():
+            stages["prompts"] = summary(self.rundir.log("prompts_dev.jsonl"), _prediction_key)
         if self.rundir.file("predictions.jsonl").exists():
             stages["evaluate"] = summary(self.rundir.log("predictions.jsonl"), _prediction_key)
         return {"stages": stages, "endpoints": endpoint_stats(), "max_failed": self.spec.calls.max_failed}

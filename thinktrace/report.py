@@ -69,6 +69,24 @@ def _finetune_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _prompt_section(p: dict, metrics: dict) -> list[str]:
+    """Each rater under each prompt variant with the original guideline: dev α (which chose the best prompt) and
+    test α side by side."""
+    lines = ["## Prompt variants (original guideline; the best per rater chosen on dev)", ""]
+    if p.get("note"):
+        return lines + [p["note"], ""]
+    test = ((metrics.get("splits") or {}).get("test") or {}).get("raters") or {}
+    lines += ["| rater | prompt variant | format | order | dev α (95% CI) | test α (95% CI) |", "|---|---|---|---|---|---|"]
+    for rater, rows in (p.get("raters") or {}).items():
+        for name, r in rows.items():
+            best = " **(best on dev)**" if p["best"].get(rater) == name else ""
+            lines.append(f"| {rater} | {name}{best} | {r['format']} | {r['order'].replace('_', ' ')} | "
+                         f"{fmt_est(r['alpha'])} | {fmt_est((test.get(name) or {}).get('alpha'))} |")
+    lines += ["", f"Dev: {p.get('n_dev')} items. The refined guideline is rated with each rater's best prompt and "
+              "compared against it, so a gain is not a gain over the weakest original prompt.", ""]
+    return lines
+
+
 def _mean_dev(score) -> str:
     value = score.get("mean") if isinstance(score, dict) else score
     return "n/a" if value is None else f"{value:.3f}"
@@ -289,6 +307,8 @@ def render_report(run: RunDir, metrics: dict) -> str:
         lines += _trace_section(metrics["traces"])
     if metrics.get("finetune"):
         lines += _finetune_section(metrics["finetune"])
+    if metrics.get("prompts"):
+        lines += _prompt_section(metrics["prompts"], metrics)
     if metrics.get("guidelines"):
         lines += _guideline_section(metrics["guidelines"], metrics)
     for split_name, split in (metrics.get("splits") or {}).items():

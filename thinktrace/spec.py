@@ -84,8 +84,25 @@ class SamplingConfig(Section):
         return {"blind": self.k, "hinted": 2 * self.k, "blind_then_hinted": 3 * self.k}[self.strategy]
 
 
+class PromptVariant(Section):
+    """One way to prompt a rater: a prompt format and the order of the answer's fields."""
+
+    format: Literal["plain", "chat", "json"] | None = Field(
+        None, description="Prompt format (DSPy adapter). Null: the rater's own (`prompt_format`, else "
+        "`programs.adapter`).")
+    order: Literal["rationale_first", "label_first"] = Field(
+        "rationale_first", description="rationale_first: reasoning, then the label (what fine-tuning trains); "
+        "label_first: the label, then its reasoning.")
+
+
 class EvaluateConfig(Section):
     """How raters are evaluated against the humans."""
+
+    prompts: list[PromptVariant] = Field(
+        default_factory=list, description="Prompt variants every configured rater is also evaluated with (the "
+        "original guideline), side by side with its own prompt. The best one per rater is chosen on the dev split "
+        "(never on test; ties keep the rater's own prompt), the refined guideline is rated with it and compared "
+        "against it. Fine-tuned raters keep the prompt they were trained on. Empty: each rater's own prompt only.")
 
     splits: list[Literal["train", "dev", "test"]] = Field(
         ["test"], min_length=1, description="Splits every rater is evaluated on (the report's numbers are test).")
@@ -152,6 +169,18 @@ class Spec(Section):
         if isinstance(g.writer, str) and g.writer not in names:
             raise ValueError(f"guidelines.writer: {g.writer!r} is not a model of this spec; one of: {', '.join(names)}")
         return self
+
+    def prompt_variants(self, rater: ModelConfig) -> list[tuple[str, str, str]]:
+        """(variant name, format, order) of each `evaluate.prompts` entry that differs from the rater's own prompt
+        (its format, rationale first), in spec order, without repeats."""
+        own = rater.prompt_format or self.programs.adapter
+        seen, out = {(own, "rationale_first")}, []
+        for p in self.evaluate.prompts:
+            fmt = p.format or own
+            if (fmt, p.order) not in seen:
+                seen.add((fmt, p.order))
+                out.append((f"{rater.name}@{fmt}-{p.order.replace('_first', '')}", fmt, p.order))
+        return out
 
     def model_named(self, name: str) -> ModelConfig:
         for cfg in [*self.models.raters, *([self.models.generator] if self.models.generator else [])]:
