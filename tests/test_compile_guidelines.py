@@ -165,3 +165,28 @@ def test_label_first_answers_parse(tmp_path, monkeypatch):
     # the keyword rater gives the same labels whichever field comes first
     assert test["kw@plain-label"]["n_unparsed"] == 0
     assert test["kw@plain-label"]["alpha"]["value"] == test["kw"]["alpha"]["value"]
+
+
+def test_html_report_shows_writer_stages_and_the_ablation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec()
+    s["guidelines"]["examples_per_label"] = 1
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "writer stage" in page and "where the gain comes from — test split" in page
+    assert "rules only" in page and "examples only" in page
+
+
+def test_the_plan_names_the_variants_the_run_evaluates(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec()
+    s["guidelines"]["examples_per_label"] = 1
+    s["evaluate"]["prompts"] = [{"format": "chat"}, {"order": "label_first"}]
+    path = write_spec(tmp_path, s)
+    assert main([str(path), "--dry-run"]) == 0
+    planned = capsys.readouterr().out.split("stage evaluate: variants=", 1)[1].split("]", 1)[0] + "]"
+    assert main([str(path), "--out", str(out)]) == 0
+    ran = [v["name"] for v in json.loads((out / "metrics.json").read_text())["variants"]]
+    assert sorted(eval(planned)) == sorted(ran)  # noqa: S307 (a printed Python list)

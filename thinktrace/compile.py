@@ -72,6 +72,7 @@ def plan(loaded, corpus) -> dict:
         extra = [name for r in spec.models.raters for name, _, _ in spec.prompt_variants(r)]
         stages["prompts"] = {"variants": extra, "lm_calls_max": sizes["dev"] * (len(extra) + len(variants))}
         variants += extra
+    if "guidelines" in stages:
         parts = ["refined"] + (["rules", "examples"] if spec.guidelines.ablation and spec.guidelines.optimizer ==
                                "traces" and spec.guidelines.examples_per_label else [])
         variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]

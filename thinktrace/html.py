@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from thinktrace import _plots
-from thinktrace.report import fmt_est, fmt_p, guideline_comparison
+from thinktrace.report import ablation_rows, fmt_est, fmt_p, guideline_comparison
 from thinktrace.rundir import write_atomic
 from thinktrace.runview import RunView
 
@@ -74,7 +74,7 @@ h3{font-size:1.05em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}tbody tr:nth-child(even){background:#fafafa}
-.note{color:#777;font-style:italic}.sub{color:#555}
+.note{color:#777;font-style:italic}.sub{color:#555}.warn{color:#a40000}
 img.plot{max-width:100%;border:1px solid #eee;margin:.4em 0}
 .grid{display:flex;flex-wrap:wrap;gap:.8em}.grid figure{margin:0}
 figcaption{font-size:.8em;color:#555;text-align:center}
@@ -400,6 +400,24 @@ def section_guideline(run: RunView) -> str:
                              "original (mean α above). Both are evaluated on test below."))
         elif isinstance(g, dict) and g.get("kept_original"):
             body.append(para(g.get("note") or "No candidate beat the original guideline on dev: it was kept."))
+    if isinstance(g, dict):
+        stats = {k: v for k, v in (g.get("writer_stats") or {}).items() if v.get("calls")}
+        if stats:
+            body.append(table(["writer stage", "calls", "cut by the token budget", "retries", "fallbacks"],
+                              [[k, v["calls"], v["truncated"], v["retries"], v["fallbacks"]] for k, v in stats.items()]))
+        sec = g.get("refined_sections") or {}
+        if sec.get("rules_empty"):
+            body.append(Markup('<p class="warn"><b>The refined guideline has no rules section</b>: the writer '
+                               'produced no usable rule; any gain comes from the examples.</p>'))
+        elif sec.get("labels_without_rules"):
+            body.append(Markup(f'<p class="warn"><b>Rules missing for labels the traces have:</b> '
+                               f'{esc(", ".join(sec["labels_without_rules"]))}</p>'))
+    for split_name, rows_by_rater in ablation_rows(run.metrics).items():
+        body.append(f"<h3>where the gain comes from — {esc(split_name)} split (Δα vs the original, paired)</h3>")
+        body.append(table(["rater", "rules only", "examples only", "rules + examples"],
+                          [[rater] + [fmt_est({"value": c["diff"], "ci": c["ci"]}) if c else "n/a"
+                                      for c in (parts.get("rules"), parts.get("examples"), parts.get("refined"))]
+                           for rater, parts in rows_by_rater.items()]))
     for split_name, comp in guideline_comparison(run.metrics).items():
         rows = [[rater, fmt_est(before), fmt_est(after),
                  fmt_est({"value": c["diff"], "ci": c["ci"]}) if c else "n/a",
