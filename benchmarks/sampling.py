@@ -51,7 +51,7 @@ def quickstart(limit: int):
 
 def program(loaded, corpus, which: str):
     """The spec's rater or trace-inference program (programs.rater / programs.infer) with its guideline."""
-    from thinktrace.programs import load_object
+    from thinktrace.loader import load_object
     ref = getattr(loaded.spec.programs, which)
     return load_object(ref, [loaded.base_dir], f"programs.{which}")(guideline=loaded.guideline,
                                                                      label_set=corpus.label_set)

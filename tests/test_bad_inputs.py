@@ -63,6 +63,11 @@ CASES = {
     "program class missing": (spec_with(**{"programs.rater": "programs/rater.py:Nope"}), "programs.rater"),
     "program ref malformed": (spec_with(**{"programs.infer": "programs/trace.py"}), "programs.infer"),
     "unknown adapter": (spec_with(**{"programs.adapter": "xml"}), "programs.adapter"),
+    "guideline writer not a model": (spec_with(**{"guidelines.enabled": True, "guidelines.writer": "nobody"}),
+                                     "guidelines.writer"),
+    "identical guideline candidates": (spec_with(**{"guidelines.temperature": 0.0, "guidelines.candidates": 2}),
+                                       "guidelines"),
+    "writer program missing": (spec_with(**{"programs.writer": "programs/guideline.py:Nope"}), "programs.writer"),
     "both codebook and codebook_file": (spec_with(codebook_file="g.md"), "codebook"),
     "tolerance on nominal data": (spec_with(**{"sampling.tolerance": 1}), "sampling.tolerance"),
     "finetune without traces": (spec_with(**{"finetune.enabled": True, "sampling.enabled": False}),
@@ -96,6 +101,18 @@ def test_bad_yaml(tmp_path, capsys):
     assert err.startswith(f"error: {path}: invalid YAML at line") and "\n" not in err
 
 
-def test_catalog_is_large_enough():
-    assert len(CASES) + 1 >= 25
+def test_catalog_names_real_fields_of_every_section():
+    """Each case's expected field is a field of the spec schema (or a data field the loader names), and together
+    the cases reach every section a user edits: a catalog entry cannot name a field that does not exist."""
+    from thinktrace.schema_doc import markdown
+    from thinktrace.spec import Spec
+
+    schema = {line.split("`")[1] for line in markdown(Spec).splitlines() if line.startswith("| `")}
+    schema |= {f.replace("[]", "") for f in schema}
+    unknown = [(case, field) for case, (_, field) in CASES.items() if not case.startswith("unknown")
+               and not any(field == f or field.startswith(f + ".") or f.startswith(field + ".") or
+                          field.rstrip(".0123456789") == f.replace("[]", "").rstrip(".") for f in schema)]
+    assert not unknown, unknown
+    sections = {field.split(".")[0] for _, field in CASES.values()}
+    assert {"data", "models", "programs", "sampling", "finetune", "guidelines", "evaluate"} <= sections, sections
     json.dumps(list(CASES))

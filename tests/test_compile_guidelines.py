@@ -190,3 +190,22 @@ def test_the_plan_names_the_variants_the_run_evaluates(tmp_path, monkeypatch, ca
     assert main([str(path), "--out", str(out)]) == 0
     ran = [v["name"] for v in json.loads((out / "metrics.json").read_text())["variants"]]
     assert sorted(eval(planned)) == sorted(ran)  # noqa: S307 (a printed Python list)
+
+
+def test_the_writer_program_is_a_spec_field(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mywriter.py").write_text(
+        "from thinktrace.loader import load_object\n"
+        "Base = load_object('thinktrace.programs.guideline:GuidelineWriter', [], 'programs.writer')\n"
+        "class MyWriter(Base):\n"
+        "    def forward(self, *args, **kwargs):\n"
+        "        pred = super().forward(*args, **kwargs)\n"
+        "        pred.guideline = pred.guideline + '\\nCUSTOM-WRITER'\n"
+        "        return pred\n")
+    out = tmp_path / "run"
+    s = spec()
+    s["programs"] = {"writer": "mywriter.py:MyWriter"}
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    assert "CUSTOM-WRITER" in (out / "guideline.md").read_text()
+    s["programs"] = {"writer": "mywriter.py:Nope"}
+    assert main([str(write_spec(tmp_path, s)), "--dry-run"]) == 2

@@ -19,7 +19,7 @@ from thinktrace.guidelines import (GuidelinesConfig, guideline_from_instructions
                                    write_rater_programs)
 from thinktrace.labels import LabelSet
 from thinktrace.lm.scripted import request_fields, text_of
-from thinktrace.programs import load_object
+from thinktrace.loader import load_object
 
 LABELS = LabelSet.of(["negative", "neutral", "positive"])
 GUIDE = "Rate the sentiment of the text as negative, neutral or positive."

@@ -96,7 +96,7 @@ def test_only_program_files_the_spec_names_are_imported(tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert main([str(write_spec(tmp_path, toy_spec(**{"sampling.enabled": False}))), "--out", str(out)]) == 0
     loaded = [m for m in sys.modules if m.startswith("thinktrace_user_")]
-    assert loaded  # the named programs were imported through thinktrace.programs
+    assert loaded  # the named programs were imported through thinktrace.loader
     files = [getattr(sys.modules[m], "__file__", "") for m in loaded]
     assert not any(f.endswith("bystander.py") for f in files)
     # every imported user file is one a spec (in this test session) named, or a file those programs import

@@ -3,7 +3,7 @@ import pytest
 from fakes import fake_lm, seed_of
 
 from thinktrace.labels import LabelSet
-from thinktrace.programs import load_object
+from thinktrace.loader import load_object
 from thinktrace.rundir import JsonlLog
 from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor
 from thinktrace.traces import acceptance_stats, sft_rows

@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         corpus = load_corpus(spec.data, loaded.base_dir, spec.data.seed if spec.data.seed is not None else spec.seed)
     except SpecError as err:
         raise err.with_file(str(loaded.path)) from None
-    from thinktrace.programs import load_object
+    from thinktrace.loader import load_object
 
-    for field in ("rater", "infer"):
+    for field in ("rater", "infer", "writer"):
         try:
             load_object(getattr(spec.programs, field), [loaded.base_dir], f"programs.{field}")
         except SpecError as err:

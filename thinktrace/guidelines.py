@@ -9,7 +9,8 @@ candidate, so a synthesis that does not beat the original on dev is never called
 revise it.
 
 - optimizer `traces`: round 1 candidates are written from the accepted thinking traces by
-  programs/guideline.py:GuidelineWriter (map-reduce per label, priority items first, then a merge); round r+1
+  the writer program (`programs.writer`, default thinktrace.programs.guideline:GuidelineWriter: map-reduce per
+  label, priority items first, rules assembled with the original in code); round r+1
   candidates revise the best guideline so far from the dev items its raters got wrong.
 - optimizer `gepa` / `mipro`: each candidate is one run of DSPy's own instruction optimizer (dspy.GEPA with the
   writer as reflection LM; dspy.MIPROv2 instruction-only, the writer as prompt model) on the rater program over
@@ -46,12 +47,13 @@ from thinktrace.journal import settled
 from thinktrace.evaluate import rate_items
 from thinktrace.labels import LabelSet
 from thinktrace.lm.config import ModelConfig
-from thinktrace.programs import PROJECT_ROOT, load_object
+from thinktrace.loader import load_object
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("traces", "gepa", "mipro")
+DEFAULT_WRITER = "thinktrace.programs.guideline:GuidelineWriter"
 GEPA_GUIDANCE = ("The instruction is an annotation guideline for raters. Keep the task's scope and the definition "
                  "of every label; add decision rules that make raters give the human label.")
 KEPT_ORIGINAL_NOTE = ("the original guideline is candidate 0-0 and is scored like every other candidate; the "
@@ -362,7 +364,8 @@ def panel_feedback_metric(gold, pred, trace=None, pred_name=None, pred_trace=Non
 # -- the refinement -------------------------------------------------------------------------------------------
 class _Refinement:
     def __init__(self, cfg: GuidelinesConfig, *, original, traces, writer_lm, raters, rater_factory, dev_items,
-                 label_set, adapter, seed, n_boot, log_dir, priority, train_items, threads, writer_adapter):
+                 label_set, adapter, seed, n_boot, log_dir, priority, train_items, threads, writer_adapter,
+                 writer_program=None):
         self.cfg, self.original, self.traces = cfg, original, list(traces)
         self.writer_lm, self.raters, self.rater_factory = writer_lm, dict(raters), rater_factory
         self.dev = list(dev_items)[: cfg.max_dev_items or None]
@@ -371,6 +374,7 @@ class _Refinement:
             adapter_of(adapter, next(iter(self.raters), ""))
         self.priority, self.train_items = set(priority or ()), train_items
         self.threads = threads
+        self.writer_program = writer_program or load_object(DEFAULT_WRITER, [], "programs.writer")
         self.log_dir = Path(log_dir)
         (self.log_dir / "candidates").mkdir(parents=True, exist_ok=True)
         (self.log_dir / "ratings").mkdir(parents=True, exist_ok=True)
@@ -394,8 +398,7 @@ class _Refinement:
         return self.threads.get(name, 4) if isinstance(self.threads, Mapping) else self.threads
 
     def _writer(self):
-        cls = load_object("programs/guideline.py:GuidelineWriter", [PROJECT_ROOT], "guidelines.writer")
-        return cls(self.label_set, batch_size=self.cfg.batch_size,
+        return self.writer_program(self.label_set, batch_size=self.cfg.batch_size,
                    max_traces_per_label=self.cfg.max_traces_per_label,
                    examples_per_label=self.cfg.examples_per_label, example_reasoning=self.cfg.example_reasoning,
                    **writer_limits(self.writer_lm, self.cfg))
@@ -627,9 +630,7 @@ class _Refinement:
                                     "rules_empty": not rules},
                "ablation_texts": {}}
         if self.cfg.ablation and rules and examples.strip():
-            from thinktrace.programs import load_object as _load
-
-            render = _load("programs/guideline.py:render_guideline", [PROJECT_ROOT], "guidelines.writer")
+            render = self.writer_program.render
             out["ablation_texts"] = {"rules": render(self.original, rules, ""),
                                      "examples": render(self.original, {}, examples)}
         return out
@@ -685,7 +686,7 @@ def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[d
                      adapter: dspy.Adapter | Mapping[str, dspy.Adapter] | None = None,
                      seed: int = 0, n_boot: int = 200, log_dir: str | Path, priority: Collection[str] = (),
                      train_items: Sequence[Item] | None = None, threads: int | Mapping[str, int] = 4,
-                     writer_adapter: dspy.Adapter | None = None) -> dict:
+                     writer_adapter: dspy.Adapter | None = None, writer_program: type | None = None) -> dict:
     """Refine `original` over cfg.rounds x cfg.candidates candidates; return the best on dev.
 
     traces: accepted trace rows (item_id, item, human, rationale, ...). writer_lm: the LM that writes candidates
@@ -709,4 +710,4 @@ def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[d
     return _Refinement(cfg, original=original, traces=traces, writer_lm=writer_lm, raters=raters,
                        rater_factory=rater_factory, dev_items=dev_items, label_set=label_set, adapter=adapter,
                        seed=seed, n_boot=n_boot, log_dir=log_dir, priority=priority, train_items=train_items,
-                       threads=threads, writer_adapter=writer_adapter).run()
+                       threads=threads, writer_adapter=writer_adapter, writer_program=writer_program).run()

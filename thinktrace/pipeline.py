@@ -26,7 +26,7 @@ from thinktrace.journal import latest_settled
 from thinktrace.evaluate import rate_items
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
-from thinktrace.programs import load_object
+from thinktrace.loader import load_object
 from thinktrace.report import write_report
 from thinktrace.rundir import RunDir
 from thinktrace.spec import LoadedSpec
@@ -309,7 +309,8 @@ class Pipeline:
             adapter={v.name: self.adapter_for(v.model) for v in baselines}, writer_adapter=self.adapter,
             seed=self.spec.seed, n_boot=min(self.spec.evaluate.bootstrap, 200),
             log_dir=self.rundir.file("guidelines"), priority=priority_from_traces(traces),
-            train_items=self.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines})
+            train_items=self.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
+            writer_program=load_object(self.spec.programs.writer, [self.loaded.base_dir], "programs.writer"))
         write_rater_programs(result["refined"], raters, factories, self.rundir.path, original=self.loaded.guideline)
         if not result.get("refined_changed"):
             return result, []  # the writer left the guideline unchanged: nothing new to evaluate

@@ -40,13 +40,17 @@ class ModelsConfig(Section):
 
 
 class ProgramsConfig(Section):
-    """DSPy programs, referenced as `<file.py>:<Class>` relative to the spec's folder, the working directory or
-    the thinktrace project root."""
+    """DSPy programs, referenced by module (`thinktrace.programs.rater:Rater`, the packaged defaults) or by file
+    (`programs/rater.py:Rater`, looked up in the spec's folder, the working directory, then the package)."""
 
-    rater: str = Field("programs/rater.py:Rater", description="Rater program: Class(guideline, label_set); "
+    rater: str = Field("thinktrace.programs.rater:Rater", description="Rater program: Class(guideline, label_set); "
                        "forward(item) -> Prediction(rationale, label).")
-    infer: str = Field("programs/trace.py:TraceInferrer", description="Trace inference program used by the "
+    infer: str = Field("thinktrace.programs.trace:TraceInferrer", description="Trace inference program used by the "
                        "rejection-sampling teleprompter.")
+    writer: str = Field("thinktrace.programs.guideline:GuidelineWriter", description="Guideline writer program "
+                        "(use 2): Class(labels, batch_size=..., ...) with forward(guideline, traces, priority, "
+                        "order_seed), revise(original, rules, errors, examples_text) and render(original, rules, "
+                        "examples).")
     adapter: Literal["plain", "chat", "json"] = Field(
         "plain", description="Prompt format (DSPy adapter): plain = `Rationale:`/`Label:` lines (small local models "
         "follow it best); chat = DSPy ChatAdapter; json = DSPy JSONAdapter. Training rows use the same format.")
@@ -333,7 +337,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> LoadedSpe
         more = f" [+{err.error_count() - 1} more]" if err.error_count() > 1 else ""
         raise SpecError(_field_path(loc), f"{_allowed(first)}{extra}{got}{more}", shown) from None
     if spec.codebook_file:
-        from thinktrace.programs import resolve_path
+        from thinktrace.loader import resolve_path
 
         try:
             guideline = resolve_path(spec.codebook_file, [path.parent], "codebook_file").read_text(encoding="utf-8")

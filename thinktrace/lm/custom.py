@@ -12,7 +12,7 @@ PYTHON = "python"
 
 def build_custom_lm(cfg, field: str, endpoint):
     from thinktrace.lm.guard import GuardedLM
-    from thinktrace.programs import load_object
+    from thinktrace.loader import load_object
 
     factory = load_object(cfg.model, [], f"{field}.model")
     try:

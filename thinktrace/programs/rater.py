@@ -22,7 +22,7 @@ from dspy.utils.exceptions import AdapterParseError
 from thinktrace.adapters import choose_field
 from thinktrace.labels import LabelSet
 from thinktrace.lm.constrain import constrained_config
-from thinktrace.programs import load_relative
+from thinktrace.loader import load_relative
 
 Judge = load_relative(__file__, "../signatures/judge.py", "Judge")
 

@@ -1,8 +1,12 @@
-"""Load user programs and signatures by path (`programs/rater.py:Rater`).
+"""Load programs and signatures named by a spec: by file (`programs/rater.py:Rater`) or by module
+(`thinktrace.programs.rater:Rater`).
 
-signatures/ and programs/ are plain folders a prompt engineer edits, not installed packages. A spec names a class
-as `<file.py>:<Class>`; the file is imported under a private module name. Only files a spec (or a program it
-names) asks for are ever imported.
+The default signatures and programs ship inside the package (`thinktrace/signatures/`, `thinktrace/programs/`);
+`thinktrace init DIR` writes editable copies into a project (`DIR/signatures/`, `DIR/programs/`) that import each
+other by relative file path, so an edit takes effect. Either way the file is imported under a private module name
+derived from its path (a module ref is located, then loaded the same way, so a class has one identity however it
+is named). Only files a spec (or a program it names) asks for are ever imported. A relative file path is looked up
+in the spec's folder, the working directory, then the package (so `programs/rater.py` finds the packaged default).
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ from pathlib import Path
 
 from thinktrace.errors import SpecError
 
-#: The repository root (the folder holding thinktrace/, programs/ and signatures/), a last place to look for
-#: relative program paths.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The package folder (holding programs/ and signatures/): the last place to look for relative program paths.
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 _lock = threading.RLock()
 
@@ -25,7 +28,7 @@ _lock = threading.RLock()
 def resolve_path(ref: str, base_dirs: list[Path], field: str) -> Path:
     """Find a relative path under the first base dir that has it (spec dir, cwd, project root)."""
     path = Path(ref)
-    candidates = [path] if path.is_absolute() else [b / path for b in [*base_dirs, Path.cwd(), PROJECT_ROOT]]
+    candidates = [path] if path.is_absolute() else [b / path for b in [*base_dirs, Path.cwd(), PACKAGE_DIR]]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -53,14 +56,28 @@ def _import_file(path: Path, field: str):
         return module
 
 
+def module_file(module: str, field: str) -> Path:
+    """The source file of a dotted module name (its parent packages are imported, the module itself is not)."""
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as err:
+        raise SpecError(field, f"module {module!r} not found ({err})") from None
+    if found is None or not found.origin or not found.origin.endswith(".py"):
+        raise SpecError(field, f"module {module!r} not found (or not a Python source file)")
+    return Path(found.origin).resolve()
+
+
 def load_object(ref: str, base_dirs: list[Path], field: str):
-    """`path/to/file.py:Name` -> the object `Name` defined in that file."""
+    """`path/to/file.py:Name` or `package.module:Name` -> the object `Name` defined there."""
+    expected = "'<file.py>:<Name>' or '<package.module>:<Name>'"
     if ref.count(":") != 1:
-        raise SpecError(field, f"expected '<file.py>:<ClassName>', got {ref!r}")
+        raise SpecError(field, f"expected {expected}, got {ref!r}")
     file_part, name = ref.split(":")
-    if not file_part.endswith(".py") or not name.isidentifier():
-        raise SpecError(field, f"expected '<file.py>:<ClassName>', got {ref!r}")
-    module = _import_file(resolve_path(file_part, base_dirs, field), field)
+    is_module = not file_part.endswith(".py") and all(p.isidentifier() for p in file_part.split("."))
+    if not (file_part.endswith(".py") or is_module) or not name.isidentifier():
+        raise SpecError(field, f"expected {expected}, got {ref!r}")
+    path = module_file(file_part, field) if is_module else resolve_path(file_part, base_dirs, field)
+    module = _import_file(path, field)
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__)
         raise SpecError(field, f"{file_part} has no {name!r}; classes defined there: {', '.join(found) or 'none'}")

@@ -29,7 +29,7 @@ from typing import Callable, Collection, Mapping, Sequence
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
-from thinktrace.programs import load_relative
+from thinktrace.loader import load_relative
 
 SummarizeTraces = load_relative(__file__, "../signatures/guideline.py", "SummarizeTraces")
 CombineRules = load_relative(__file__, "../signatures/guideline.py", "CombineRules")
@@ -142,6 +142,9 @@ class GuidelineWriter(dspy.Module):
     token), else the batch is split. retries: new samples of an empty or rule-less answer before it is a
     fallback.
     """
+
+    #: the guideline from its sections (the ablations render their parts with it)
+    render = staticmethod(render_guideline)
 
     def __init__(self, labels: Sequence[str] | object = (), batch_size: int = 8,
                  max_traces_per_label: int | None = None, max_chars: int = 800, max_errors: int | None = None,

@@ -13,7 +13,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from thinktrace.labels import LabelSet
-from thinktrace.programs import load_relative
+from thinktrace.loader import load_relative
 
 InferRationale = load_relative(__file__, "../signatures/infer.py", "InferRationale")
 CheckRationale = load_relative(__file__, "../signatures/infer.py", "CheckRationale")
