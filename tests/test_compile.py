@@ -115,3 +115,27 @@ def test_hosted_example_dry_runs_without_keys(monkeypatch, capsys):
         monkeypatch.delenv(var, raising=False)
     assert main([os.path.join(ROOT, "experiments", "hosted.yaml"), "--dry-run"]) == 0
     assert "stage guidelines" in capsys.readouterr().out
+
+
+def test_an_older_run_folder_resumes_after_fields_were_added(tmp_path, monkeypatch):
+    """A spec.resolved.yaml written before a field existed resumes: the missing field takes its default. A field
+    that changes results still refuses the resume; `calls` and the description may change."""
+    import yaml
+    from specs import toy_spec, write_spec
+
+    from thinktrace.compile import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    spec = toy_spec(**{"sampling.enabled": False})
+    path = write_spec(tmp_path, spec)
+    assert main([str(path), "--out", str(out)]) == 0
+    resolved = yaml.safe_load((out / "spec.resolved.yaml").read_text())
+    del resolved["calls"]  # as written by a version without the `calls` section
+    del resolved["evaluate"]["prompts"]
+    del resolved["guidelines"]["ablation"]
+    (out / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved))
+    assert main([str(path), "--resume", str(out)]) == 0
+    assert main([str(write_spec(tmp_path, {**spec, "description": "new words"})), "--resume", str(out)]) == 0
+    changed = toy_spec(**{"sampling.enabled": False, "seed": 7})
+    assert main([str(write_spec(tmp_path, changed)), "--resume", str(out)]) == 2

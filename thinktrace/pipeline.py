@@ -67,7 +67,22 @@ def trim_heap() -> None:
         pass
 
 
-RESUMABLE_CHANGES = ("calls",)  #: spec sections a resume may change
+RESUMABLE_CHANGES = ("calls", "description", "output_dir")  #: spec fields a resume may change
+
+
+def upgraded(resolved: dict) -> dict:
+    """A run folder's spec.resolved.yaml as this version resolves it: fields added since it was written take their
+    defaults (an older run folder still resumes), fields it has are kept as written. Returned unchanged when it
+    no longer validates (a removed or renamed field: the comparison then names it)."""
+    from pydantic import ValidationError
+
+    from thinktrace.spec import Spec
+
+    try:
+        return {**Spec.model_validate(resolved).model_dump(mode="json"), "codebook": resolved.get("codebook"),
+                "codebook_file": resolved.get("codebook_file")}
+    except (ValidationError, TypeError):
+        return resolved
 
 
 def _prediction_key(r: dict) -> tuple:
@@ -106,8 +121,9 @@ class Pipeline:
     def _check_same_spec(self) -> None:
         path = self.rundir.file("spec.resolved.yaml")
         if path.exists():
-            before = yaml.safe_load(path.read_text(encoding="utf-8"))
-            # `calls` (retries, breaker, failure threshold) may change between a run and its resume
+            before = upgraded(yaml.safe_load(path.read_text(encoding="utf-8")))
+            # `calls` (retries, breaker, failure threshold), the description and where runs go may change between
+            # a run and its resume; they change no result
             changed = sorted(k for k in set(before) | set(self.resolved)
                              if k not in RESUMABLE_CHANGES and before.get(k) != self.resolved.get(k))
             if changed:
