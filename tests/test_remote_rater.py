@@ -100,5 +100,5 @@ def test_only_program_files_the_spec_names_are_imported(tmp_path, monkeypatch):
     files = [getattr(sys.modules[m], "__file__", "") for m in loaded]
     assert not any(f.endswith("bystander.py") for f in files)
     # every imported user file is one a spec (in this test session) named, or a file those programs import
-    assert all(f.endswith(("rater.py", "trace.py", "judge.py", "infer.py", "guideline.py", "fake_engines.py"))
-               for f in files), files
+    assert all(f.endswith(("rater.py", "trace.py", "judge.py", "infer.py", "guideline.py", "fake_engines.py",
+                           "mywriter.py")) for f in files), files

@@ -48,6 +48,7 @@ from thinktrace.evaluate import rate_items
 from thinktrace.labels import LabelSet
 from thinktrace.lm.config import ModelConfig
 from thinktrace.loader import load_object
+from thinktrace.records import Prediction
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -409,13 +410,13 @@ class _Refinement:
         row = next((r for r in self.rows if r["id"] == cid), None)
         cid = (row or {}).get("same_as") or cid
         out: dict[str, dict[str, dict]] = defaultdict(dict)
-        for r in JsonlLog(self.log_dir / "ratings" / f"{cid}.jsonl"):
+        for r in JsonlLog(self.log_dir / "ratings" / f"{cid}.jsonl", model=Prediction):
             if settled(r):  # a rating whose call failed retryably is no rating: it is made again
                 out[r["rater"]][r["item_id"]] = r
         return out
 
     def score(self, cid: str, text: str) -> dict:
-        log = JsonlLog(self.log_dir / "ratings" / f"{cid}.jsonl")
+        log = JsonlLog(self.log_dir / "ratings" / f"{cid}.jsonl", model=Prediction)
         have = self.ratings(cid)
         ids = [it.item_id for it in self.dev]
         for name, lm in self.raters.items():

@@ -249,6 +249,7 @@ class Pipeline:
         return list(settled.values())
 
     def traces(self) -> dict:
+        from thinktrace.records import Trace
         from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor
         from thinktrace.traces import acceptance_stats, sft_rows, trainset
         from thinktrace.rundir import write_jsonl
@@ -272,7 +273,7 @@ class Pipeline:
             raise RunIncomplete("traces", f"{len(tele.pending)} of {len(examples)} examples stopped on a call that "
                                 f"failed retryably after its retries ({first})")
         traces = accepted_traces(tele.attempts, examples)
-        write_jsonl(self.rundir.file("traces.jsonl"), traces)
+        write_jsonl(self.rundir.file("traces.jsonl"), traces, model=Trace)
         write_jsonl(self.rundir.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature, self.adapter))
         compiled.save(str(self.rundir.file("program.json")))
         return acceptance_stats(tele.attempts, examples)
@@ -420,7 +421,7 @@ class Pipeline:
             "variants": [{"name": v.name, "kind": v.kind, "rater": v.rater, "model": v.model.model,
                           "adapter": v.model.adapter, "label_only": v.label_only} for v in self.variants],
             "splits": splits,
-            "timing": {k: f"{v:.1f} s" for k, v in self.timing.items()},
+            "timing": {k: round(v, 1) for k, v in self.timing.items()},  # seconds
             # llama.cpp runs in this process, so this is every model's memory too (peak so far, MiB)
             "peak_rss_mib": {k: round(v) for k, v in self.peak_rss.items()},
         }
@@ -503,6 +504,7 @@ class Pipeline:
         type, retryable failures journalled, retries spent inside calls; and this process's endpoint counters."""
         from thinktrace.journal import summary
         from thinktrace.lm.guard import endpoint_stats
+        from thinktrace.records import Prediction
         from thinktrace.rundir import JsonlLog
 
         stages = {}
@@ -510,7 +512,7 @@ class Pipeline:
             stages["traces"] = summary(self.rundir.log("attempts.jsonl"), _attempt_key)
         ratings = sorted(self.rundir.file("guidelines").glob("ratings/*.jsonl"))
         if ratings:
-            rows = [{**r, "_candidate": p.stem} for p in ratings for r in JsonlLog(p)]
+            rows = [{**r, "_candidate": p.stem} for p in ratings for r in JsonlLog(p, model=Prediction)]
             stages["guidelines"] = summary(rows, lambda r: (r["_candidate"], r["rater"], r["item_id"]))
         if self.rundir.file("prompts_dev.jsonl").exists():
             stages["prompts"] = summary(self.rundir.log("prompts_dev.jsonl"), _prediction_key)
@@ -538,7 +540,7 @@ class Pipeline:
         result = {"spec": {"name": self.spec.name, "description": self.spec.description, "seed": self.spec.seed},
                   "status": {"state": "incomplete", "stage": err.stage, "reason": err.reason,
                              "message": str(err)},
-                  "calls": calls, "timing": {k: f"{v:.1f} s" for k, v in self.timing.items()}}
+                  "calls": calls, "timing": {k: round(v, 1) for k, v in self.timing.items()}}
         self.rundir.write_json("metrics.json", result)
         write_incomplete_report(self.rundir, result)
         stale = self.rundir.file("report.html")

@@ -341,8 +341,11 @@ def render_report(run: RunDir, metrics: dict) -> str:
     timing = metrics.get("timing") or {}
     if timing:
         rss = metrics.get("peak_rss_mib") or {}
-        lines += ["## Cost", "", *[f"- {k}: {v}" + (f" (peak memory so far {rss[k]:,} MiB)" if k in rss else "")
-                                   for k, v in timing.items()], ""]
+        lines += ["## Cost", ""]
+        for k, v in timing.items():  # seconds (older runs wrote strings like "12.5 s")
+            wall = f"{v:.1f} s" if isinstance(v, (int, float)) else str(v)
+            lines.append(f"- {k}: {wall}" + (f" (peak memory so far {rss[k]:,} MiB)" if k in rss else ""))
+        lines.append("")
     return "\n".join(lines)
 
 

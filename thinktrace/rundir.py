@@ -35,13 +35,19 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class JsonlLog:
-    """An append-only JSONL file shared by worker threads. Reading skips a torn last line (from a kill)."""
+    """An append-only JSONL file shared by worker threads. Reading skips a torn last line (from a kill). With a
+    `model` (thinktrace.records), every record is validated on append and on read (older records upgraded)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, model=None):
         self.path = path
+        self.model = model
         self._lock = threading.Lock()
 
     def append(self, record: dict) -> None:
+        if self.model is not None:
+            from thinktrace.records import dump
+
+            record = dump(self.model, record)
         line = json.dumps(json_safe(record), ensure_ascii=False) + "\n"
         with self._lock:
             with open(self.path, "a", encoding="utf-8") as fh:
@@ -60,9 +66,23 @@ class JsonlLog:
                 if not line.endswith("\n"):
                     break  # torn by a kill mid-write: that record was never complete
                 try:
-                    yield json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                yield self._typed(record) if self.model is not None else record
+
+    def _typed(self, record: dict) -> dict:
+        from pydantic import ValidationError
+
+        from thinktrace.errors import SpecError
+        from thinktrace.records import dump
+
+        try:
+            return dump(self.model, record)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise SpecError(".".join(map(str, first["loc"])), f"a {self.model.__name__} record does not fit: "
+                            f"{first['msg']}", file=str(self.path)) from None
 
 
 class RunDir:
@@ -90,7 +110,12 @@ class RunDir:
         return self.path / name
 
     def log(self, name: str) -> JsonlLog:
-        return JsonlLog(self.file(name))
+        """The journal `name`, typed by its kind of record (thinktrace.records) when it is one of the run's."""
+        from thinktrace.records import Attempt, Prediction, Trace
+
+        model = {"predictions.jsonl": Prediction, "prompts_dev.jsonl": Prediction, "attempts.jsonl": Attempt,
+                 "traces.jsonl": Trace}.get(name)
+        return JsonlLog(self.file(name), model=model)
 
     def write_json(self, name: str, data: Any) -> Path:
         path = self.file(name)
@@ -107,5 +132,9 @@ class RunDir:
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
 
 
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+def write_jsonl(path: Path, records: Iterable[dict], model=None) -> None:
+    if model is not None:
+        from thinktrace.records import dump
+
+        records = [dump(model, r) for r in records]
     write_atomic(path, "".join(json.dumps(json_safe(r), ensure_ascii=False) + "\n" for r in records))

@@ -186,10 +186,12 @@ def test_release_stops_the_server_and_the_next_call_restarts_it(tiny_model_dir):
 def test_local_rater_labels_always_in_the_label_set(tiny_model_dir):
     """A random model rates through the Rater program in every prompt format: every label is in the label set;
     answers cut by max_tokens are completed under the label grammar."""
-    from programs.rater import LabelOnlyRater, Rater
     from thinktrace.adapters import make_adapter
     from thinktrace.labels import LabelSet
+    from thinktrace.loader import load_object
 
+    Rater = load_object("thinktrace.programs.rater:Rater", [], "programs.rater")
+    LabelOnlyRater = load_object("thinktrace.programs.rater:LabelOnlyRater", [], "programs.rater")
     clear_engines()
     labels = LabelSet.of([-2, -1, 0, 1, 2], "ordinal")
     items = ["the quick brown fox", "a lazy dog", "positive answer", "neutral question", "0 1 2"]
