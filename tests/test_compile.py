@@ -139,3 +139,16 @@ def test_an_older_run_folder_resumes_after_fields_were_added(tmp_path, monkeypat
     assert main([str(write_spec(tmp_path, {**spec, "description": "new words"})), "--resume", str(out)]) == 0
     changed = toy_spec(**{"sampling.enabled": False, "seed": 7})
     assert main([str(write_spec(tmp_path, changed)), "--resume", str(out)]) == 2
+
+
+def test_the_plan_names_fine_tuned_variants_after_the_rater_on_the_base(tmp_path, monkeypatch, capsys):
+    from specs import toy_spec, write_spec
+
+    from thinktrace.compile import main
+
+    monkeypatch.chdir(tmp_path)
+    spec = toy_spec(**{"models.raters": [{"name": "student", "provider": "local", "model": "smollm2-135m"}],
+                       "finetune.enabled": True, "finetune.base": "embedded"})
+    assert main([str(write_spec(tmp_path, spec)), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "'student+trace-sft'" in out and "'student+label-sft'" in out

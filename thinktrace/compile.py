@@ -76,8 +76,13 @@ def plan(loaded, corpus) -> dict:
         parts = ["refined"] + (["rules", "examples"] if spec.guidelines.ablation and spec.guidelines.optimizer ==
                                "traces" and spec.guidelines.examples_per_label else [])
         variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]
-    if "finetune" in stages:
-        variants += [f"{spec.finetune.base}+{kind}" for kind in stages["finetune"]["adapters"]]
+    if "finetune" in stages:  # named after the configured local rater on the base model, as the run names them
+        from thinktrace.lm.embedded import canonical_name
+
+        key = canonical_name(spec.finetune.base) or spec.finetune.base
+        base = next((r.name for r in spec.models.raters if r.is_local and not r.adapter
+                     and (canonical_name(r.model) or r.model) == key), spec.finetune.base)
+        variants += [f"{base}+{kind}" for kind in stages["finetune"]["adapters"]]
     stages["evaluate"] = {"variants": variants, "splits": spec.evaluate.splits,
                           "lm_calls_max": eval_items * (len(variants) + ("finetune" in stages))}
     return {"name": spec.name, "items": sizes, "label_set": list(corpus.label_set.labels),
