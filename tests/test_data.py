@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from thinktrace import _sources
+from thinktrace.data import sources as _sources
 from thinktrace.data import ColumnsConfig, Corpus, DataConfig, SplitConfig, load_corpus
 from thinktrace.errors import DataError
 

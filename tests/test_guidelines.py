@@ -363,7 +363,7 @@ def test_gepa_candidates_are_scored_like_trace_candidates(tmp_path):
 
 
 def test_mipro_without_optuna_is_a_clear_spec_error(tmp_path, monkeypatch):
-    import thinktrace.guidelines as guidelines
+    import thinktrace.guidelines.config as guidelines
 
     monkeypatch.setattr(guidelines, "_module_available", lambda name: name != "optuna")
     cfg = GuidelinesConfig(enabled=True, optimizer="mipro")

@@ -24,7 +24,7 @@ import pandas as pd
 from thinktrace.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from thinktrace.data import DataConfig
+    from thinktrace.data.config import DataConfig
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
