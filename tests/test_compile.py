@@ -152,3 +152,27 @@ def test_the_plan_names_fine_tuned_variants_after_the_rater_on_the_base(tmp_path
     assert main([str(write_spec(tmp_path, spec)), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "'student+trace-sft'" in out and "'student+label-sft'" in out
+
+
+def test_metrics_json_is_written_once_and_holds_the_report_additions(tmp_path, monkeypatch):
+    import json
+
+    from specs import toy_spec, write_spec
+
+    from thinktrace.compile import main
+    from thinktrace.rundir import RunDir
+
+    writes = []
+    original = RunDir.write_json
+
+    def counting(self, name, data):
+        writes.append(name)
+        return original(self, name, data)
+
+    monkeypatch.setattr(RunDir, "write_json", counting)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main([str(write_spec(tmp_path, toy_spec(**{"sampling.enabled": False}))), "--out", str(out)]) == 0
+    assert writes.count("metrics.json") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["plots"] == ["alpha.png"] and (out / "report.html").exists() and (out / "report.md").exists()

@@ -485,9 +485,10 @@ def render_html_report(run: RunView) -> str:
     return page(f"thinktrace run: {run.name}", sections, _header(run))
 
 
-def write_html_report(run_dir: Path | str) -> Path:
-    """Build `report.html` in `run_dir` from its artifacts (metrics.json required); return its path."""
-    run = RunView(Path(run_dir))
+def write_html_report(run_dir: Path | str, metrics: dict | None = None) -> Path:
+    """Build `report.html` in `run_dir` from its artifacts (metrics.json, or `metrics` when given: the document
+    a finishing run is about to write); return its path."""
+    run = RunView(Path(run_dir), metrics=metrics)
     path = run.path / "report.html"
     write_atomic(path, render_html_report(run))
     return path

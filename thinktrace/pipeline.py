@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -27,8 +28,8 @@ from thinktrace.evaluate import rate_items
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
 from thinktrace.loader import load_object
-from thinktrace.report import write_report
-from thinktrace.rundir import RunDir
+from thinktrace.report import add_plots, render_report
+from thinktrace.rundir import RunDir, json_safe
 from thinktrace.spec import LoadedSpec
 
 
@@ -486,16 +487,17 @@ class Pipeline:
             self.result["prompts"] = prompts
         self.result["calls"] = self.call_summary()
         self.result["status"] = self.status(self.result["calls"])
-        self.rundir.write_json("metrics.json", self.result)
-        write_report(self.rundir, self.result)
-        self.rundir.write_json("metrics.json", self.result)
+        # metrics.json is written once, after the reports have added what they add (plots, warnings)
+        add_plots(self.rundir, self.result)
+        document = json.loads(json.dumps(json_safe(self.result)))  # exactly what metrics.json will hold
+        self.rundir.write_text("report.md", render_report(self.rundir, document))
         try:
             from thinktrace.html import write_html_report
 
-            write_html_report(self.rundir.path)
+            write_html_report(self.rundir.path, metrics=document)
         except Exception as err:  # the HTML page must never cost the run its results
             self.result.setdefault("warnings", []).append(f"report.html failed: {err}")
-            self.rundir.write_json("metrics.json", self.result)
+        self.rundir.write_json("metrics.json", self.result)
         return self.result
 
     # -- how the calls went --------------------------------------------------------------------------------

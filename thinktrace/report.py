@@ -349,10 +349,15 @@ def render_report(run: RunDir, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(run: RunDir, metrics: dict) -> Path:
+def add_plots(run: RunDir, metrics: dict) -> None:
+    """Draw the report's plot files and name them in `metrics["plots"]` (a failed plot is a warning)."""
     try:
         if plot_alpha(metrics, run.file("alpha.png")):
             metrics.setdefault("plots", []).append("alpha.png")
     except Exception as err:  # a plot must never cost the run its report
         metrics.setdefault("warnings", []).append(f"alpha plot failed: {err}")
+
+
+def write_report(run: RunDir, metrics: dict) -> Path:
+    add_plots(run, metrics)
     return run.write_text("report.md", render_report(run, metrics))

@@ -40,12 +40,16 @@ def seconds(value) -> float | None:
 
 
 class RunView:
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, metrics: dict | None = None):
+        """A run folder; `metrics`: its metrics document when it is not on disk yet (a run writing its reports)."""
         self.path = Path(path)
         if not self.path.exists():
             raise RunError(path, "no such run folder")
         if not self.path.is_dir():
             raise RunError(path, "not a run folder (not a directory)")
+        if metrics is not None:
+            self.metrics = metrics
+            return
         mpath = self.path / "metrics.json"
         if not mpath.exists():
             raise RunError(path, "not a run folder (no metrics.json)")
@@ -74,7 +78,8 @@ class RunView:
             return f"{y}-{mo}-{d} {h}:{mi}:{s}"
         import time
 
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((self.path / "metrics.json").stat().st_mtime))
+        mpath = self.path / "metrics.json"
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mpath.stat().st_mtime if mpath.exists() else None))
 
     # -- artifacts -------------------------------------------------------------------------------------------
     def _json(self, name: str):
