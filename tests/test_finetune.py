@@ -190,7 +190,7 @@ def test_shared_prefix_loss_equals_the_plain_batch_loss(tiny_model_dir):
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
     """One uninterrupted run (12 rows, batch 4, 2 epochs = 6 steps), recording every training batch the loss sees."""
-    import thinktrace.finetune as ft
+    import thinktrace.finetune.loss as ft
 
     seen = []
     original = ft.shared_prefix_loss

@@ -31,113 +31,27 @@ than 2 (``num_threads``).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
-import math
 import re
 import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
-from pydantic import Field, field_validator
 
-from thinktrace.config import Section
 from thinktrace.lm.prompt import prompt_ids  # the one prompt renderer of training and inference
 from thinktrace.errors import ThinktraceError
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
+
+from thinktrace.finetune.config import FinetuneConfig
+from thinktrace.finetune import loss as _loss
 
 RESULT = "result.json"  # written last: the run is complete
 FINGERPRINT = "fingerprint.json"  # what the state in out_dir was trained from
 _CKPT_DONE = "thinktrace_complete"  # written into a checkpoint after the trainer saved it completely
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
-
-# -- config --------------------------------------------------------------------------------------------------------
-
-class LoraConfig(Section):
-    """LoRA adapter settings (PEFT)."""
-
-    r: int = Field(16, ge=1, le=1024, description="LoRA rank: size of the low-rank update of each adapted matrix.")
-    alpha: float = Field(32, gt=0, description="LoRA alpha: the update is scaled by alpha / r.")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input during training.")
-    target_modules: Literal["all-linear"] | list[str] = Field(
-        "all-linear", description="Modules that get an adapter: `all-linear` (every linear layer except the output "
-        "head) or a list of module names, e.g. [q_proj, v_proj].")
-
-    @field_validator("target_modules", mode="before")
-    @classmethod
-    def _modules(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "all-linear":
-            raise ValueError(f"use 'all-linear' or a list of module names such as [q_proj, v_proj] (got {v!r})")
-        if isinstance(v, list):
-            if not v:
-                raise ValueError("the list of module names is empty; use 'all-linear' or name at least one module")
-            bad = [m for m in v if not isinstance(m, str) or not m.strip()]
-            if bad:
-                raise ValueError(f"module names must be non-empty strings (got {bad!r})")
-        return v
-
-
-class FinetuneConfig(Section):
-    """LoRA fine-tuning of an open rater on the inferred traces (TRL SFTTrainer + PEFT, CPU). The label-only
-    ablation is trained with the same settings on the same items."""
-
-    enabled: bool = Field(False, description="Fine-tune raters on the traces (and the label-only ablation).")
-    base: str = Field("smollm2-135m", min_length=1, description="Base model: an embedded name (`smollm2-135m`), a "
-                      "local Hugging Face checkpoint directory, or a hub id (needs the hub or a filled HF cache).")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter settings.")
-    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training rows (fractions allowed); "
-                          "ignored when `max_steps` is set.")
-    max_steps: int | None = Field(None, ge=1, description="Total optimizer steps; overrides `epochs` when set.")
-    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate (AdamW, linear decay to 0).")
-    batch_size: int = Field(8, ge=1, le=1024, description="Rows per forward/backward pass.")
-    grad_accum: int = Field(1, ge=1, le=1024, description="Gradient accumulation: passes per optimizer step "
-                            "(effective batch = batch_size x grad_accum).")
-    max_length: int = Field(384, ge=16, le=131072, description="Most tokens per row (prompt + answer). Longer rows "
-                            "are truncated at the end (counted and reported); a row whose prompt alone fills it is "
-                            "dropped.")
-    seed: int | None = Field(None, description="Seed of the LoRA initialization and data order. Null: the spec's "
-                             "top-level seed.")
-    save_steps: int = Field(10, ge=1, description="Save a checkpoint every this many steps; a killed run resumes "
-                            "from the last one.")
-    ablation_label_only: bool = Field(True, description="Also train the label-only ablation (same items, answer "
-                                      "without the trace), so the effect of the traces is measured.")
-    max_rows: int | None = Field(None, ge=1, description="Train on at most this many rows (the first ones, in "
-                                 "trace order). Null: all.")
-    num_threads: int | None = Field(None, ge=1, le=1024, description="Torch CPU threads while training (restored "
-                                    "afterwards). Null: torch's default (one per core). On a busy machine fewer "
-                                    "threads can be several times faster: measured 3-5x for 1 thread instead of 2 on "
-                                    "2 shared cores.")
-    shared_prefix: bool = Field(True, description="Run the prompt prefix that all rows of a batch share (the "
-                                "adapter's system prompt with the guideline) through the model once per batch "
-                                "instead of once per row, and the output head only on answer tokens. Same loss and "
-                                "gradients, several times faster when prompts are long and answers short "
-                                "(Llama/Mistral/Qwen architectures; others use TRL's loss).")
-
-    @field_validator("base")
-    @classmethod
-    def _base(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("a base model is required (an embedded name, a checkpoint directory or a hub id)")
-        return v.strip()
-
-
-def plan_steps(cfg: FinetuneConfig, n_rows: int) -> int:
-    """Optimizer steps `train_adapter` will take for `n_rows` rows (before dropping rows whose prompt alone
-    exceeds `max_length`), computed the way transformers' Trainer does."""
-    n = min(n_rows, cfg.max_rows) if cfg.max_rows else n_rows
-    if n <= 0:
-        return 0
-    if cfg.max_steps:
-        return cfg.max_steps
-    batches = math.ceil(n / cfg.batch_size)
-    per_epoch = max(batches // cfg.grad_accum + int(batches % cfg.grad_accum > 0), 1)
-    return math.ceil(cfg.epochs * per_epoch)
-
-
-# -- tokenization --------------------------------------------------------------------------------------------------
 
 def encode_rows(tokenizer, rows: Sequence[dict], max_length: int) -> tuple[list[dict], dict]:
     """Rows (`messages` ending with the assistant turn) -> [{input_ids, labels}] with labels -100 on the prompt,
@@ -248,89 +162,6 @@ def plot_loss(records: Sequence[dict], path: Path, title: str = "") -> None:
     fig.savefig(str(tmp))
     tmp.replace(path)
 
-
-# -- shared-prefix loss --------------------------------------------------------------------------------------------
-
-SHARED_PREFIX_MODELS = ("llama", "mistral", "qwen2", "qwen3")  # plain decoder + plain linear output head
-MIN_SHARED_PREFIX = 8
-
-
-def _causal_lm(model):
-    """The transformers *ForCausalLM inside a (PEFT-wrapped) model."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def shared_prefix_loss(model, input_ids, attention_mask, labels, num_items_in_batch=None):
-    """The causal-LM loss of a right-padded batch, computing the prompt prefix common to all rows once.
-
-    The rows' longest common prefix (up to the token before the first trained position) goes through the decoder
-    once with batch size 1; its key/value cache is repeated over the batch and the rows' remainders attend to it.
-    Gradients flow back through the cache into the prefix pass, so loss and gradients equal those of the plain
-    batch forward (up to float rounding; LoRA dropout masks on the prefix are shared by the rows). The output head
-    runs only where a label is trained. Returns (loss, trained tokens, correct top-1 predictions), or None when the
-    shortcut does not apply (unsupported architecture, batch of one, short common prefix)."""
-    import torch
-    import torch.nn.functional as F
-
-    lm = _causal_lm(model)
-    config = lm.config
-    if getattr(config, "model_type", None) not in SHARED_PREFIX_MODELS or input_ids.shape[0] < 2:
-        return None
-    backbone = getattr(lm, lm.base_model_prefix, None)
-    head = lm.get_output_embeddings()
-    if backbone is None or head is None or getattr(head, "bias", None) is not None:
-        return None
-    trained = labels != -100
-    if not trained.any():
-        return None
-    same = ((input_ids == input_ids[:1]).all(0) & (attention_mask == 1).all(0)).int().cumprod(0)
-    first = int(trained.int().argmax(1)[trained.any(1)].min())  # first trained position of any row
-    n = min(int(same.sum()), first - 1)  # hidden states 0..n-1 are never scored, so they can be shared
-    if n < MIN_SHARED_PREFIX:
-        return None
-    b = input_ids.shape[0]
-    cache_kw = "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
-    pre = backbone(input_ids=input_ids[:1, :n], use_cache=True)
-    cache = getattr(pre, "cache", None) or getattr(pre, "past_key_values", None)
-    cache.batch_repeat_interleave(b)
-    rest = backbone(input_ids=input_ids[:, n:], attention_mask=attention_mask, use_cache=True, **{cache_kw: cache})
-    hidden = rest.last_hidden_state[:, :-1]  # position t predicts token t + 1
-    targets = labels[:, n + 1:]
-    mask = targets != -100
-    logits = head(hidden[mask]).float()
-    goal = targets[mask]
-    total = F.cross_entropy(logits, goal, reduction="sum")
-    denom = mask.sum() if num_items_in_batch is None else num_items_in_batch
-    loss = total / torch.as_tensor(denom, device=total.device).clamp(min=1)
-    with torch.no_grad():
-        correct = int((logits.argmax(-1) == goal).sum())
-    return loss, int(mask.sum()), correct
-
-
-def _trainer_class(shared_prefix: bool):
-    from trl import SFTTrainer
-
-    class Trainer(SFTTrainer):
-        """TRL's SFTTrainer; with `shared_prefix`, training batches use ``shared_prefix_loss`` (evaluation, and
-        batches it does not apply to, keep TRL's loss)."""
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if shared_prefix and model.training and not return_outputs and "attention_mask" in inputs:
-                out = shared_prefix_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
-                                         num_items_in_batch)
-                if out is not None:
-                    loss, n_valid, n_correct = out
-                    self._metrics["train"]["mean_token_accuracy"].append(n_correct / max(n_valid, 1))
-                    self._total_train_tokens += int(inputs["attention_mask"].sum())
-                    self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-                    return loss
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-
-    return Trainer
-
-
-# -- training ------------------------------------------------------------------------------------------------------
 
 def _load_base(base: str):
     import torch
@@ -456,7 +287,7 @@ def _train(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed: int, n
                                  target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # PEFT reads a property transformers 5.x renamed (a FutureWarning per model)
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        trainer = _trainer_class(cfg.shared_prefix)(
+        trainer = _loss.trainer_class(cfg.shared_prefix)(
             model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok,
             peft_config=peft_config, callbacks=[_journal(log, offset), *callbacks])
     # The default console callbacks print every log dict (one line per step); keep only a quiet progress bar.
