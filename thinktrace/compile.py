@@ -34,59 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan(loaded, corpus) -> dict:
-    """Items per split and an upper bound on LM calls per stage (no model is loaded). The evaluation bound
-    counts one extra variant: fine-tuning may add its base model as a baseline."""
+    """Items per split and, per enabled stage, its plan and an upper bound on LM calls (no model is loaded): the
+    stage objects of the run plan themselves (thinktrace.stages)."""
+    from thinktrace.stages import plan_stages
+
     spec = loaded.spec
-    sizes = {name: len(corpus.split(name)) for name in ("train", "dev", "test")}
-    stages = {}
-    eval_items = sum(min(sizes[s], spec.evaluate.max_items or sizes[s]) for s in spec.evaluate.splits)
-    if spec.sampling.enabled:
-        from thinktrace.traces import trainset
-
-        examples = trainset(corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items)
-        stages["traces"] = {"generator": spec.generator.name, "strategy": spec.sampling.strategy,
-                            "examples": len(examples), "k": spec.sampling.k,
-                            "lm_calls_max": len(examples) * spec.sampling.calls_per_example()}
-    if spec.finetune.enabled:
-        from thinktrace.finetune import plan_steps
-
-        n_rows = stages["traces"]["examples"] * spec.sampling.keep
-        kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
-        stages["finetune"] = {"base": spec.finetune.base, "adapters": kinds,
-                              "steps_max": plan_steps(spec.finetune, n_rows), "lm_calls_max": 0}
-    if spec.guidelines.enabled:
-        from collections import Counter
-
-        from thinktrace.guidelines import check_optimizer, plan_calls
-
-        check_optimizer(spec.guidelines)
-        per_label = Counter(ex.label for ex in examples) if spec.sampling.enabled else Counter()
-        calls = plan_calls(spec.guidelines, {k: v * spec.sampling.keep for k, v in per_label.items()},
-                           len(spec.models.raters), sizes["dev"], sizes["train"],
-                           n_labels=len(corpus.label_set.labels))
-        stages["guidelines"] = {"optimizer": spec.guidelines.optimizer, "rounds": spec.guidelines.rounds,
-                                "candidates": spec.guidelines.candidates, "writer_calls": calls["writer_calls"],
-                                "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
-    variants = [r.name for r in spec.models.raters]
-    if spec.evaluate.prompts:
-        extra = [name for r in spec.models.raters for name, _, _ in spec.prompt_variants(r)]
-        stages["prompts"] = {"variants": extra, "lm_calls_max": sizes["dev"] * (len(extra) + len(variants))}
-        variants += extra
-    if "guidelines" in stages:
-        parts = ["refined"] + (["rules", "examples"] if spec.guidelines.ablation and spec.guidelines.optimizer ==
-                               "traces" and spec.guidelines.examples_per_label else [])
-        variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]
-    if "finetune" in stages:  # named after the configured local rater on the base model, as the run names them
-        from thinktrace.lm.embedded import canonical_name
-
-        key = canonical_name(spec.finetune.base) or spec.finetune.base
-        base = next((r.name for r in spec.models.raters if r.is_local and not r.adapter
-                     and (canonical_name(r.model) or r.model) == key), spec.finetune.base)
-        variants += [f"{base}+{kind}" for kind in stages["finetune"]["adapters"]]
-    stages["evaluate"] = {"variants": variants, "splits": spec.evaluate.splits,
-                          "lm_calls_max": eval_items * (len(variants) + ("finetune" in stages))}
-    return {"name": spec.name, "items": sizes, "label_set": list(corpus.label_set.labels),
-            "level": corpus.label_set.level, "per_annotator": corpus.per_annotator, "stages": stages,
+    stages = plan_stages(spec, corpus)
+    return {"name": spec.name, "items": {n: len(corpus.split(n)) for n in ("train", "dev", "test")},
+            "label_set": list(corpus.label_set.labels), "level": corpus.label_set.level,
+            "per_annotator": corpus.per_annotator, "stages": stages,
             "lm_calls_max": sum(s["lm_calls_max"] for s in stages.values())}
 
 

@@ -1,21 +1,12 @@
-"""The stages of a compile run, in order, each resumable from the run folder:
-
-1. traces: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal; traces.jsonl,
-   sft.jsonl and the compiled program program.json are rebuilt from it).
-2. finetune (use 1): LoRA SFT of the base model on the traces and the label-only ablation (checkpointed).
-3. guidelines (use 2): candidates synthesized from the traces, scored on dev across all raters (each candidate's
-   ratings journalled); guideline.md and one compiled program per rater.
-4. evaluate: every variant (baseline raters, fine-tuned raters, refined-guideline raters) on the evaluation splits
-   (predictions.jsonl is the journal), then metrics.json, report.md and report.html.
-"""
+"""A compile run: the run context the stages share (spec, corpus, run folder, LMs built once, variants), the run
+loop over `thinktrace.stages.STAGES` (each stage timed, models released and memory trimmed after it), the metrics,
+how the calls went (per-stage journal summaries, status, the report of an incomplete run) and the resume check."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -23,28 +14,13 @@ import yaml
 from thinktrace.adapters import make_adapter
 from thinktrace.data import Corpus
 from thinktrace.errors import EndpointDown, RunIncomplete, SpecError
-from thinktrace.journal import latest_settled
-from thinktrace.evaluate import rate_items
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
 from thinktrace.loader import load_object
 from thinktrace.report import add_plots, render_report
 from thinktrace.rundir import RunDir, json_safe
 from thinktrace.spec import LoadedSpec
-
-
-@dataclass
-class Variant:
-    """One rater setup evaluated against the humans: an LM (maybe with a LoRA adapter) + a guideline + a program."""
-
-    name: str  #: unique; the `rater` of its prediction records
-    model: ModelConfig
-    guideline: str
-    kind: str = "baseline"  #: baseline | trace-sft | label-sft | refined-guideline
-    rater: str = ""  #: the configured rater it derives from
-    label_only: bool = False  #: prompted without a rationale (the label-only ablation)
-    compare_to: list[str] = field(default_factory=list)  #: variants it gets a paired difference against
-    order: str = "rationale_first"  #: the answer's field order (a prompt variant may put the label first)
+from thinktrace.variants import Variant
 
 
 def peak_rss_mib() -> float:
@@ -219,175 +195,6 @@ class Pipeline:
         return items[: self.spec.evaluate.max_items] if self.spec.evaluate.max_items else items
 
     # -- stages ----------------------------------------------------------------------------------------------
-    def evaluate(self, variants: list[Variant]) -> list[dict]:
-        """Rate every variant on every evaluation split; finished (split, variant, item) records are reused."""
-        log = self.rundir.log("predictions.jsonl")
-        records = log.read()
-        for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
-            self.lm(v.model)
-        done = set(latest_settled(records, _prediction_key))  # a retryable failure is rated again
-        # variants on the same weights one after another: a model is loaded once per split, not once per switch
-        weights = lambda v: (v.model.provider, v.model.model, v.model.training_base or bool(v.model.adapter))  # noqa: E731
-        order: dict = {}
-        for v in variants:
-            order.setdefault(weights(v), len(order))
-        grouped = sorted(variants, key=lambda v: order[weights(v)])
-        for split in self.spec.evaluate.splits:
-            items = self.eval_items(split)
-            for v in grouped:
-                ids = {i for (s, r, i) in done if s == split and r == v.name}
-                if all(it.item_id in ids for it in items):
-                    continue
-                program = self.program_for(v)
-                records += rate_items(program, self.lm(v.model), items, log, split=split, rater=v.name,
-                                      threads=v.model.num_threads, done=ids, adapter=self.adapter_for(v.model))
-        settled = latest_settled(records, _prediction_key)
-        left = Counter(v.name for split in self.spec.evaluate.splits for v in variants
-                       for it in self.eval_items(split) if (split, v.name, it.item_id) not in settled)
-        if left:
-            raise RunIncomplete("evaluate", "predictions failed retryably after their retries: " + ", ".join(
-                f"{name} {n}" for name, n in left.items()))
-        return list(settled.values())
-
-    def traces(self) -> dict:
-        from thinktrace.records import Trace
-        from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor
-        from thinktrace.traces import acceptance_stats, sft_rows, trainset
-        from thinktrace.rundir import write_jsonl
-
-        cfg = self.spec.sampling
-        if cfg.per_annotator and not self.corpus.per_annotator:
-            raise SpecError("sampling.per_annotator", "the data has no per-annotator labels")
-        examples = trainset(self.corpus, per_annotator=cfg.per_annotator, max_items=cfg.max_items)
-        gen_cfg = self.spec.generator
-        infer_cls = load_object(self.spec.programs.infer, [self.loaded.base_dir], "programs.infer")
-        teacher = infer_cls(guideline=self.loaded.guideline, label_set=self.corpus.label_set)
-        student = self.rater_program(self.loaded.guideline)
-        log = self.rundir.log("attempts.jsonl")
-        tele = RejectionSampling(self.corpus.label_set, generator=self.lm(gen_cfg), k=cfg.k, keep=cfg.keep,
-                                 temperature=cfg.temperature, strategy=cfg.strategy, tolerance=cfg.tolerance,
-                                 seed=self.spec.seed, num_threads=cfg.num_threads or gen_cfg.num_threads,
-                                 attempts_log=log, max_demos=cfg.max_demos, adapter=self.adapter)
-        compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
-        if tele.pending:
-            first = next(iter(tele.pending.values()))
-            raise RunIncomplete("traces", f"{len(tele.pending)} of {len(examples)} examples stopped on a call that "
-                                f"failed retryably after its retries ({first})")
-        traces = accepted_traces(tele.attempts, examples)
-        write_jsonl(self.rundir.file("traces.jsonl"), traces, model=Trace)
-        write_jsonl(self.rundir.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature, self.adapter))
-        compiled.save(str(self.rundir.file("program.json")))
-        return acceptance_stats(tele.attempts, examples)
-
-    def finetune(self, traces: list[dict]) -> tuple[dict, list[Variant]]:
-        """Use 1: train the trace-SFT rater and the label-only ablation on the same train items; return their
-        training results and the variants that evaluate them (with paired differences to base and ablation)."""
-        from thinktrace.finetune import train_adapter_subprocess
-        from thinktrace.rundir import write_jsonl
-        from thinktrace.teleprompt import judge_predictor
-        from thinktrace.traces import sft_rows
-
-        cfg = self.spec.finetune
-        signature = judge_predictor(self.rater_program(self.loaded.guideline)).signature
-        rows = {"trace-sft": sft_rows(traces, signature, self.adapter)}
-        if cfg.ablation_label_only:
-            rows["label-sft"] = sft_rows(traces, signature, self.adapter, with_rationale=False)
-            write_jsonl(self.rundir.file("sft_label_only.jsonl"), rows["label-sft"])
-        base = self.base_variant(cfg.base)
-        results, variants = {}, []
-        for kind, kind_rows in rows.items():
-            results[kind] = train_adapter_subprocess(cfg, kind_rows, self.rundir.file(f"finetune/{kind}"),
-                                                     seed=self.spec.seed, name=kind)
-            # prompted in the format it was trained on: the experiment's
-            model = base.model.model_copy(update={"name": f"{base.name}+{kind}", "adapter": results[kind]["adapter_dir"],
-                                                  "cache": False, "prompt_format": None})
-            if kind == "label-sft":
-                model = model.model_copy(update={"max_tokens": 16})
-            variants.append(Variant(name=model.name, model=model, guideline=self.loaded.guideline, kind=kind,
-                                    rater=base.name, label_only=kind == "label-sft", compare_to=[base.name]))
-        if len(variants) == 2:
-            variants[0].compare_to.append(variants[1].name)
-        return results, variants
-
-    def guidelines(self, traces: list[dict]) -> tuple[dict, list[Variant]]:
-        """Use 2: synthesize and refine the guideline from the traces (candidates scored on dev by mean α across
-        all raters); write guideline.md and one compiled program per rater; return the refined-guideline variants."""
-        from thinktrace.guidelines import priority_from_traces, refine_guideline, write_rater_programs
-
-        cfg = self.spec.guidelines
-        # each configured rater with its best original prompt (chosen on dev; its own prompt without variants)
-        baselines = [self.best_prompt.get(v.name, v) for v in self.variants if v.kind == "baseline"]
-        writer_cfg, writer_field = self.writer_config()
-        raters = {v.name: self.lm(v.model) for v in baselines}
-        factories = {v.name: (lambda g, v=v: self.program_for(v, g)) for v in baselines}
-        result = refine_guideline(
-            cfg, original=self.loaded.guideline, traces=traces,
-            writer_lm=self.lm(writer_cfg, writer_field, role="writer"), raters=raters,
-            rater_factory=factories, dev_items=self.corpus.split("dev"), label_set=self.corpus.label_set,
-            adapter={v.name: self.adapter_for(v.model) for v in baselines}, writer_adapter=self.adapter,
-            seed=self.spec.seed, n_boot=min(self.spec.evaluate.bootstrap, 200),
-            log_dir=self.rundir.file("guidelines"), priority=priority_from_traces(traces),
-            train_items=self.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
-            writer_program=load_object(self.spec.programs.writer, [self.loaded.base_dir], "programs.writer"))
-        write_rater_programs(result["refined"], raters, factories, self.rundir.path, original=self.loaded.guideline)
-        if not result.get("refined_changed"):
-            return result, []  # the writer left the guideline unchanged: nothing new to evaluate
-        # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers;
-        # paired against the best original prompt (and the rater's own prompt when that is another one)
-        variants = []
-        parts = [("refined", "refined-guideline", result["refined"])]
-        parts += [(part, f"guideline-{part}", text) for part, text in (result.get("ablation_texts") or {}).items()]
-        for part, kind, text in parts:
-            for v in baselines:
-                against = [v.name] + ([v.rater] if v.rater != v.name else [])
-                variants.append(Variant(name=f"{v.rater}+{part}", model=v.model, guideline=text, kind=kind,
-                                        rater=v.name, order=v.order, compare_to=against))
-        return result, variants
-
-    def choose_prompts(self) -> dict:
-        """Every rater with each of its prompt variants on the dev split (original guideline), journalled in
-        prompts_dev.jsonl; per rater, the variant with the highest dev α is its best original prompt (ties keep
-        its own prompt). Test numbers never enter the choice."""
-        from thinktrace.agreement import rater_vs_human
-
-        variants = [v for v in self.variants if v.kind in ("baseline", "prompt")]
-        dev = self.corpus.split("dev")
-        if not dev:
-            return {"note": "no dev split: every rater keeps its own prompt", "best": {}}
-        log = self.rundir.log("prompts_dev.jsonl")
-        records = log.read()
-        done = latest_settled(records, _prediction_key)
-        for v in variants:
-            ids = {i for (_, r, i) in done if r == v.name}
-            if all(it.item_id in ids for it in dev):
-                continue
-            records += rate_items(self.program_for(v), self.lm(v.model), dev, log, split="dev", rater=v.name,
-                                  threads=v.model.num_threads, done=ids, adapter=self.adapter_for(v.model),
-                                  desc=f"prompt {v.name} [dev]")
-        done = latest_settled(records, _prediction_key)
-        left = sum(1 for v in variants for it in dev if ("dev", v.name, it.item_id) not in done)
-        if left:
-            raise RunIncomplete("prompts", f"{left} dev ratings failed retryably after their retries")
-        human = [it.label for it in dev]
-        out: dict = {"n_dev": len(dev), "raters": {}, "best": {}}
-        for base in (v for v in variants if v.kind == "baseline"):
-            rows = {}
-            for v in (x for x in variants if x.rater == base.name):
-                est = rater_vs_human(human, [done[("dev", v.name, it.item_id)].get("label") for it in dev],
-                                     self.corpus.label_set, n_boot=min(self.spec.evaluate.bootstrap, 200),
-                                     seed=self.spec.seed)["alpha"]
-                rows[v.name] = {"alpha": est, "format": v.model.prompt_format or self.spec.programs.adapter,
-                                "order": v.order}
-            value = lambda name: rows[name]["alpha"].get("value")  # noqa: E731
-            best = base.name
-            for name in rows:  # strictly better than the best so far (the rater's own prompt comes first)
-                if value(name) is not None and (value(best) is None or value(name) > value(best)):
-                    best = name
-            out["raters"][base.name] = rows
-            out["best"][base.name] = best
-            self.best_prompt[base.name] = next(v for v in variants if v.name == best)
-        return out
-
     def base_variant(self, base: str) -> Variant:
         """The configured local rater on the fine-tuning base model, or a new baseline variant for it."""
         from thinktrace.lm.embedded import canonical_name
@@ -462,29 +269,16 @@ class Pipeline:
             raise
 
     def _run(self) -> dict:
+        from thinktrace.stages import STAGES
+
         self.variants = self.baseline_variants() + self.prompt_variants()
-        trace_stats = self.run_stage("traces", self.traces) if self.spec.sampling.enabled else None
-        finetuned = None
-        if self.spec.finetune.enabled:
-            traces = self.rundir.log("traces.jsonl").read()
-            finetuned, new = self.run_stage("finetune", lambda: self.finetune(traces))
-            self.variants += new
-        prompts = self.run_stage("prompts", self.choose_prompts) if self.spec.evaluate.prompts else None
-        refined = None
-        if self.spec.guidelines.enabled:
-            traces = self.rundir.log("traces.jsonl").read() if self.spec.sampling.enabled else []
-            refined, new = self.run_stage("guidelines", lambda: self.guidelines(traces))
-            self.variants += new
-        records = self.run_stage("evaluate", lambda: self.evaluate(self.variants))
+        outputs = {}
+        for stage in STAGES:
+            if stage.enabled(self.spec):
+                outputs[stage.name] = self.run_stage(stage.name, lambda stage=stage: stage.run(self))
+        records = outputs.pop("evaluate")
         self.result = self.run_stage("metrics", lambda: self.metrics(records))
-        if trace_stats is not None:
-            self.result["traces"] = trace_stats
-        if finetuned is not None:
-            self.result["finetune"] = finetuned
-        if refined is not None:
-            self.result["guidelines"] = refined
-        if prompts is not None:
-            self.result["prompts"] = prompts
+        self.result.update(outputs)  # traces, finetune, prompts, guidelines: each stage's own summary
         self.result["calls"] = self.call_summary()
         self.result["status"] = self.status(self.result["calls"])
         # metrics.json is written once, after the reports have added what they add (plots, warnings)

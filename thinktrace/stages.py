@@ -1,0 +1,332 @@
+"""The stages of a compile run, in order, each an object with `enabled(spec)`, `plan(ctx)` (what `--dry-run`
+prints: items, LM calls at most, the variants it adds; no model loaded) and `run(p)` (the work, with the Pipeline
+as the run context; resumable from the run folder). Plan and run come from the same objects, so the plan names
+what the run does.
+
+1. traces: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal; traces.jsonl,
+   sft.jsonl and the compiled program program.json are rebuilt from it).
+2. finetune (use 1): LoRA SFT of the base model on the traces and the label-only ablation (checkpointed).
+3. prompts: every rater under each `evaluate.prompts` variant on dev; the best original prompt per rater.
+4. guidelines (use 2): candidates synthesized from the traces, scored on dev across all raters (each candidate's
+   ratings journalled); guideline.md and one compiled program per rater.
+5. evaluate: every variant on the evaluation splits (predictions.jsonl is the journal).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from thinktrace.errors import RunIncomplete, SpecError
+from thinktrace.evaluate import rate_items
+from thinktrace.journal import latest_settled
+from thinktrace.loader import load_object
+from thinktrace.variants import Variant
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinktrace.pipeline import Pipeline
+
+
+def _prediction_key(r: dict) -> tuple:
+    return r["split"], r["rater"], r["item_id"]
+
+
+@dataclass
+class PlanContext:
+    """What the stages plan from: the spec, the corpus, split sizes; stages add their plans and variant names."""
+
+    spec: Any
+    corpus: Any
+    sizes: dict
+    stages: dict = field(default_factory=dict)
+    variants: list = field(default_factory=list)
+    examples: list = field(default_factory=list)  #: the sampling stage's training examples
+
+
+class Stage:
+    name = ""
+
+    def enabled(self, spec) -> bool:
+        return True
+
+    def plan(self, ctx: PlanContext) -> dict:
+        raise NotImplementedError
+
+    def run(self, p: Pipeline) -> Any:
+        raise NotImplementedError
+
+
+class TracesStage(Stage):
+    name = "traces"
+
+    def enabled(self, spec) -> bool:
+        return spec.sampling.enabled
+
+    def plan(self, ctx: PlanContext) -> dict:
+        from thinktrace.traces import trainset
+
+        spec = ctx.spec
+        ctx.examples = trainset(ctx.corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items)
+        return {"generator": spec.generator.name, "strategy": spec.sampling.strategy, "examples": len(ctx.examples),
+                "k": spec.sampling.k, "lm_calls_max": len(ctx.examples) * spec.sampling.calls_per_example()}
+
+    def run(self, p: Pipeline) -> dict:
+        from thinktrace.records import Trace
+        from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor
+        from thinktrace.rundir import write_jsonl
+        from thinktrace.traces import acceptance_stats, sft_rows, trainset
+
+        cfg = p.spec.sampling
+        if cfg.per_annotator and not p.corpus.per_annotator:
+            raise SpecError("sampling.per_annotator", "the data has no per-annotator labels")
+        examples = trainset(p.corpus, per_annotator=cfg.per_annotator, max_items=cfg.max_items)
+        gen_cfg = p.spec.generator
+        infer_cls = load_object(p.spec.programs.infer, [p.loaded.base_dir], "programs.infer")
+        teacher = infer_cls(guideline=p.loaded.guideline, label_set=p.corpus.label_set)
+        student = p.rater_program(p.loaded.guideline)
+        log = p.rundir.log("attempts.jsonl")
+        tele = RejectionSampling(p.corpus.label_set, generator=p.lm(gen_cfg), k=cfg.k, keep=cfg.keep,
+                                 temperature=cfg.temperature, strategy=cfg.strategy, tolerance=cfg.tolerance,
+                                 seed=p.spec.seed, num_threads=cfg.num_threads or gen_cfg.num_threads,
+                                 attempts_log=log, max_demos=cfg.max_demos, adapter=p.adapter)
+        compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
+        if tele.pending:
+            first = next(iter(tele.pending.values()))
+            raise RunIncomplete("traces", f"{len(tele.pending)} of {len(examples)} examples stopped on a call that "
+                                f"failed retryably after its retries ({first})")
+        traces = accepted_traces(tele.attempts, examples)
+        write_jsonl(p.rundir.file("traces.jsonl"), traces, model=Trace)
+        write_jsonl(p.rundir.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature, p.adapter))
+        compiled.save(str(p.rundir.file("program.json")))
+        return acceptance_stats(tele.attempts, examples)
+
+
+
+class FinetuneStage(Stage):
+    name = "finetune"
+
+    def enabled(self, spec) -> bool:
+        return spec.finetune.enabled
+
+    def plan(self, ctx: PlanContext) -> dict:
+        from thinktrace.finetune import plan_steps
+        from thinktrace.lm.embedded import canonical_name
+
+        spec = ctx.spec
+        n_rows = len(ctx.examples) * spec.sampling.keep
+        kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
+        # named after the configured local rater on the base model, as the run names them
+        key = canonical_name(spec.finetune.base) or spec.finetune.base
+        base = next((r.name for r in spec.models.raters if r.is_local and not r.adapter
+                     and (canonical_name(r.model) or r.model) == key), spec.finetune.base)
+        ctx.variants += [f"{base}+{kind}" for kind in kinds]
+        return {"base": spec.finetune.base, "adapters": kinds, "steps_max": plan_steps(spec.finetune, n_rows),
+                "lm_calls_max": 0}
+
+    def run(self, p: Pipeline) -> dict:
+        """Use 1: train the trace-SFT rater and the label-only ablation on the same train items; return their
+        training results and the variants that evaluate them (with paired differences to base and ablation)."""
+        traces = p.rundir.log("traces.jsonl").read()
+        from thinktrace.finetune import train_adapter_subprocess
+        from thinktrace.rundir import write_jsonl
+        from thinktrace.teleprompt import judge_predictor
+        from thinktrace.traces import sft_rows
+
+        cfg = p.spec.finetune
+        signature = judge_predictor(p.rater_program(p.loaded.guideline)).signature
+        rows = {"trace-sft": sft_rows(traces, signature, p.adapter)}
+        if cfg.ablation_label_only:
+            rows["label-sft"] = sft_rows(traces, signature, p.adapter, with_rationale=False)
+            write_jsonl(p.rundir.file("sft_label_only.jsonl"), rows["label-sft"])
+        base = p.base_variant(cfg.base)
+        results, variants = {}, []
+        for kind, kind_rows in rows.items():
+            results[kind] = train_adapter_subprocess(cfg, kind_rows, p.rundir.file(f"finetune/{kind}"),
+                                                     seed=p.spec.seed, name=kind)
+            # prompted in the format it was trained on: the experiment's
+            model = base.model.model_copy(update={"name": f"{base.name}+{kind}", "adapter": results[kind]["adapter_dir"],
+                                                  "cache": False, "prompt_format": None})
+            if kind == "label-sft":
+                model = model.model_copy(update={"max_tokens": 16})
+            variants.append(Variant(name=model.name, model=model, guideline=p.loaded.guideline, kind=kind,
+                                    rater=base.name, label_only=kind == "label-sft", compare_to=[base.name]))
+        if len(variants) == 2:
+            variants[0].compare_to.append(variants[1].name)
+        p.variants += variants
+        return results
+
+
+
+class PromptsStage(Stage):
+    name = "prompts"
+
+    def enabled(self, spec) -> bool:
+        return bool(spec.evaluate.prompts)
+
+    def plan(self, ctx: PlanContext) -> dict:
+        spec = ctx.spec
+        extra = [name for r in spec.models.raters for name, _, _ in spec.prompt_variants(r)]
+        ctx.variants += extra
+        return {"variants": extra, "lm_calls_max": ctx.sizes["dev"] * (len(extra) + len(spec.models.raters))}
+
+    def run(self, p: Pipeline) -> dict:
+        """Every rater with each of its prompt variants on the dev split (original guideline), journalled in
+        prompts_dev.jsonl; per rater, the variant with the highest dev α is its best original prompt (ties keep
+        its own prompt). Test numbers never enter the choice."""
+        from thinktrace.agreement import rater_vs_human
+
+        variants = [v for v in p.variants if v.kind in ("baseline", "prompt")]
+        dev = p.corpus.split("dev")
+        if not dev:
+            return {"note": "no dev split: every rater keeps its own prompt", "best": {}}
+        log = p.rundir.log("prompts_dev.jsonl")
+        records = log.read()
+        done = latest_settled(records, _prediction_key)
+        for v in variants:
+            ids = {i for (_, r, i) in done if r == v.name}
+            if all(it.item_id in ids for it in dev):
+                continue
+            records += rate_items(p.program_for(v), p.lm(v.model), dev, log, split="dev", rater=v.name,
+                                  threads=v.model.num_threads, done=ids, adapter=p.adapter_for(v.model),
+                                  desc=f"prompt {v.name} [dev]")
+        done = latest_settled(records, _prediction_key)
+        left = sum(1 for v in variants for it in dev if ("dev", v.name, it.item_id) not in done)
+        if left:
+            raise RunIncomplete("prompts", f"{left} dev ratings failed retryably after their retries")
+        human = [it.label for it in dev]
+        out: dict = {"n_dev": len(dev), "raters": {}, "best": {}}
+        for base in (v for v in variants if v.kind == "baseline"):
+            rows = {}
+            for v in (x for x in variants if x.rater == base.name):
+                est = rater_vs_human(human, [done[("dev", v.name, it.item_id)].get("label") for it in dev],
+                                     p.corpus.label_set, n_boot=min(p.spec.evaluate.bootstrap, 200),
+                                     seed=p.spec.seed)["alpha"]
+                rows[v.name] = {"alpha": est, "format": v.model.prompt_format or p.spec.programs.adapter,
+                                "order": v.order}
+            value = lambda name: rows[name]["alpha"].get("value")  # noqa: E731
+            best = base.name
+            for name in rows:  # strictly better than the best so far (the rater's own prompt comes first)
+                if value(name) is not None and (value(best) is None or value(name) > value(best)):
+                    best = name
+            out["raters"][base.name] = rows
+            out["best"][base.name] = best
+            p.best_prompt[base.name] = next(v for v in variants if v.name == best)
+        return out
+
+
+
+class GuidelinesStage(Stage):
+    name = "guidelines"
+
+    def enabled(self, spec) -> bool:
+        return spec.guidelines.enabled
+
+    def plan(self, ctx: PlanContext) -> dict:
+        from thinktrace.guidelines import check_optimizer, plan_calls
+
+        spec, g = ctx.spec, ctx.spec.guidelines
+        check_optimizer(g)
+        per_label = Counter(ex.label for ex in ctx.examples)
+        calls = plan_calls(g, {k: v * spec.sampling.keep for k, v in per_label.items()}, len(spec.models.raters),
+                           ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
+        parts = ["refined"] + (["rules", "examples"] if g.ablation and g.optimizer == "traces"
+                               and g.examples_per_label else [])
+        ctx.variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]
+        return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
+                "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
+
+    def run(self, p: Pipeline) -> dict:
+        """Use 2: synthesize and refine the guideline from the traces (candidates scored on dev by mean α across
+        all raters); write guideline.md and one compiled program per rater; return the refined-guideline variants."""
+        traces = p.rundir.log("traces.jsonl").read() if p.spec.sampling.enabled else []
+        from thinktrace.guidelines import priority_from_traces, refine_guideline, write_rater_programs
+
+        cfg = p.spec.guidelines
+        # each configured rater with its best original prompt (chosen on dev; its own prompt without variants)
+        baselines = [p.best_prompt.get(v.name, v) for v in p.variants if v.kind == "baseline"]
+        writer_cfg, writer_field = p.writer_config()
+        raters = {v.name: p.lm(v.model) for v in baselines}
+        factories = {v.name: (lambda g, v=v: p.program_for(v, g)) for v in baselines}
+        result = refine_guideline(
+            cfg, original=p.loaded.guideline, traces=traces,
+            writer_lm=p.lm(writer_cfg, writer_field, role="writer"), raters=raters,
+            rater_factory=factories, dev_items=p.corpus.split("dev"), label_set=p.corpus.label_set,
+            adapter={v.name: p.adapter_for(v.model) for v in baselines}, writer_adapter=p.adapter,
+            seed=p.spec.seed, n_boot=min(p.spec.evaluate.bootstrap, 200),
+            log_dir=p.rundir.file("guidelines"), priority=priority_from_traces(traces),
+            train_items=p.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
+            writer_program=load_object(p.spec.programs.writer, [p.loaded.base_dir], "programs.writer"))
+        write_rater_programs(result["refined"], raters, factories, p.rundir.path, original=p.loaded.guideline)
+        if not result.get("refined_changed"):
+            return result  # the writer left the guideline unchanged: nothing new to evaluate
+        # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers;
+        # paired against the best original prompt (and the rater's own prompt when that is another one)
+        variants = []
+        parts = [("refined", "refined-guideline", result["refined"])]
+        parts += [(part, f"guideline-{part}", text) for part, text in (result.get("ablation_texts") or {}).items()]
+        for part, kind, text in parts:
+            for v in baselines:
+                against = [v.name] + ([v.rater] if v.rater != v.name else [])
+                variants.append(Variant(name=f"{v.rater}+{part}", model=v.model, guideline=text, kind=kind,
+                                        rater=v.name, order=v.order, compare_to=against))
+        p.variants += variants
+        return result
+
+
+
+class EvaluateStage(Stage):
+    name = "evaluate"
+
+    def plan(self, ctx: PlanContext) -> dict:
+        """The evaluation bound counts one extra variant: fine-tuning may add its base model as a baseline."""
+        spec = ctx.spec
+        n = sum(min(ctx.sizes[s], spec.evaluate.max_items or ctx.sizes[s]) for s in spec.evaluate.splits)
+        variants = [r.name for r in spec.models.raters] + ctx.variants
+        return {"variants": variants, "splits": spec.evaluate.splits,
+                "lm_calls_max": n * (len(variants) + ("finetune" in ctx.stages))}
+
+    def run(self, p: Pipeline) -> list[dict]:
+        """Rate every variant on every evaluation split; finished (split, variant, item) records are reused."""
+        variants = p.variants
+        log = p.rundir.log("predictions.jsonl")
+        records = log.read()
+        for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
+            p.lm(v.model)
+        done = set(latest_settled(records, _prediction_key))  # a retryable failure is rated again
+        # variants on the same weights one after another: a model is loaded once per split, not once per switch
+        weights = lambda v: (v.model.provider, v.model.model, v.model.training_base or bool(v.model.adapter))  # noqa: E731
+        order: dict = {}
+        for v in variants:
+            order.setdefault(weights(v), len(order))
+        grouped = sorted(variants, key=lambda v: order[weights(v)])
+        for split in p.spec.evaluate.splits:
+            items = p.eval_items(split)
+            for v in grouped:
+                ids = {i for (s, r, i) in done if s == split and r == v.name}
+                if all(it.item_id in ids for it in items):
+                    continue
+                program = p.program_for(v)
+                records += rate_items(program, p.lm(v.model), items, log, split=split, rater=v.name,
+                                      threads=v.model.num_threads, done=ids, adapter=p.adapter_for(v.model))
+        settled = latest_settled(records, _prediction_key)
+        left = Counter(v.name for split in p.spec.evaluate.splits for v in variants
+                       for it in p.eval_items(split) if (split, v.name, it.item_id) not in settled)
+        if left:
+            raise RunIncomplete("evaluate", "predictions failed retryably after their retries: " + ", ".join(
+                f"{name} {n}" for name, n in left.items()))
+        return list(settled.values())
+
+
+
+#: the stages in the order they run (and are planned)
+STAGES: list[Stage] = [TracesStage(), FinetuneStage(), PromptsStage(), GuidelinesStage(), EvaluateStage()]
+
+
+def plan_stages(spec, corpus) -> dict:
+    """{stage name: plan} of the enabled stages, in order (no model is loaded)."""
+    ctx = PlanContext(spec, corpus, {name: len(corpus.split(name)) for name in ("train", "dev", "test")})
+    for stage in STAGES:
+        if stage.enabled(spec):
+            ctx.stages[stage.name] = stage.plan(ctx)
+    return ctx.stages

@@ -1,0 +1,22 @@
+"""A variant: one rater setup evaluated against the humans (an LM, maybe with a LoRA adapter, a guideline, a
+program and its answer order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thinktrace.lm.config import ModelConfig
+
+
+@dataclass
+class Variant:
+    """One rater setup evaluated against the humans: an LM (maybe with a LoRA adapter) + a guideline + a program."""
+
+    name: str  #: unique; the `rater` of its prediction records
+    model: ModelConfig
+    guideline: str
+    kind: str = "baseline"  #: baseline | trace-sft | label-sft | refined-guideline
+    rater: str = ""  #: the configured rater it derives from
+    label_only: bool = False  #: prompted without a rationale (the label-only ablation)
+    compare_to: list[str] = field(default_factory=list)  #: variants it gets a paired difference against
+    order: str = "rationale_first"  #: the answer's field order (a prompt variant may put the label first)
