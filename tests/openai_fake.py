@@ -38,6 +38,19 @@ def answer(body: dict) -> str:
     return format_plain_fields({k: fields[k] for k in outputs if k in fields} if outputs else fields)
 
 
+def send_chat_reply(handler: BaseHTTPRequestHandler, body: dict, text: str) -> None:
+    """Answer an OpenAI chat-completions request with `text`."""
+    reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+    data = json.dumps(reply).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def is_rating(body: dict) -> bool:
     """A rater's call (the Judge signature: rationale + label from an item)."""
     user = _text(body["messages"][-1]["content"])
@@ -71,17 +84,7 @@ class FakeOpenAI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = answer(body)
-                reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                      "finish_reason": "stop"}],
-                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_chat_reply(self, body, answer(body))
                 server._answered(body)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)

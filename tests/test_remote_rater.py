@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fake_engines import truth
+from openai_fake import send_chat_reply
 from specs import toy_spec, write_spec
 
 from thinktrace.compile import main
@@ -25,17 +26,7 @@ class Handler(BaseHTTPRequestHandler):
         Handler.seen_keys.append(self.headers.get("Authorization"))
         user = body["messages"][-1]["content"]
         item = user.split("Item:", 1)[-1].strip().splitlines()[0]
-        text = f"Rationale: the words suggest it\nLabel: {truth(item)}"
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                              "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_chat_reply(self, body, f"Rationale: the words suggest it\nLabel: {truth(item)}")
 
 
 @pytest.fixture

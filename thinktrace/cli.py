@@ -8,7 +8,6 @@ data files; installed with --no-deps, never imported).
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path

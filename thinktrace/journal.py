@@ -53,6 +53,16 @@ def failed(record: dict, err: BaseException) -> dict:
     return record
 
 
+def prediction_key(r: dict) -> tuple:
+    """The unit of predictions.jsonl / prompts_dev.jsonl: one rater on one item of one split."""
+    return r["split"], r["rater"], r["item_id"]
+
+
+def attempt_key(r: dict) -> tuple:
+    """The unit of attempts.jsonl: one sampling slot of one example."""
+    return r["key"], r["strategy"], r["attempt"]
+
+
 def settled(record: dict) -> bool:
     return not record.get("error") or record.get("error_kind") not in RETRYABLE
 

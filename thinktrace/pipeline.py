@@ -14,6 +14,7 @@ import yaml
 from thinktrace.adapters import make_adapter
 from thinktrace.data import Corpus
 from thinktrace.errors import EndpointDown, RunIncomplete, SpecError
+from thinktrace.journal import attempt_key, prediction_key
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
 from thinktrace.loader import load_object
@@ -62,12 +63,6 @@ def upgraded(resolved: dict) -> dict:
         return resolved
 
 
-def _prediction_key(r: dict) -> tuple:
-    return r["split"], r["rater"], r["item_id"]
-
-
-def _attempt_key(r: dict) -> tuple:
-    return r["key"], r["strategy"], r["attempt"]
 
 
 class Pipeline:
@@ -305,15 +300,15 @@ class Pipeline:
 
         stages = {}
         if self.rundir.file("attempts.jsonl").exists():
-            stages["traces"] = summary(self.rundir.log("attempts.jsonl"), _attempt_key)
+            stages["traces"] = summary(self.rundir.log("attempts.jsonl"), attempt_key)
         ratings = sorted(self.rundir.file("guidelines").glob("ratings/*.jsonl"))
         if ratings:
             rows = [{**r, "_candidate": p.stem} for p in ratings for r in JsonlLog(p, model=Prediction)]
             stages["guidelines"] = summary(rows, lambda r: (r["_candidate"], r["rater"], r["item_id"]))
         if self.rundir.file("prompts_dev.jsonl").exists():
-            stages["prompts"] = summary(self.rundir.log("prompts_dev.jsonl"), _prediction_key)
+            stages["prompts"] = summary(self.rundir.log("prompts_dev.jsonl"), prediction_key)
         if self.rundir.file("predictions.jsonl").exists():
-            stages["evaluate"] = summary(self.rundir.log("predictions.jsonl"), _prediction_key)
+            stages["evaluate"] = summary(self.rundir.log("predictions.jsonl"), prediction_key)
         return {"stages": stages, "endpoints": endpoint_stats(), "max_failed": self.spec.calls.max_failed}
 
     def status(self, calls: dict) -> dict:

@@ -20,16 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from thinktrace.errors import RunIncomplete, SpecError
 from thinktrace.evaluate import rate_items
-from thinktrace.journal import latest_settled
+from thinktrace.journal import latest_settled, prediction_key
 from thinktrace.loader import load_object
 from thinktrace.variants import Variant
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.pipeline import Pipeline
 
-
-def _prediction_key(r: dict) -> tuple:
-    return r["split"], r["rater"], r["item_id"]
 
 
 @dataclass
@@ -182,7 +179,7 @@ class PromptsStage(Stage):
             return {"note": "no dev split: every rater keeps its own prompt", "best": {}}
         log = p.rundir.log("prompts_dev.jsonl")
         records = log.read()
-        done = latest_settled(records, _prediction_key)
+        done = latest_settled(records, prediction_key)
         for v in variants:
             ids = {i for (_, r, i) in done if r == v.name}
             if all(it.item_id in ids for it in dev):
@@ -190,7 +187,7 @@ class PromptsStage(Stage):
             records += rate_items(p.program_for(v), p.lm(v.model), dev, log, split="dev", rater=v.name,
                                   threads=v.model.num_threads, done=ids, adapter=p.adapter_for(v.model),
                                   desc=f"prompt {v.name} [dev]")
-        done = latest_settled(records, _prediction_key)
+        done = latest_settled(records, prediction_key)
         left = sum(1 for v in variants for it in dev if ("dev", v.name, it.item_id) not in done)
         if left:
             raise RunIncomplete("prompts", f"{left} dev ratings failed retryably after their retries")
@@ -293,7 +290,7 @@ class EvaluateStage(Stage):
         records = log.read()
         for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
             p.lm(v.model)
-        done = set(latest_settled(records, _prediction_key))  # a retryable failure is rated again
+        done = set(latest_settled(records, prediction_key))  # a retryable failure is rated again
         # variants on the same weights one after another: a model is loaded once per split, not once per switch
         weights = lambda v: (v.model.provider, v.model.model, v.model.training_base or bool(v.model.adapter))  # noqa: E731
         order: dict = {}
@@ -309,7 +306,7 @@ class EvaluateStage(Stage):
                 program = p.program_for(v)
                 records += rate_items(program, p.lm(v.model), items, log, split=split, rater=v.name,
                                       threads=v.model.num_threads, done=ids, adapter=p.adapter_for(v.model))
-        settled = latest_settled(records, _prediction_key)
+        settled = latest_settled(records, prediction_key)
         left = Counter(v.name for split in p.spec.evaluate.splits for v in variants
                        for it in p.eval_items(split) if (split, v.name, it.item_id) not in settled)
         if left:

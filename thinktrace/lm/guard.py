@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import deque
 
 import dspy
