@@ -25,8 +25,11 @@ def paired_difference(
     """Is rater b better than rater a? ``metric(b) - metric(a)`` on the same items, with a paired bootstrap.
 
     Each resample draws items with replacement and scores BOTH raters on those same items, so item difficulty
-    cancels out of the difference. metric: "alpha", "accuracy", "macro_f1" or "mae" (ordinal/interval only; lower
-    MAE is better, so a negative diff means b is better).
+    cancels out of the difference. metric: "alpha", "accuracy", "macro_f1", "mae" (ordinal/interval only; lower
+    MAE is better, so a negative diff means b is better), "kendall_tau_b" or "icc" (ICC(3,1)). τ-b and ICC use each
+    rater's parsed items (an unparsed item is left out, as in α) and are not defined on nominal labels: there a, b,
+    diff, ci and the p-value are None (n/a). All metrics draw the same resamples for the same (n items, n_boot,
+    seed), so differences in different metrics are paired on the same resamples too.
 
     Returns ``{"metric", "a", "b", "diff", "ci": [lo, hi], "p_b_not_better", "n"}``: a, b the metric on all items,
     diff = b - a, ci its 95 % percentile bootstrap interval, p_b_not_better the share of resamples in which b is not

@@ -11,11 +11,16 @@ from thinktrace.agreement._bootstrap import check_n_boot, estimate, resampled_to
 from thinktrace.agreement._classification import accuracy, macro_f1
 from thinktrace.agreement._encode import MISSING, domain, encode
 from thinktrace.agreement._estimate import json_float
+from thinktrace.agreement._icc import icc_from_pairs
+from thinktrace.agreement._kendall import kendall_tau_b
 from thinktrace.agreement._ordinal import mae, spearman
 from thinktrace.labels import LabelSet
 
-METRICS = ("alpha", "accuracy", "macro_f1", "mae")
-HIGHER_IS_BETTER = {"alpha": True, "accuracy": True, "macro_f1": True, "mae": False, "spearman": True}
+METRICS = ("alpha", "accuracy", "macro_f1", "mae", "kendall_tau_b", "icc")
+# Defined on ordinal/interval labels only; nan (JSON null, "n/a") on nominal ones, never a number.
+SCALE_ONLY = ("kendall_tau_b", "icc")
+HIGHER_IS_BETTER = {"alpha": True, "accuracy": True, "macro_f1": True, "mae": False, "spearman": True,
+                    "kendall_tau_b": True, "icc": True}
 
 
 def encode_pair(
@@ -39,9 +44,11 @@ def confusion_rows(h: np.ndarray, r: np.ndarray, n_values: int) -> np.ndarray:
 
 
 def table_metric(tables: np.ndarray, metric: str, label_set: LabelSet) -> np.ndarray:
-    """A metric for each confusion table in `tables` (..., V, V + 1)."""
+    """A metric for each confusion table in `tables` (..., V, V + 1); τ-b and ICC are nan on nominal labels."""
     v = len(label_set)
     values = domain(label_set)
+    if metric in SCALE_ONLY and label_set.level == "nominal":
+        return np.full(tables.shape[:-2], np.nan)
     if metric == "accuracy":
         return accuracy(tables)
     if metric == "macro_f1":
@@ -50,6 +57,10 @@ def table_metric(tables: np.ndarray, metric: str, label_set: LabelSet) -> np.nda
         return mae(tables[..., :v], values)
     if metric == "spearman":
         return spearman(tables[..., :v], values)
+    if metric == "kendall_tau_b":
+        return kendall_tau_b(tables[..., :v], values)
+    if metric == "icc":
+        return icc_from_pairs(tables[..., :v], values)
     if metric == "alpha":
         flat = tables.reshape(-1, v, v + 1)
         out = np.array([alpha_from_pairs(t[:, :v], values, label_set.level) for t in flat])
@@ -58,10 +69,13 @@ def table_metric(tables: np.ndarray, metric: str, label_set: LabelSet) -> np.nda
 
 
 def metrics_for(label_set: LabelSet) -> tuple[str, ...]:
-    """The metrics reported for a level: nominal -> accuracy, macro-F1; ordinal/interval -> MAE, Spearman, accuracy."""
+    """The metrics reported for a level: nominal -> accuracy, macro-F1; ordinal/interval -> MAE, Spearman, accuracy.
+
+    Kendall's τ-b and ICC(3,1) are reported on every level; on nominal labels their value is None (n/a).
+    """
     if label_set.level == "nominal":
-        return ("alpha", "accuracy", "macro_f1")
-    return ("alpha", "mae", "spearman", "accuracy")
+        return ("alpha", "accuracy", "macro_f1", *SCALE_ONLY)
+    return ("alpha", "mae", "spearman", "accuracy", *SCALE_ONLY)
 
 
 def rater_vs_human(
@@ -83,6 +97,11 @@ def rater_vs_human(
       nominal: "accuracy" (unparsed = wrong) and "macro_f1" (unparsed = its own wrong prediction).
       ordinal / interval: "mae" and "spearman" (parsed items only, on the label_set.value scale) and "accuracy"
         (exact match, unparsed = wrong).
+      "kendall_tau_b": Kendall's τ-b between human and rater values (as scipy's kendalltau, variant 'b'; ties
+        counted exactly); "icc": ICC(3,1), two-way mixed, consistency, single rater (Shrout & Fleiss 1979) with
+        human and rater as the two judges. Both on parsed items only (an unparsed item is left out, as in α; n says
+        how many were used), on label_set.value (rank for ordinal, the number for interval). On nominal labels
+        they are not defined: value and ci are None (n/a), never a number.
     Each metric is an `Estimate` dict ``{"value", "ci": [low, high], "n"}``: CIs are 95 % percentile bootstrap
     intervals, all metrics computed on the same `n_boot` resamples of items (seeded by `seed`).
     """
@@ -103,7 +122,7 @@ def rater_vs_human(
         "coverage": json_float(n_parsed / n_items),
     }
     for metric in metrics_for(label_set):
-        n_used = n_items if metric in ("accuracy", "macro_f1") else n_parsed
+        n_used = n_items if metric in ("accuracy", "macro_f1") else n_parsed  # others: parsed items only
         value = float(table_metric(point, metric, label_set))
         out[metric] = estimate(value, table_metric(boot, metric, label_set), n_used).as_dict()
     return out
