@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from toy_runs import add_later_stages, compile_run
 
-from thinktrace.html import write_html_report
+from thinktrace.report import write_reports
 
 
 def find_chromium() -> str | None:
@@ -62,7 +62,7 @@ class DomCounts(HTMLParser):
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     run = add_later_stages(compile_run(tmp, "browser"))
-    return write_html_report(run)
+    return write_reports(run)[-1]
 
 
 def test_rendered_dom_has_plots_and_tables(report, tmp_path):
@@ -70,8 +70,8 @@ def test_rendered_dom_has_plots_and_tables(report, tmp_path):
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     dom = DomCounts()
     dom.feed(proc.stdout)
-    assert dom.sections == ["data", "agreement", "comparisons", "confusion", "traces", "finetune", "guideline",
-                            "samples", "cost"]
+    assert dom.sections == ["data", "agreement", "comparisons", "confusion", "traces", "finetune", "prompts",
+                            "guideline", "samples", "calls", "cost"]
     pngs = [s for s in dom.imgs if s.startswith("data:image/png;base64,")]
     assert len(pngs) >= 6 and len(pngs) == len(dom.imgs)
     assert dom.tables >= 8 and dom.rows >= 30

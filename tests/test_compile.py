@@ -175,4 +175,5 @@ def test_metrics_json_is_written_once_and_holds_the_report_additions(tmp_path, m
     assert main([str(write_spec(tmp_path, toy_spec(**{"sampling.enabled": False}))), "--out", str(out)]) == 0
     assert writes.count("metrics.json") == 1
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["plots"] == ["alpha.png"] and (out / "report.html").exists() and (out / "report.md").exists()
+    assert "plots" not in metrics and (out / "report.html").exists()  # figures are the report's, not metrics
+    assert "](figures/alpha-test.png)" in (out / "report.md").read_text() and (out / "figures/alpha-test.png").exists()

@@ -33,7 +33,7 @@ def test_refined_guideline_is_written_compiled_and_evaluated(tmp_path, monkeypat
     report = (out / "report.md").read_text()
     assert "Guideline refinement" in report and "a+refined − a" in report
     assert "Original vs refined guideline — test split" in report and "it **beats** the original on dev" in report
-    assert "α among the LLM raters: original guideline" in report and "paired bootstrap over 10 items" in report
+    assert "| α among the LLM raters (2 raters) |" in report and "paired bootstrap over 10 items" in report
     change = metrics["splits"]["test"]["inter_rater_change"]
     assert change["a"] == "baseline" and change["b"] == "refined-guideline" and change["n"] == 10
 
@@ -56,7 +56,7 @@ def test_refined_guideline_is_evaluated_on_test_even_when_it_loses_on_dev(tmp_pa
     assert "it **does not beat** the original on dev" in report
     section = report.split("### Original vs refined guideline — test split", 1)[1].split("\n\n", 2)
     table = section[1].splitlines()
-    assert [row.split(" | ")[0].strip("| ") for row in table[2:]] == ["a", "b"]
+    assert [row.split(" | ")[0].strip("| ") for row in table[2:]] == ["a", "b", "α among the LLM raters (2 raters)"]
     assert all(row.count("[") == 3 for row in table[2:])  # α original, α refined, Δ: each with a CI
 
 
@@ -85,7 +85,8 @@ def test_report_renders_without_bootstrap_resamples(tmp_path, monkeypatch):
     s["evaluate"]["bootstrap"] = 0
     assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    assert "Original vs refined guideline — test split" in report and "P(refined not better) n/a" in report
+    table = report.split("### Original vs refined guideline — test split", 1)[1].split("\n\n", 2)[1].splitlines()
+    assert table[0].endswith("| P(refined not better) |") and all(row.endswith("| n/a |") for row in table[2:])
 
 
 def test_ablation_shows_rules_examples_and_both_against_the_original(tmp_path, monkeypatch):
@@ -174,7 +175,7 @@ def test_html_report_shows_writer_stages_and_the_ablation(tmp_path, monkeypatch)
     s["guidelines"]["examples_per_label"] = 1
     assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
     page = (out / "report.html").read_text()
-    assert "writer stage" in page and "where the gain comes from — test split" in page
+    assert "writer stage" in page and "Where the gain comes from — test split" in page
     assert "rules only" in page and "examples only" in page
 
 

@@ -8,9 +8,11 @@ import shutil
 import pytest
 from toy_runs import SCRIPT, add_later_stages, compile_run, hostile_csv
 
-from thinktrace.html import confusion, write_html_report
+from thinktrace.report import write_reports
+from thinktrace.report.sections.agreement import confusion
 
-SECTIONS = ("data", "agreement", "comparisons", "confusion", "traces", "finetune", "guideline", "samples", "cost")
+SECTIONS = ("data", "agreement", "comparisons", "confusion", "traces", "finetune", "prompts", "guideline", "samples",
+            "calls", "cost")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def full_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_html(full_run):
-    path = write_html_report(full_run)
+    path = write_reports(full_run)[-1]
     assert path == full_run / "report.html"
     return path.read_text(encoding="utf-8")
 
@@ -56,7 +58,7 @@ def test_plots_are_inline_pngs(full_html):
 
 def test_user_and_lm_text_is_escaped(full_html):
     assert "<script" not in full_html.lower()
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in full_html  # items, traces, codebook, diff
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in full_html  # items, traces, codebook, diff
     assert "&amp; &lt;b&gt;" in full_html
     assert "<b>bold</b>" not in full_html
 
@@ -72,7 +74,7 @@ def test_variants_comparisons_and_inter_rater(full_html):
     assert "trace-sft" in full_html and "kw-sft" in full_html
     assert "-0.340 [-0.600, -0.100]" in full_html and "0.970" in full_html  # the paired comparison row
     assert "α among LLM raters" in full_html and "0.700 [0.500, 0.900]" in full_html
-    assert "Human ceiling (leave-one-annotator-out α)" in full_html
+    assert "<b>Human ceiling</b> (leave-one-annotator-out α" in full_html
 
 
 def test_finetune_guideline_and_cost(full_html):
@@ -82,7 +84,7 @@ def test_finetune_guideline_and_cost(full_html):
         in full_html
     assert '<span class="add">+Positive words &lt;script&gt;' in full_html
     assert '<span class="del">-Use the labels given.</span>' in full_html
-    assert "1-0 (best)" in full_html and "0.800" in full_html
+    assert "1-0 <b>(chosen)</b>" in full_html and "0.800" in full_html
     assert "<td>finetune</td><td>12.5 s</td>" in full_html and "<td>guidelines</td><td>3.5 s</td>" in full_html
     assert "<td>guideline writer</td><td>7</td>" in full_html
 
@@ -97,7 +99,7 @@ def test_sample_traces_at_most_three_per_label(full_run, full_html):
 
 
 def test_missing_artifacts_are_noted(plain_run):
-    html = write_html_report(plain_run).read_text()
+    html = write_reports(plain_run)[-1].read_text()
     assert "no fine-tuning in this run" in html
     assert "no guideline refinement in this run" in html
     assert "no paired comparisons in this run" in html
@@ -108,7 +110,7 @@ def test_metrics_json_alone_is_enough(plain_run, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(plain_run / "metrics.json", bare / "metrics.json")
-    html = write_html_report(bare).read_text()
+    html = write_reports(bare)[-1].read_text()
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in html
     assert "no predictions.jsonl" in html and "no traces.jsonl" in html
@@ -126,7 +128,7 @@ def test_broken_artifacts_do_not_break_the_page(plain_run, tmp_path):
     (broken / "finetune" / "v").mkdir(parents=True)
     (broken / "finetune" / "v" / "train_log.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2, "loss": 1.5}\n')
     (broken / "traces.jsonl").write_text('{"torn": ')
-    html = write_html_report(broken).read_text()
+    html = write_reports(broken)[-1].read_text()
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in html
     assert "<td>v</td><td>1</td>" in html  # the one readable loss record

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from thinktrace.report import fmt_est
+from thinktrace.report import fmt_est, pct
+from thinktrace.report.model import Bullets, Figure, Report, Section, Table, Text
+from thinktrace.report.render import render_html as _render_html, render_markdown as _render_markdown
 from thinktrace.runview import RunError, RunView
 
 
@@ -137,16 +139,12 @@ def fmt_diff(d: dict | None, note: str = "") -> str:
     return text
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def variant_table(comp: Comparison) -> tuple[list[str], list[list[str]]]:
     first = comp.runs[0].label
     head = ["run", "variant", "kind", "rater", f"α [95% CI] ({comp.split})", "items", "parsed",
             "Δα vs baseline [95% CI]", f"Δα vs {first} [95% CI]"]
     rows = [[r["run"], r["variant"], r["kind"], r["rater"], fmt_est(r["alpha"]), str(r["n_items"]),
-             _pct(r["parse_rate"]),
+             pct(r["parse_rate"]),
              fmt_diff(r["vs_baseline"], r["vs_baseline_note"]) + (f" ({r['vs_baseline_note']})"
                                                                    if r["vs_baseline"] else ""),
              fmt_diff(r["vs_first"], r["vs_first_note"])] for r in comp.rows]
@@ -162,19 +160,9 @@ def runs_table(comp: Comparison) -> tuple[list[str], list[list[str]]]:
         items = run.eval_items(comp.split)
         rows.append([str(i + 1), run.label, run.timestamp, "?" if items is None else str(len(items)),
                      str(c["calls"]), str(c["prompt"]), str(c["completion"]),
-                     "n/a" if c["wall_s"] is None else f"{c['wall_s']:.1f} s", _pct(c["acceptance_rate"]),
+                     "n/a" if c["wall_s"] is None else f"{c['wall_s']:.1f} s", pct(c["acceptance_rate"]),
                      str(run.path)])
     return head, rows
-
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 EXPLAIN = ("Δα: difference in Krippendorff's α (b − a) on the same items with a paired bootstrap 95% CI; p: share of "
@@ -183,17 +171,9 @@ EXPLAIN = ("Δα: difference in Krippendorff's α (b − a) on the same items wi
            "the same items with the same human labels.")
 
 
-def render_markdown(comp: Comparison) -> str:
-    out = [f"# thinktrace compare ({comp.split} split)", "", "## Variants", "", md_table(*variant_table(comp)), ""]
-    if comp.notes:
-        out += [f"- {n}" for n in comp.notes] + [""]
-    out += [EXPLAIN, "", "## Runs and cost", "", md_table(*runs_table(comp)), ""]
-    return "\n".join(out)
-
-
-def render_html(comp: Comparison) -> str:
+def build_report(comp: Comparison) -> Report:
+    """The comparison as a report view model (thinktrace.report.model), rendered to Markdown and HTML."""
     from thinktrace import _plots
-    from thinktrace.html import img, note, page, para, table
 
     plot_rows = []
     for r in comp.rows:
@@ -206,18 +186,28 @@ def render_html(comp: Comparison) -> str:
     if all_paired and loo.get("value") is not None:
         ci = loo.get("ci") or [None, None]
         ceiling = {"value": loo["value"], "lo": ci[0], "hi": ci[1]}
-    body = []
+    blocks: list = []
     if plot_rows:
-        body.append(img(_plots.alpha_forest(plot_rows, ceiling, f"α vs human ({comp.split} split)"),
-                        "alpha forest plot"))
+        blocks.append(Figure(_plots.alpha_forest(plot_rows, ceiling, f"α vs human ({comp.split} split)"),
+                             f"compare-alpha-{comp.split}.png", "alpha forest plot"))
         if not ceiling:
-            body.append(note("no common human ceiling drawn: the runs do not share their test items"
-                             if not all_paired else "no human ceiling available"))
-    body.append(table(*variant_table(comp)))
-    body += [note(n) for n in comp.notes]
-    body.append(para(EXPLAIN))
-    sections = [("variants", "Variants", "".join(body)), ("runs", "Runs and cost", table(*runs_table(comp)))]
-    return page(f"thinktrace compare ({comp.split} split)", sections)
+            blocks.append(Text("no common human ceiling drawn: the runs do not share their test items"
+                               if not all_paired else "no human ceiling available", "note"))
+    blocks.append(Table(*variant_table(comp)))
+    if comp.notes:
+        blocks.append(Bullets(comp.notes))
+    blocks.append(Text(EXPLAIN))
+    return Report(f"thinktrace compare ({comp.split} split)", [],
+                  [Section("variants", "Variants", blocks), Section("runs", "Runs and cost", [Table(*runs_table(comp))])])
+
+
+def render_markdown(comp: Comparison) -> str:
+    """Markdown for stdout (figures only in the HTML page)."""
+    return _render_markdown(build_report(comp))
+
+
+def render_html(comp: Comparison) -> str:
+    return _render_html(build_report(comp))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

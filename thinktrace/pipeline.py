@@ -18,7 +18,7 @@ from thinktrace.journal import attempt_key, prediction_key
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
 from thinktrace.loader import load_object
-from thinktrace.report import add_plots, render_report
+from thinktrace.report import write_reports
 from thinktrace.rundir import RunDir, json_safe
 from thinktrace.spec import LoadedSpec
 from thinktrace.variants import Variant
@@ -276,16 +276,12 @@ class Pipeline:
         self.result.update(outputs)  # traces, finetune, prompts, guidelines: each stage's own summary
         self.result["calls"] = self.call_summary()
         self.result["status"] = self.status(self.result["calls"])
-        # metrics.json is written once, after the reports have added what they add (plots, warnings)
-        add_plots(self.rundir, self.result)
+        # metrics.json is written once, after the reports were rendered from the same document
         document = json.loads(json.dumps(json_safe(self.result)))  # exactly what metrics.json will hold
-        self.rundir.write_text("report.md", render_report(self.rundir, document))
         try:
-            from thinktrace.html import write_html_report
-
-            write_html_report(self.rundir.path, metrics=document)
-        except Exception as err:  # the HTML page must never cost the run its results
-            self.result.setdefault("warnings", []).append(f"report.html failed: {err}")
+            write_reports(self.rundir.path, metrics=document)
+        except Exception as err:  # a report must never cost the run its results
+            self.result.setdefault("warnings", []).append(f"report failed: {err.__class__.__name__}: {err}")
         self.rundir.write_json("metrics.json", self.result)
         return self.result
 
@@ -325,15 +321,13 @@ class Pipeline:
     def write_incomplete(self, err: RunIncomplete) -> None:
         """metrics.json and report.md of a run that stopped with work left: no agreement numbers (they would be
         computed on the survivors of an outage), what stopped it, how far each stage got, how to resume."""
-        from thinktrace.report import write_incomplete_report
-
         calls = self.call_summary()
         result = {"spec": {"name": self.spec.name, "description": self.spec.description, "seed": self.spec.seed},
                   "status": {"state": "incomplete", "stage": err.stage, "reason": err.reason,
                              "message": str(err)},
                   "calls": calls, "timing": {k: round(v, 1) for k, v in self.timing.items()}}
         self.rundir.write_json("metrics.json", result)
-        write_incomplete_report(self.rundir, result)
+        write_reports(self.rundir.path, metrics=result, html=False)
         stale = self.rundir.file("report.html")
         if stale.exists():  # a page from before must not show numbers this run no longer stands behind
             stale.unlink()

@@ -1,0 +1,89 @@
+"""The parts of a run report about the run itself: header, status banner, data, LM calls, cost."""
+
+from __future__ import annotations
+
+from thinktrace.report.model import Block, Bullets, Details, Strong, Table, Text
+from thinktrace.runview import RunView
+
+
+def status_banner(metrics: dict) -> list[Block]:
+    """A warning at the top of a report whose run is not complete (nothing for a complete run)."""
+    status = metrics.get("status") or {}
+    if status.get("state") == "incomplete":
+        return [Text([Strong("INCOMPLETE RUN: no agreement numbers."), f" {status.get('message', '')}"], "warn")]
+    if status.get("state") == "failures_over_threshold":
+        return [Text([Strong("Too many failed LM calls:"), f" {status.get('message', '')}. The numbers below treat "
+                      "each failed call as a missing label; read them with that in mind."], "warn")]
+    return []
+
+
+def header(run: RunView) -> list[Block]:
+    spec = run.metrics.get("spec") or {}
+    blocks: list[Block] = [*status_banner(run.metrics),
+                           Text(f"run folder {run.path.name} · {run.timestamp} · seed {spec.get('seed', '?')}", "note")]
+    if spec.get("description"):
+        blocks.append(Text(str(spec["description"])))
+    status = run.metrics.get("status") or {}
+    if status.get("state") == "incomplete":
+        blocks.append(Text([f"stopped in stage ", Strong(str(status.get("stage"))), f": {status.get('reason')}"]))
+    return blocks
+
+
+def data(run: RunView) -> list[Block]:
+    d = run.metrics.get("data") or {}
+    stats = d.get("stats") or {}
+    rows = [("items", stats.get("items", "?")),
+            ("per split", ", ".join(f"{k}: {v}" for k, v in (stats.get("per_split") or {}).items()) or "?"),
+            ("label set", f"{', '.join(run.label_set)} ({run.level})"),
+            ("human labels per item", d.get("labels_per_item", "n/a")),
+            ("annotators", stats.get("annotators", "n/a")),
+            ("gold label distribution",
+             ", ".join(f"{k}: {v}" for k, v in (stats.get("gold_distribution") or {}).items()) or "n/a"),
+            ("source", stats.get("file") or (run.spec.get("data") or {}).get("source") or "?")]
+    blocks: list[Block] = [Table(None, rows)]
+    codebook = run.spec.get("codebook")
+    if codebook:
+        blocks.append(Details("annotation guideline used", str(codebook)))
+    return blocks
+
+
+def calls(run: RunView) -> list[Block]:
+    """Per stage, units settled / left, final failures, retryable failures journalled, retries inside calls."""
+    c = run.metrics.get("calls") or {}
+    if not c.get("stages"):
+        return [Text("no LM call journal in this run", "note")]
+    rows = []
+    for name, st in c["stages"].items():
+        final = f"{st['final_failures']}" + (f" {st['final_by_type']}" if st.get("final_by_type") else "")
+        retry = f"{st['retryable_failures']}" + (f" {st['retryable_by_kind']}" if st.get("retryable_by_kind") else "")
+        rows.append([name, st["settled"], st["pending"], final, retry, st["in_call_retries"]])
+    return [Table(["stage", "done", "left to do", "final failures", "retryable failures journalled",
+                   "retries inside calls"], rows),
+            Text("final: the same call would fail again (a 4xx, an empty answer after its retries); it counts as a "
+                 "missing label. retryable (connection, 429/5xx, timeout, rejected key): kept in the journal but no "
+                 "result; the call is made again on resume. A complete run has nothing left to do and at most "
+                 f"{c.get('max_failed', 0):.0%} final failures per stage (`calls.max_failed`).", "note")]
+
+
+def cost(run: RunView) -> list[Block]:
+    c = run.cost()
+    rows = [["trace sampling", c["sampling"]["calls"], c["sampling"]["prompt"], c["sampling"]["completion"]]]
+    rows += [[f"rating: {name}", v["calls"], v["prompt"], v["completion"]] for name, v in c["rating"].items()]
+    if c.get("guideline_writer_calls") is not None:
+        rows.append(["guideline writer", c["guideline_writer_calls"], "", ""])
+    rows.append([Strong("total (sampling + rating)"), c["calls"], c["prompt"], c["completion"]])
+    blocks: list[Block] = [Table(["LM calls by", "calls", "prompt tokens", "completion tokens"], rows)]
+    timing = run.timing()
+    rss = run.metrics.get("peak_rss_mib") or {}
+    if timing:
+        memory = ["peak memory so far"] if rss else []
+        blocks.append(Table(["stage", "wall time", *memory],
+                            [[k, f"{v:.1f} s", *([f"{rss[k]:,} MiB" if k in rss else ""] if rss else [])]
+                             for k, v in timing.items()] +
+                            [[Strong("total"), f"{sum(timing.values()):.1f} s", *([""] if rss else [])]]))
+    else:
+        blocks.append(Text("no timing in metrics.json", "note"))
+    warnings = run.metrics.get("warnings") or []
+    if warnings:
+        blocks += [Text("warnings", "warn"), Bullets([str(w) for w in warnings])]
+    return blocks

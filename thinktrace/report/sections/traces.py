@@ -1,0 +1,116 @@
+"""The parts of a run report about the inferred traces and what was trained on them: rejection sampling, sample
+traces, fine-tuning."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from thinktrace import _plots
+from thinktrace.report.format import num, pct
+from thinktrace.report.model import Block, Figure, Heading, Quote, Table, Text
+from thinktrace.runview import RunView
+
+
+def _by_attempt(run: RunView) -> list[tuple[int, int, float | None]]:
+    by = (run.metrics.get("traces") or {}).get("by_attempt")
+    if by:
+        return [(int(k) + 1, int(v.get("n", 0)), v.get("rate")) for k, v in sorted(by.items(), key=lambda kv: int(kv[0]))]
+    acc: dict[int, list[int]] = defaultdict(list)
+    for r in run.attempts:
+        if isinstance(r.get("attempt"), int):
+            acc[r["attempt"]].append(int(bool(r.get("accepted"))))
+    return [(i + 1, len(v), sum(v) / len(v) if v else None) for i, v in sorted(acc.items())]
+
+
+def traces(run: RunView) -> list[Block]:
+    t = run.metrics.get("traces")
+    if not t and not run.attempts:
+        return [Text("no trace inference in this run (sampling disabled or not run)", "note")]
+    blocks: list[Block] = []
+    if t:
+        failed = t.get("failed") or {}
+        by_type = f" {failed['by_type']}" if failed.get("by_type") else ""
+        blocks.append(Table(None, [
+            ("examples explained", f"{t.get('explained')}/{t.get('examples')} ({pct(t.get('explained_rate'))})"),
+            ("attempts / accepted", f"{t.get('attempts')} / {t.get('accepted')} ({pct(t.get('acceptance_rate'))})"),
+            ("LM samples per accepted trace", t.get("samples_per_accepted_trace") or "n/a"),
+            ("failed attempts", f"{failed.get('errors', 0)} LM errors{by_type}, {failed.get('unparsed', 0)} "
+                                f"unparseable labels, {failed.get('no_rationale', 0)} without a rationale"),
+        ]))
+    points = _by_attempt(run)
+    if points:
+        blocks.append(Figure(_plots.acceptance_by_attempt(points), "acceptance-by-attempt.png",
+                             "acceptance rate by attempt number"))
+        blocks.append(Text("Sampling stops for an example once it has `keep` accepted traces, so later attempts are "
+                           "made only for examples not yet explained: they concentrate on the harder ones.", "note"))
+    per_label = (t or {}).get("per_label") or {}
+    if per_label:
+        labels = list(per_label)
+        blocks.append(Figure(_plots.per_label_acceptance(labels, [per_label[k].get("rate") for k in labels],
+                                                         [per_label[k].get("explained_rate") for k in labels]),
+                             "acceptance-per-label.png", "acceptance per human label"))
+        blocks.append(Table(["human label", "examples", "explained", "attempts", "acceptance rate"],
+                            [[k, s.get("examples"), f"{s.get('explained')} ({pct(s.get('explained_rate'))})",
+                              s.get("attempts"), pct(s.get("rate"))] for k, s in per_label.items()]))
+    per_strategy = (t or {}).get("per_strategy") or {}
+    if per_strategy:
+        blocks.append(Table(["strategy", "attempts", "accepted", "rate", "examples explained"],
+                            [[k, s.get("attempts"), s.get("accepted"), pct(s.get("rate")), s.get("examples_explained")]
+                             for k, s in per_strategy.items()]))
+    unexplained = (t or {}).get("unexplained") or []
+    if unexplained:
+        more = f" and {len(unexplained) - 20} more" if len(unexplained) > 20 else ""
+        blocks.append(Text(f"Examples no strategy could explain: {', '.join(map(str, unexplained[:20]))}{more}."))
+    return blocks
+
+
+def samples(run: RunView, per_label: int = 3) -> list[Block]:
+    if not run.traces:
+        return [Text("no traces.jsonl: no accepted traces to show", "note")]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for t in run.traces:
+        groups[str(t.get("human", t.get("label")))].append(t)
+    order = [lab for lab in run.label_set if lab in groups] + sorted(set(groups) - set(run.label_set))
+    blocks: list[Block] = []
+    for label in order:
+        blocks.append(Heading(f"human label: {label} ({len(groups[label])} accepted)"))
+        for t in groups[label][:per_label]:
+            humans = t.get("human_labels")
+            n = t.get("attempt")
+            meta = f"item {t.get('item_id')} · strategy {t.get('strategy')} · " \
+                   f"attempt {n + 1 if isinstance(n, int) else n}"
+            if t.get("annotator"):
+                meta += f" · annotator {t['annotator']}"
+            if humans:
+                meta += f" · human labels: {', '.join(map(str, humans))}"
+            blocks.append(Quote(str(t.get("item")), meta, str(t.get("rationale"))))
+    missing = [lab for lab in run.label_set if lab not in groups]
+    if missing:
+        blocks.append(Text(f"no accepted trace for: {', '.join(missing)}", "note"))
+    return blocks
+
+
+def finetune(run: RunView) -> list[Block]:
+    logs = run.train_logs()
+    curves = {name: [(r["step"], r["loss"]) for r in rows
+                     if isinstance(r.get("step"), (int, float)) and isinstance(r.get("loss"), (int, float))]
+              for name, rows in logs.items()}
+    curves = {k: v for k, v in curves.items() if v}
+    results = run.metrics.get("finetune")
+    results = {k: r for k, r in results.items() if isinstance(r, dict)} if isinstance(results, dict) else {}
+    if not curves and not results:
+        return [Text("no fine-tuning in this run (no finetune/<variant>/train_log.jsonl)", "note")]
+    blocks: list[Block] = [Text("LoRA SFT on the train split's traces; the label-only ablation on the same items.")]
+    if results:
+        blocks.append(Table(["adapter", "base", "train rows", "truncated", "steps", "final loss", "train time"],
+                            [[k, r.get("base", ""), r.get("rows", ""), r.get("truncated_rows", 0), r.get("steps", ""),
+                              num(r.get("final_loss"), ".4f"), num(r.get("total_train_seconds"), ".0f") + " s"]
+                             for k, r in results.items()]))
+    if curves:
+        rows = [[name, len(pts), pts[-1][0], f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}",
+                 f"{min(v for _, v in pts):.4f}"] for name, pts in curves.items()]
+        blocks += [Figure(_plots.loss_curves(curves), "loss-curves.png", "training loss curves"),
+                   Table(["adapter", "logged steps", "last step", "first loss", "last loss", "min loss"], rows)]
+    else:
+        blocks.append(Text("no train_log.jsonl with loss records: no loss curve", "note"))
+    return blocks
