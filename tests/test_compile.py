@@ -176,4 +176,5 @@ def test_metrics_json_is_written_once_and_holds_the_report_additions(tmp_path, m
     assert writes.count("metrics.json") == 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert "plots" not in metrics and (out / "report.html").exists()  # figures are the report's, not metrics
+    assert metrics["schema_version"] == 2 and all(isinstance(v, float) for v in metrics["timing"].values())
     assert "](figures/alpha-test.png)" in (out / "report.md").read_text() and (out / "figures/alpha-test.png").exists()

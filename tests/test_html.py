@@ -121,9 +121,7 @@ def test_broken_artifacts_do_not_break_the_page(plain_run, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(plain_run, broken)
     metrics = json.loads((broken / "metrics.json").read_text())
-    metrics["guidelines"] = "not a dict"
-    metrics["timing"] = {"traces": "soon", "evaluate": None}
-    metrics["splits"]["test"]["comparisons"] = [{"a": "x", "b": "y"}]
+    metrics["timing"] = {}
     (broken / "metrics.json").write_text(json.dumps(metrics))
     (broken / "finetune" / "v").mkdir(parents=True)
     (broken / "finetune" / "v" / "train_log.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2, "loss": 1.5}\n')
@@ -133,6 +131,40 @@ def test_broken_artifacts_do_not_break_the_page(plain_run, tmp_path):
         assert f'<section id="{sid}">' in html
     assert "<td>v</td><td>1</td>" in html  # the one readable loss record
     assert "no timing in metrics.json" in html
+
+
+@pytest.mark.parametrize("field, value, where", [
+    ("guidelines", "not a dict", "guidelines"),
+    ("timing", {"traces": "soon"}, "timing.traces"),
+    ("splits", {"test": {"n_items": 3, "comparisons": [{"a": "x"}]}}, "splits.test.comparisons.0.b"),
+])
+def test_a_metrics_document_that_does_not_fit_is_one_line_naming_the_field(plain_run, tmp_path, field, value, where):
+    from thinktrace.runview import RunError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(plain_run, broken)
+    metrics = json.loads((broken / "metrics.json").read_text())
+    metrics[field] = value
+    (broken / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(RunError) as err:
+        write_reports(broken)
+    assert f"metrics.json: {where}:" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_older_metrics_document_is_upgraded_on_read(plain_run, tmp_path):
+    from thinktrace.runview import RunView
+
+    old = tmp_path / "old"
+    shutil.copytree(plain_run, old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    del metrics["schema_version"]
+    metrics["timing"] = {"traces": "1.5 min", "evaluate": "12.5 s"}
+    metrics["plots"] = ["alpha.png"]
+    metrics["splits"]["test"]["inter_rater"] = {"value": 0.5, "ci": [0.1, 0.8], "n": 10, "raters": ["a", "b"]}
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    view = RunView(old)
+    assert view.metrics["schema_version"] == 2 and view.timing() == {"traces": 90.0, "evaluate": 12.5}
+    assert "plots" not in view.metrics and view.metrics["splits"]["test"]["inter_rater"]["all"]["value"] == 0.5
 
 
 def test_confusion_counts_unparsed():

@@ -80,6 +80,8 @@ def add_later_stages(run: Path, base: str = "kw") -> Path:
     }
     metrics["finetune"] = {f"{base}-sft": {"base": "smollm2-135m", "rows": 15, "truncated_rows": 0, "steps": 20,
                                            "final_loss": 0.1, "total_train_seconds": 12.4}}
+    # an older run's document: no schema_version, a timing written as text (upgraded on read)
+    metrics.pop("schema_version", None)
     metrics["timing"] = {**(metrics.get("timing") or {}), "finetune": "12.5 s", "guidelines": 3.5}
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     log = run / "finetune" / f"{base}-sft"

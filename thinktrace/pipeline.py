@@ -18,6 +18,7 @@ from thinktrace.journal import attempt_key, prediction_key
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
 from thinktrace.loader import load_object
+from thinktrace.records import MetricsDocument
 from thinktrace.report import write_reports
 from thinktrace.rundir import RunDir, json_safe
 from thinktrace.spec import LoadedSpec
@@ -277,7 +278,7 @@ class Pipeline:
         self.result["calls"] = self.call_summary()
         self.result["status"] = self.status(self.result["calls"])
         # metrics.json is written once, after the reports were rendered from the same document
-        document = json.loads(json.dumps(json_safe(self.result)))  # exactly what metrics.json will hold
+        self.result = MetricsDocument.document(json.loads(json.dumps(json_safe(self.result))))
         try:
             write_reports(self.rundir.path, metrics=document)
         except Exception as err:  # a report must never cost the run its results
@@ -336,6 +337,7 @@ class Pipeline:
         from thinktrace.report import fmt_est
 
         lines = []
+        result = MetricsDocument.document(json.loads(json.dumps(json_safe(result))))
         t = self.result.get("traces")
         if t:
             lines.append(f"traces: {t['accepted']} accepted of {t['attempts']} attempts; {t['explained']}/"

@@ -98,3 +98,132 @@ def dump(model: type[BaseModel], record: dict | BaseModel) -> dict:
     """`record` validated by `model`, as the plain dict a journal line holds."""
     obj = record if isinstance(record, model) else model.model_validate(record)
     return obj.model_dump(mode="json")
+
+
+# -- the metrics document (metrics.json) ------------------------------------------------------------------------
+
+METRICS_VERSION = 2
+
+
+class _Open(BaseModel):
+    """A part of the metrics document: the fields below are typed and checked, others are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Estimate(_Open):
+    """A statistic with its percentile-bootstrap 95 % interval (`thinktrace.agreement.Estimate.as_dict`); value
+    None = undefined (n/a), ci [None, None] = no resamples."""
+
+    value: float | None = None
+    ci: list[float | None] | None = None
+    n: int | None = None
+
+
+class RaterScores(_Open):
+    """One rater (variant) against the aggregated human label on one split."""
+
+    n_items: int
+    n_unparsed: int = 0
+    n_errors: int = 0
+    n_label_by_choice: int = 0
+    alpha: Estimate | None = None
+    kendall_tau_b: Estimate | None = None  #: None on nominal labels (n/a)
+    icc: Estimate | None = None  #: ICC(3,1) rater vs human; None on nominal labels (n/a)
+    tokens: Tokens = Field(default_factory=Tokens)
+
+
+class PairedDifference(_Open):
+    """b − a on the same items, paired bootstrap; p_b_not_better: share of resamples where b is not better."""
+
+    diff: float | None = None
+    ci: list[float | None] | None = None
+    p_b_not_better: float | None = None
+    n: int | None = None
+
+
+class Comparison(PairedDifference):
+    """α(b) − α(a); the other metrics' differences nested (`kendall_tau_b_diff`, `icc_diff`)."""
+
+    a: str
+    b: str
+    kendall_tau_b_diff: PairedDifference | None = None
+    icc_diff: PairedDifference | None = None
+
+
+class InterRater(Estimate):
+    """α (and ICC) among a group of LLM raters on the same items."""
+
+    raters: list[str] = Field(default_factory=list)
+    icc: Estimate | None = None
+
+
+class SplitScores(_Open):
+    n_items: int
+    raters: dict[str, RaterScores] = Field(default_factory=dict)
+    comparisons: list[Comparison] = Field(default_factory=list)
+    human_ceiling: dict[str, Any] | None = None
+    inter_rater: dict[str, InterRater] | None = None
+    inter_rater_change: dict[str, Any] | None = None
+
+
+class VariantInfo(_Open):
+    name: str
+    kind: str = "baseline"
+    rater: str | None = None
+    model: str | None = None
+
+
+class RunStatus(_Open):
+    state: str = "complete"  #: complete | incomplete | failures_over_threshold
+    stage: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class MetricsDocument(_Open):
+    """metrics.json: every number of a run's report. Written once per run (`Pipeline`), read by `RunView`
+    (reports, `thinktrace compare`); a document from an older version is upgraded on read."""
+
+    schema_version: int = METRICS_VERSION
+    spec: dict[str, Any] = Field(default_factory=dict)
+    status: RunStatus = Field(default_factory=RunStatus)
+    data: dict[str, Any] = Field(default_factory=dict)
+    variants: list[VariantInfo] = Field(default_factory=list)
+    splits: dict[str, SplitScores] = Field(default_factory=dict)
+    traces: dict[str, Any] | None = None
+    finetune: dict[str, Any] | None = None
+    prompts: dict[str, Any] | None = None
+    guidelines: dict[str, Any] | None = None
+    calls: dict[str, Any] | None = None
+    timing: dict[str, float] = Field(default_factory=dict)  #: wall seconds per stage
+    peak_rss_mib: dict[str, int | float] = Field(default_factory=dict)  #: peak resident memory after each stage
+    warnings: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """Version 1 (no schema_version): timings as strings ("12.5 s"), `inter_rater` one estimate over all
+        raters, a `plots` list (the report's files, not metrics)."""
+        if not isinstance(data, dict) or "schema_version" in data:
+            return data
+        from thinktrace.runview import seconds
+
+        data = dict(data)
+        timing = {k: seconds(v) for k, v in (data.get("timing") or {}).items()}
+        data["timing"] = {k: v for k, v in timing.items() if v is not None}
+        data.pop("plots", None)
+        splits = {}
+        for name, split in (data.get("splits") or {}).items():
+            inter = split.get("inter_rater") if isinstance(split, dict) else None
+            if isinstance(inter, dict) and "value" in inter:
+                split = {**split, "inter_rater": {"all": inter}}
+            splits[name] = split
+        data["splits"] = splits
+        data["schema_version"] = METRICS_VERSION
+        return data
+
+    @classmethod
+    def document(cls, data: dict) -> dict:
+        """`data` checked and upgraded, as the plain JSON document (only the fields it has, plus the version)."""
+        return cls.model_validate(data).model_dump(mode="json", exclude_unset=True)

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from pydantic import ValidationError
+
 from thinktrace.journal import latest_settled
+from thinktrace.records import MetricsDocument
 from thinktrace.rundir import JsonlLog
 
 
@@ -47,18 +50,22 @@ class RunView:
             raise RunError(path, "no such run folder")
         if not self.path.is_dir():
             raise RunError(path, "not a run folder (not a directory)")
-        if metrics is not None:
-            self.metrics = metrics
-            return
-        mpath = self.path / "metrics.json"
-        if not mpath.exists():
-            raise RunError(path, "not a run folder (no metrics.json)")
+        if metrics is None:
+            mpath = self.path / "metrics.json"
+            if not mpath.exists():
+                raise RunError(path, "not a run folder (no metrics.json)")
+            try:
+                metrics = json.loads(mpath.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise RunError(path, f"metrics.json is unreadable ({err.__class__.__name__}: {err})") from None
+            if not isinstance(metrics, dict):
+                raise RunError(path, "metrics.json is not a JSON object")
         try:
-            self.metrics = json.loads(mpath.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RunError(path, f"metrics.json is unreadable ({err.__class__.__name__}: {err})") from None
-        if not isinstance(self.metrics, dict):
-            raise RunError(path, "metrics.json is not a JSON object")
+            self.metrics = MetricsDocument.document(metrics)  # checked, and upgraded when older
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise RunError(path, f"metrics.json: {where}: {first['msg']}") from None
 
     # -- identity --------------------------------------------------------------------------------------------
     @property

@@ -91,7 +91,7 @@ def agreement(run: RunView) -> list[Block]:
 
 
 def comparisons(run: RunView) -> list[Block]:
-    rows, extra = [], [(k, h) for k, h in (("tau_diff", "Δτ-b (95% CI)"), ("icc_diff", "ΔICC (95% CI)"))
+    rows, extra = [], [(k, h) for k, h in (("kendall_tau_b_diff", "Δτ-b (95% CI)"), ("icc_diff", "ΔICC(3,1) (95% CI)"))
                        if any(k in c for s in run.splits() for c in run.split(s).get("comparisons") or [])]
     for split_name in run.splits():
         for c in run.split(split_name).get("comparisons") or []:
