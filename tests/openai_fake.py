@@ -51,17 +51,42 @@ def send_chat_reply(handler: BaseHTTPRequestHandler, body: dict, text: str) -> N
     handler.wfile.write(data)
 
 
+def body_key(body: dict) -> str:
+    """sha1 of what makes a request the same call (model, messages, sampling)."""
+    key = json.dumps({k: body.get(k) for k in ("model", "messages", "temperature", "seed", "max_tokens")},
+                     sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()
+
+
 def is_rating(body: dict) -> bool:
     """A rater's call (the Judge signature: rationale + label from an item)."""
     user = _text(body["messages"][-1]["content"])
     return user.lstrip().startswith("Item:") and "Rationale:" not in user and "Label:" not in user
 
 
+def send_error(handler: BaseHTTPRequestHandler, status: int) -> None:
+    """An OpenAI-style error reply (429 carries `Retry-After: 0`, so the client's backoff is not stretched)."""
+    data = json.dumps({"error": {"message": f"scripted failure {status}", "type": "server_error",
+                                 "code": status}}).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    if status == 429:
+        handler.send_header("Retry-After", "0")
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class FakeOpenAI:
     """start() / stop() on a fixed port; `go_down_after(n, when)` stops the server (connections are refused from
-    then on) once n requests matching `when` have been answered."""
+    then on) once n requests matching `when` have been answered. `fail_every=n` makes it flaky, deterministically:
+    every n-th request it receives is answered with `fail_status` (429 or a 5xx) instead of a completion."""
 
-    def __init__(self):
+    def __init__(self, fail_every: int = 0, fail_status: int = 500):
+        self.fail_every, self.fail_status = fail_every, fail_status
+        self.received = 0  # requests that reached the server (answered or failed)
+        self.failed = 0  # requests answered with fail_status
+        self.failed_bodies: list[str] = []  # sha1 of each request body answered with fail_status
         self.port = 0
         self.answered: list[str] = []  # sha1 of each answered request body (model, messages, sampling)
         self.kinds: Counter = Counter()
@@ -84,6 +109,9 @@ class FakeOpenAI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if server._should_fail(body):
+                    send_error(self, server.fail_status)
+                    return
                 send_chat_reply(self, body, answer(body))
                 server._answered(body)
 
@@ -94,12 +122,19 @@ class FakeOpenAI:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 
+    def _should_fail(self, body: dict) -> bool:
+        with self._lock:
+            self.received += 1
+            fail = bool(self.fail_every) and self.received % self.fail_every == 0
+            if fail:
+                self.failed += 1
+                self.failed_bodies.append(body_key(body))
+            return fail
+
     def _answered(self, body: dict) -> None:
-        key = json.dumps({k: body.get(k) for k in ("model", "messages", "temperature", "seed", "max_tokens")},
-                         sort_keys=True)
         stop = False
         with self._lock:
-            self.answered.append(hashlib.sha1(key.encode()).hexdigest())
+            self.answered.append(body_key(body))
             self.kinds["rating" if is_rating(body) else "other"] += 1
             if self._trigger and self._trigger[1](body):
                 self._matched += 1

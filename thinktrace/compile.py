@@ -4,7 +4,9 @@ Loads the spec, the data and the models, runs the configured stages and writes t
 `<output_dir>/<name>/<timestamp>/`: spec.resolved.yaml, data.json, predictions.jsonl, metrics.json, report.md.
 Exit codes: 0 complete; 2 bad input (one line on stderr naming the file and the field); 3 incomplete (an endpoint
 went down or calls failed retryably: one line naming the model, the endpoint and the command that resumes the
-run); 4 finished with more final failures than `calls.max_failed`; 130 interrupted.
+run); 4 finished with more final failures than `calls.max_failed`; 5 stopped at the budget (`budget.max_tokens` /
+`budget.max_usd` reached: one line with the command that resumes the run; raise the budget first); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from thinktrace.errors import RunIncomplete, SpecError, ThinktraceError
 
 EXIT_INCOMPLETE = 3  #: the run stopped with work left (an endpoint down): resume it
 EXIT_FAILURES = 4  #: the run finished, but a stage's final failures exceed calls.max_failed
+EXIT_BUDGET = 5  #: the run stopped at its budget (budget.max_tokens / max_usd): raise it and resume
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,12 +41,16 @@ def plan(loaded, corpus) -> dict:
     stage objects of the run plan themselves (thinktrace.stages)."""
     from thinktrace.stages import plan_stages
 
+    from thinktrace.lm.estimate import cost_lines, estimate
+
     spec = loaded.spec
     stages = plan_stages(spec, corpus)
+    cost = estimate(spec, stages, corpus, loaded.guideline)
     return {"name": spec.name, "items": {n: len(corpus.split(n)) for n in ("train", "dev", "test")},
             "label_set": list(corpus.label_set.labels), "level": corpus.label_set.level,
             "per_annotator": corpus.per_annotator, "stages": stages,
-            "lm_calls_max": sum(s["lm_calls_max"] for s in stages.values())}
+            "lm_calls_max": sum(s["lm_calls_max"] for s in stages.values()),
+            "cost": cost, "cost_lines": cost_lines(cost, spec.budget)}
 
 
 def print_plan(p: dict, out=None) -> None:
@@ -55,6 +62,8 @@ def print_plan(p: dict, out=None) -> None:
         detail = ", ".join(f"{k}={v}" for k, v in stage.items() if k != "lm_calls_max")
         print(f"  stage {name}: {detail}; at most {stage['lm_calls_max']} LM calls", file=out)
     print(f"  total: at most {p['lm_calls_max']} LM calls", file=out)
+    for line in p.get("cost_lines", []):
+        print(line, file=out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except RunIncomplete as err:  # an outage, or calls that failed retryably: everything done is saved
+    except RunIncomplete as err:  # an outage, calls that failed retryably, the budget: everything done is saved
+        from thinktrace.errors import BudgetReached
+
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return EXIT_BUDGET if isinstance(err.__cause__, BudgetReached) else EXIT_INCOMPLETE
     except ThinktraceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -68,3 +68,18 @@ class EndpointDown(ThinktraceError):
 
     def __str__(self) -> str:
         return f"endpoint down: model {self.model} at {self.where}: {self.reason}"
+
+
+class BudgetReached(EndpointDown):
+    """The run's budget (`budget.max_tokens` / `budget.max_usd`) is spent: no new LM call starts, and the stage
+    stops the way it stops for an outage (everything finished is journalled; raise the budget and resume)."""
+
+    def __init__(self, reason: str):
+        self.model, self.where, self.reason = "", "", reason
+        ThinktraceError.__init__(self, str(self))
+
+    def __reduce__(self):
+        return type(self), (self.reason,)
+
+    def __str__(self) -> str:
+        return f"budget reached: {self.reason}"

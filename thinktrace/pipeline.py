@@ -46,7 +46,8 @@ def trim_heap() -> None:
         pass
 
 
-RESUMABLE_CHANGES = ("calls", "description", "output_dir")  #: spec fields a resume may change
+RESUMABLE_CHANGES = ("calls", "budget", "description", "output_dir")  #: spec fields a resume may change
+#: and, in every model entry, thinktrace.lm.config.RESUMABLE_MODEL_FIELDS (api_base: the fleet; max_concurrency)
 
 
 def upgraded(resolved: dict) -> dict:
@@ -83,6 +84,9 @@ class Pipeline:
         from thinktrace.lm.guard import reset_endpoints
 
         reset_endpoints()  # every run (and resume) starts with closed breakers
+        from thinktrace.lm.budget import start_budget
+
+        self.meter = start_budget(self.spec.budget, self.rundir.file("usage.json"))  # spent so far: this folder's
         self.adapter = make_adapter(self.spec.programs.adapter)
         self._adapters = {self.spec.programs.adapter: self.adapter}
         self.timing: dict[str, float] = {}
@@ -94,11 +98,14 @@ class Pipeline:
     def _check_same_spec(self) -> None:
         path = self.rundir.file("spec.resolved.yaml")
         if path.exists():
-            before = upgraded(yaml.safe_load(path.read_text(encoding="utf-8")))
-            # `calls` (retries, breaker, failure threshold), the description and where runs go may change between
-            # a run and its resume; they change no result
-            changed = sorted(k for k in set(before) | set(self.resolved)
-                             if k not in RESUMABLE_CHANGES and before.get(k) != self.resolved.get(k))
+            from thinktrace.lm.config import without_resumable_model_fields as comparable
+
+            before = comparable(upgraded(yaml.safe_load(path.read_text(encoding="utf-8"))))
+            now = comparable(self.resolved)
+            # `calls` (retries, breaker, failure threshold), the budget, the description, where runs go and where
+            # models are served may change between a run and its resume; they change no result
+            changed = sorted(k for k in set(before) | set(now)
+                             if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k))
             if changed:
                 raise SpecError(", ".join(changed), f"the run folder {self.rundir.path} was made with a different spec "
                                 "(these sections differ); resume it with the same spec or start a new run")
@@ -306,7 +313,10 @@ class Pipeline:
             stages["prompts"] = summary(self.rundir.log("prompts_dev.jsonl"), prediction_key)
         if self.rundir.file("predictions.jsonl").exists():
             stages["evaluate"] = summary(self.rundir.log("predictions.jsonl"), prediction_key)
-        return {"stages": stages, "endpoints": endpoint_stats(), "max_failed": self.spec.calls.max_failed}
+        from thinktrace.lm.fleet import fleet_stats
+
+        return {"stages": stages, "endpoints": endpoint_stats(), "max_failed": self.spec.calls.max_failed,
+                "fleets": fleet_stats(), "usage": self.meter.summary()}
 
     def status(self, calls: dict) -> dict:
         """complete, or failures_over_threshold (a stage's final failures above `calls.max_failed`)."""

@@ -19,6 +19,7 @@ from thinktrace.errors import SpecError
 from thinktrace.finetune import FinetuneConfig
 from thinktrace.guidelines import GuidelinesConfig
 from thinktrace.lm.config import ModelConfig
+from thinktrace.lm.budget import BudgetConfig
 from thinktrace.lm.guard import CallsConfig
 
 
@@ -136,6 +137,9 @@ class Spec(Section):
     calls: CallsConfig = Field(default_factory=CallsConfig, description="Retries of failed LM calls, when an "
                                "endpoint counts as down (the stage stops, resumable), and how many final failures "
                                "a complete run may have.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Most tokens and dollars the run (with "
+                                 "its resumes) may spend on LM calls; reaching a limit stops it cleanly and "
+                                 "resumably (exit 5). May change on resume.")
     output_dir: str = Field("runs", description="Where run folders are written (relative to the working dir).")
 
     @field_validator("name")

@@ -58,10 +58,18 @@ class ModelConfig(Section):
         "converted to GGUF once), or a Hugging Face hub id (needs the hub or a filled HF cache). Otherwise the "
         "provider's model id, e.g. `gpt-4o-mini`.",
     )
-    api_base: str | None = Field(
+    api_base: str | list[str] | None = Field(
         default=None,
-        description="Base URL of the provider's API, e.g. an OpenAI-compatible server `http://127.0.0.1:8011/v1`. "
-        "Remote providers only.",
+        description="Base URL of the provider's API, e.g. an OpenAI-compatible server `http://127.0.0.1:8011/v1`, "
+        "or a list of them serving the same model (a fleet, e.g. one vLLM replica per GPU): requests are spread "
+        "over them, a request that fails on one is retried on another, and the run stops (resumable) only when "
+        "all are down. A LoRA adapter on a vLLM fleet: start each replica with `--enable-lora --lora-modules "
+        "NAME=PATH` and set `model: NAME`. Remote providers only; may change between a run and its resume.",
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1,
+        description="Most requests in flight to this model at once, over all its endpoints and every stage "
+        "thread and copy (null: only `num_threads` limits it). May change between a run and its resume.",
     )
     api_key_env: str | None = Field(
         default=None,
@@ -146,13 +154,19 @@ class ModelConfig(Section):
 
     @field_validator("api_base")
     @classmethod
-    def _api_base(cls, v: str | None) -> str | None:
+    def _api_base(cls, v: str | list[str] | None) -> str | list[str] | None:
         if v is None:
             return v
-        u = urlparse(v)
-        if u.scheme not in ("http", "https") or not u.netloc:
-            raise ValueError(f"api_base must be an http(s) URL, got {v!r}")
-        return v
+        urls = [v] if isinstance(v, str) else v
+        if not urls:
+            raise ValueError("api_base: give a URL or a non-empty list of URLs (or leave it out)")
+        for url in urls:
+            u = urlparse(url)
+            if u.scheme not in ("http", "https") or not u.netloc:
+                raise ValueError(f"api_base must be an http(s) URL or a list of them, got {url!r}")
+        if len(set(urls)) < len(urls):
+            raise ValueError(f"api_base lists a URL twice: {sorted(u for u in set(urls) if urls.count(u) > 1)}")
+        return v[0] if isinstance(v, list) and len(v) == 1 else v
 
     @field_validator("api_key_env")
     @classmethod
@@ -187,6 +201,30 @@ class ModelConfig(Section):
         return self.provider == LOCAL
 
     @property
+    def api_bases(self) -> list[str]:
+        """The endpoints of this model: `api_base` as a list (empty: the provider's default)."""
+        if self.api_base is None:
+            return []
+        return [self.api_base] if isinstance(self.api_base, str) else list(self.api_base)
+
+    @property
     def dspy_model(self) -> str:
         """The model string dspy.LM receives: ``local/<name>`` or ``<provider>/<model>``."""
         return f"{LOCAL}/{self.name}" if self.is_local else f"{self.provider}/{self.model}"
+
+
+#: fields of a model entry that may change between a run and its resume: where the model is served and how many
+#: requests it takes at once change no result (a fleet grown or shrunk, a replica moved)
+RESUMABLE_MODEL_FIELDS = ("api_base", "max_concurrency")
+
+
+def without_resumable_model_fields(value):
+    """A resolved spec (or part of one) with every model entry's RESUMABLE_MODEL_FIELDS left out, for comparing
+    a run folder's spec with the spec that resumes it."""
+    if isinstance(value, list):
+        return [without_resumable_model_fields(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    is_model = "provider" in value and "model" in value
+    return {k: without_resumable_model_fields(v) for k, v in value.items()
+            if not (is_model and k in RESUMABLE_MODEL_FIELDS)}

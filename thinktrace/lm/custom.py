@@ -10,7 +10,7 @@ from thinktrace.errors import SpecError
 PYTHON = "python"
 
 
-def build_custom_lm(cfg, field: str, endpoint):
+def build_custom_lm(cfg, field: str, fleet):
     from thinktrace.lm.guard import GuardedLM
     from thinktrace.loader import load_object
 
@@ -22,4 +22,4 @@ def build_custom_lm(cfg, field: str, endpoint):
     if not callable(getattr(engine, "complete", None)):
         raise SpecError(f"{field}.model", f"{cfg.model} returned {type(engine).__name__}, which has no complete(request)")
     return GuardedLM(f"local/{cfg.name}", engine=engine, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                     cache=cfg.cache, endpoint=endpoint)
+                     cache=cfg.cache, fleet=fleet)

@@ -76,15 +76,16 @@ def get_engine(cfg: ModelConfig, field: str = "model"):
 
 
 def endpoint_of(cfg: ModelConfig, calls=None):
-    """The circuit breaker shared by every LM that reaches the same server (see thinktrace.lm.guard)."""
-    from thinktrace.lm.guard import endpoint_for
+    """The circuit breaker shared by every LM that reaches the (first) server of `cfg` (see thinktrace.lm.guard)."""
+    return fleet_of_config(cfg, calls).members[0][1]
 
-    if cfg.is_local or cfg.provider == "python":
-        key = where = f"{cfg.provider}/{cfg.model}"
-    else:
-        where = cfg.api_base or f"{cfg.provider} API"
-        key = f"{cfg.provider}|{cfg.api_base or ''}|{cfg.model}"
-    return endpoint_for(key, cfg.name, where, calls or _default_calls())
+
+def fleet_of_config(cfg: ModelConfig, calls=None):
+    """The endpoint fleet of `cfg`: one breaker per server of its `api_base`, and its concurrency cap (see
+    thinktrace.lm.fleet)."""
+    from thinktrace.lm.fleet import fleet_of
+
+    return fleet_of(cfg, calls or _default_calls())
 
 
 _DEFAULT_CALLS = None
@@ -108,10 +109,10 @@ def build_lm(cfg: ModelConfig, field: str = "model", calls=None):
     from thinktrace.lm.custom import PYTHON, build_custom_lm
     from thinktrace.lm.guard import GuardedLM
 
-    endpoint = endpoint_of(cfg, calls)
+    fleet = fleet_of_config(cfg, calls)
     if cfg.provider == PYTHON:
-        return build_custom_lm(cfg, field, endpoint)
-    common = dict(temperature=cfg.temperature, max_tokens=cfg.max_tokens, cache=cfg.cache, endpoint=endpoint)
+        return build_custom_lm(cfg, field, fleet)
+    common = dict(temperature=cfg.temperature, max_tokens=cfg.max_tokens, cache=cfg.cache, fleet=fleet)
     if cfg.is_local:
         from thinktrace.lm.constrain import mark_constrainable
 
@@ -122,8 +123,8 @@ def build_lm(cfg: ModelConfig, field: str = "model", calls=None):
         kwargs["top_p"] = cfg.top_p
     if cfg.top_k is not None:
         kwargs["top_k"] = cfg.top_k
-    if cfg.api_base:
-        kwargs["api_base"] = cfg.api_base
+    if cfg.api_bases:  # a fleet: the first server here, each try names the one it goes to
+        kwargs["api_base"] = cfg.api_bases[0]
     if cfg.api_key_env:
         key = os.environ.get(cfg.api_key_env)
         if not key:

@@ -14,6 +14,10 @@ scoring, evaluation) and every provider (remote, llama.cpp, `provider: python`).
   row, a rejected key, or more than ``calls.max_error_rate`` failed calls among the last ``calls.window`` open it;
   from then on every call (and every retry asleep in its backoff) raises ``EndpointDown`` at once, so a stage
   stops within seconds of an outage with everything done so far in its journal.
+- A model served by several endpoints (``api_base`` a list) is a ``Fleet`` of breakers (``thinktrace.lm.fleet``):
+  each try goes to a live endpoint, a failed try is retried on another one, and calls raise ``EndpointDown``
+  only once every endpoint of the fleet is down. ``GuardedLM`` itself is in ``thinktrace.lm.guarded``
+  (importable from here).
 
 Calls made by one thread are tallied in ``call_tally()`` (retries, empty answers), so a journal record can carry
 the retries spent on it and the counts survive a resume.
@@ -25,7 +29,6 @@ import random
 import threading
 from collections import deque
 
-import dspy
 from pydantic import Field
 
 from thinktrace.config import Section
@@ -160,6 +163,7 @@ class Endpoint:
         self._streak = 0
         self._recent: deque = deque(maxlen=calls.window)
         self.stats = {"calls": 0, "failed": 0, "retries": {CONNECTION: 0, TRANSIENT: 0}, "empty_retries": 0}
+        self.listeners: list = []  #: called (no arguments) once the breaker opens: the fleets it belongs to
 
     def __deepcopy__(self, memo):  # dspy.LM.copy deep-copies the LM: copies share their endpoint
         return self
@@ -180,9 +184,12 @@ class Endpoint:
 
     def open(self, reason: str) -> None:
         with self._lock:
-            if not self._opened.is_set():
-                self.reason = reason
-                self._opened.set()
+            if self._opened.is_set():
+                return
+            self.reason = reason
+            self._opened.set()
+        for listener in list(self.listeners):
+            listener()
 
     def attempt_failed(self, kind: str, err: BaseException) -> None:
         """One try failed (before any retry)."""
@@ -245,73 +252,21 @@ def endpoint_for(key: str, name: str, where: str, calls: CallsConfig) -> Endpoin
 
 def reset_endpoints() -> None:
     """Close every breaker and forget the counters (a new run, or a resume, starts fresh)."""
+    from thinktrace.lm.fleet import reset_fleets
+
     with _endpoints_lock:
         _endpoints.clear()
+    reset_fleets()
 
 
 def endpoint_stats() -> dict[str, dict]:
+    """Counters per endpoint, keyed by model name (`name @ url` for the servers of a fleet)."""
     with _endpoints_lock:
-        return {ep.name: {**ep.stats, "where": ep.where, "down": ep.reason} for ep in _endpoints.values()}
+        eps = list(_endpoints.values())
+    names = [ep.name for ep in eps]
+    return {(ep.name if names.count(ep.name) == 1 else f"{ep.name} @ {ep.where}"):
+            {**ep.stats, "where": ep.where, "down": ep.reason} for ep in eps}
 
 
-def _empty(outputs) -> bool:
-    if not isinstance(outputs, list) or not outputs:
-        return False
-    for out in outputs:
-        text = out.get("text") if isinstance(out, dict) else out
-        if isinstance(text, str) and text.strip():
-            return False
-        if not isinstance(text, (str, type(None))):
-            return False
-    return True
-
-
-class GuardedLM(dspy.LM):
-    """dspy.LM with thinktrace's retry policy and the endpoint's circuit breaker around every call."""
-
-    def __init__(self, *args, endpoint: Endpoint, **kwargs):
-        super().__init__(*args, num_retries=0, **kwargs)
-        self.endpoint = endpoint
-
-    def update_history(self, entry):  # runs in the calling thread: note the finish reason for last_finish()
-        response = entry.get("response") if isinstance(entry, dict) else None
-        finish = getattr(response, "finish_reason", None)
-        if finish is None and getattr(response, "choices", None):
-            finish = getattr(response.choices[0], "finish_reason", None)
-        _tally.finish = str(finish) if finish is not None else None
-        super().update_history(entry)
-
-    def __call__(self, prompt=None, *, messages=None, **kwargs):
-        ep, calls = self.endpoint, self.endpoint.calls
-        _tally.finish = None
-        retries = {CONNECTION: 0, TRANSIENT: 0}
-        empty = 0
-        while True:
-            ep.check()
-            try:
-                outputs = super().__call__(prompt, messages=messages, **kwargs)
-            except EndpointDown:
-                raise
-            except Exception as err:
-                kind = classify(err)
-                ep.attempt_failed(kind, err)
-                budget = {CONNECTION: calls.connect_retries, TRANSIENT: calls.retries}.get(kind, 0)
-                if kind not in retries or retries[kind] >= budget or ep.down:
-                    ep.finished(False, err)
-                    if ep.down and kind in RETRYABLE:
-                        raise ep.error() from err
-                    raise
-                ep.wait(ep.backoff(kind, retries[kind], err))
-                retries[kind] += 1
-                ep.count_retry(kind)
-                _tally.retries = getattr(_tally, "retries", 0) + 1
-                continue
-            if _empty(outputs) and empty < calls.empty_retries:
-                empty += 1
-                ep.count_retry("empty")
-                kwargs = {**kwargs, "cache": False}
-                continue
-            if _empty(outputs):
-                _tally.empty = getattr(_tally, "empty", 0) + 1
-            ep.finished(True)
-            return outputs
+# GuardedLM lives in its own module; import it from here (thinktrace.lm.guarded imports this module first)
+from thinktrace.lm.guarded import GuardedLM  # noqa: E402,F401
