@@ -178,3 +178,41 @@ def test_metrics_json_is_written_once_and_holds_the_report_additions(tmp_path, m
     assert "plots" not in metrics and (out / "report.html").exists()  # figures are the report's, not metrics
     assert metrics["schema_version"] == 2 and all(isinstance(v, float) for v in metrics["timing"].values())
     assert "](figures/alpha-test.png)" in (out / "report.md").read_text() and (out / "figures/alpha-test.png").exists()
+
+
+@pytest.mark.parametrize("max_demos", [2, 0])
+def test_the_compiled_programs_demos_are_evaluated_as_a_variant(tmp_path, monkeypatch, max_demos):
+    """program.json's demos are used: each rater is rated with them (paired against itself without); with
+    max_demos 0 there are neither demos nor the variant."""
+    import dspy
+
+    from thinktrace.pipeline import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    original = Pipeline.program_for
+
+    def spy(self, v, guideline=None):
+        program = original(self, v, guideline)
+        seen.append((v.name, [dict(d) for p in program.predictors() for d in p.demos]))
+        return program
+
+    monkeypatch.setattr(Pipeline, "program_for", spy)
+    out = tmp_path / "run"
+    assert main([str(write_spec(tmp_path, toy_spec(**{"sampling.max_demos": max_demos}))), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "program.json").read_text())
+    saved_demos = [d for part in saved.values() if isinstance(part, dict) for d in part.get("demos") or []]
+    variants = {v["name"]: v for v in metrics["variants"]}
+    if not max_demos:
+        assert "kw+demos" not in variants and not saved_demos and all(not d for _, d in seen)
+        return
+    assert variants["kw+demos"]["kind"] == "trace-demos" and metrics["traces"]["demos"] == 2
+    assert ("kw", "kw+demos") in {(c["a"], c["b"]) for c in metrics["splits"]["test"]["comparisons"]}
+    used = [d for name, d in seen if name == "kw+demos"]
+    assert used and all(len(d) == 2 for d in used)
+    key = lambda d: (d["item"], d["label"], d["rationale"])  # noqa: E731
+    assert sorted(map(key, used[0])) == sorted(map(key, saved_demos))  # the compiled program's demos
+    assert all(not d for name, d in seen if name == "kw")  # the baseline stays zero-shot
+    traces = {(t["item"], t["label"]) for t in map(json.loads, (out / "traces.jsonl").read_text().splitlines())}
+    assert {(d["item"], d["label"]) for d in used[0]} <= traces

@@ -191,6 +191,27 @@ def test_the_plan_names_the_variants_the_run_evaluates(tmp_path, monkeypatch, ca
     assert main([str(path), "--out", str(out)]) == 0
     ran = [v["name"] for v in json.loads((out / "metrics.json").read_text())["variants"]]
     assert sorted(eval(planned)) == sorted(ran)  # noqa: S307 (a printed Python list)
+    assert {"a+demos", "a@chat-rationale", "a+refined", "a+rules"} <= set(ran)
+
+
+def test_every_stage_writes_the_artifacts_it_declares(tmp_path, monkeypatch):
+    from thinktrace.data import load_corpus
+    from thinktrace.spec import load_spec
+    from thinktrace.stages import plan_stages
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec()
+    s["evaluate"]["prompts"] = [{"format": "chat"}, {"order": "label_first"}]
+    path = write_spec(tmp_path, s)
+    assert main([str(path), "--out", str(out)]) == 0
+    loaded = load_spec(path)
+    plan = plan_stages(loaded.spec, load_corpus(loaded.spec.data, loaded.base_dir, loaded.spec.seed))
+    assert list(plan) == ["traces", "prompts", "guidelines", "evaluate"]
+    for stage, p in plan.items():
+        assert p["writes"], stage
+        for name in p["writes"]:
+            assert (out / name).is_dir() if name.endswith("/") else (out / name).is_file(), (stage, name)
 
 
 def test_the_writer_program_is_a_spec_field(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from typing import Mapping, Sequence
 
-KIND_COLORS = {"baseline": "tab:blue", "trace-sft": "tab:orange", "label-sft": "tab:purple",
+KIND_COLORS = {"baseline": "tab:blue", "trace-demos": "tab:cyan", "trace-sft": "tab:orange", "label-sft": "tab:purple",
                "refined-guideline": "tab:red", "guideline-rules": "tab:pink", "guideline-examples": "tab:brown"}
 
 

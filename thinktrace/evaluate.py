@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from thinktrace.data import Item
 from thinktrace.errors import EndpointDown
 from thinktrace.journal import answered, begin_call, failed
+from thinktrace.records import ITEM, LABEL, RATIONALE
 from thinktrace.rundir import JsonlLog
 
 
@@ -40,9 +41,9 @@ def rate_one(program: dspy.Module, lm: dspy.LM, item: Item, adapter: dspy.Adapte
     begin_call()
     try:
         with dspy.context(lm=lm, adapter=adapter, track_usage=True):
-            pred = program(item=item.text)
-        record.update(label=pred.label, label_source=pred.get("label_source"), raw_label=pred.get("raw_label"),
-                      rationale=pred.get("rationale"), raw=pred.get("raw"), tokens=usage_tokens(pred))
+            pred = program(**{ITEM: item.text})
+        record.update(label=pred.get(LABEL), label_source=pred.get("label_source"), raw_label=pred.get("raw_label"),
+                      rationale=pred.get(RATIONALE), raw=pred.get("raw"), tokens=usage_tokens(pred))
         answered(record)
     except EndpointDown:
         raise

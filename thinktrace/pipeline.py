@@ -167,8 +167,13 @@ class Pipeline:
                             f"add `order` to the program or drop that prompt variant ({err})") from None
 
     def program_for(self, v: Variant, guideline: str | None = None):
-        return self.rater_program(v.guideline if guideline is None else guideline, label_only=v.label_only,
-                                  order=v.order)
+        program = self.rater_program(v.guideline if guideline is None else guideline, label_only=v.label_only,
+                                     order=v.order)
+        if v.demos:
+            from thinktrace.teleprompt import demo_examples, judge_predictor
+
+            judge_predictor(program).demos = demo_examples(v.demos)
+        return program
 
     def baseline_variants(self) -> list[Variant]:
         return [Variant(name=cfg.name, model=self.on_training_base(cfg), guideline=self.loaded.guideline,

@@ -73,8 +73,9 @@ class SamplingConfig(Section):
     max_items: int | None = Field(None, ge=1, description="Sample traces for at most this many train items.")
     per_annotator: bool = Field(False, description="One trace per (item, annotator label) instead of per item, so "
                                 "annotators who disagree get different traces (needs per-annotator labels).")
-    max_demos: int = Field(4, ge=0, description="Accepted traces kept as few-shot demos in the compiled program "
-                           "(balanced over labels).")
+    max_demos: int = Field(4, ge=0, description="Accepted traces kept as few-shot demos (balanced over labels) in "
+                           "the compiled program (program.json); each rater is then also evaluated with them "
+                           "(variant `<rater>+demos`, paired against the rater without). 0 = no demos, no variant.")
     num_threads: int | None = Field(None, ge=1, description="Examples sampled in parallel (default: the "
                                     "generator's num_threads).")
 

@@ -15,14 +15,14 @@ what the run does.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from thinktrace.errors import RunIncomplete, SpecError
 from thinktrace.evaluate import rate_items
 from thinktrace.journal import latest_settled, prediction_key
 from thinktrace.loader import load_object
-from thinktrace.variants import Variant
+from thinktrace.variants import Variant, demos_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.pipeline import Pipeline
@@ -43,6 +43,8 @@ class PlanContext:
 
 class Stage:
     name = ""
+    #: what the stage writes into the run folder (a trailing / is a folder); the plan lists them
+    artifacts: tuple[str, ...] = ()
 
     def enabled(self, spec) -> bool:
         return True
@@ -56,6 +58,7 @@ class Stage:
 
 class TracesStage(Stage):
     name = "traces"
+    artifacts = ("attempts.jsonl", "traces.jsonl", "sft.jsonl", "program.json")
 
     def enabled(self, spec) -> bool:
         return spec.sampling.enabled
@@ -65,12 +68,14 @@ class TracesStage(Stage):
 
         spec = ctx.spec
         ctx.examples = trainset(ctx.corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items)
+        if spec.sampling.max_demos:
+            ctx.variants += [demos_name(r.name) for r in spec.models.raters]
         return {"generator": spec.generator.name, "strategy": spec.sampling.strategy, "examples": len(ctx.examples),
                 "k": spec.sampling.k, "lm_calls_max": len(ctx.examples) * spec.sampling.calls_per_example()}
 
     def run(self, p: Pipeline) -> dict:
         from thinktrace.records import Trace
-        from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor
+        from thinktrace.teleprompt import RejectionSampling, accepted_traces, judge_predictor, select_demos
         from thinktrace.rundir import write_jsonl
         from thinktrace.traces import acceptance_stats, sft_rows, trainset
 
@@ -96,12 +101,19 @@ class TracesStage(Stage):
         write_jsonl(p.rundir.file("traces.jsonl"), traces, model=Trace)
         write_jsonl(p.rundir.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature, p.adapter))
         compiled.save(str(p.rundir.file("program.json")))
-        return acceptance_stats(tele.attempts, examples)
+        stats = acceptance_stats(tele.attempts, examples)
+        if cfg.max_demos:  # the compiled program's demos, used: every rater is also evaluated with them
+            demos = select_demos(traces, p.corpus.label_set, cfg.max_demos)
+            stats["demos"] = len(demos)
+            p.variants += [replace(base, name=demos_name(base.name), kind="trace-demos", demos=demos,
+                                   compare_to=[base.name]) for base in p.baseline_variants()]
+        return stats
 
 
 
 class FinetuneStage(Stage):
     name = "finetune"
+    artifacts = ("sft_label_only.jsonl", "finetune/")
 
     def enabled(self, spec) -> bool:
         return spec.finetune.enabled
@@ -171,6 +183,7 @@ class PromptsStage(Stage):
         """Every rater with each of its prompt variants on the dev split (original guideline), journalled in
         prompts_dev.jsonl; per rater, the variant with the highest dev α is its best original prompt (ties keep
         its own prompt). Test numbers never enter the choice."""
+    artifacts = ("prompts_dev.jsonl",)
         from thinktrace.agreement import rater_vs_human
 
         variants = [v for v in p.variants if v.kind in ("baseline", "prompt")]
@@ -229,6 +242,7 @@ class GuidelinesStage(Stage):
                            ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
         parts = ["refined"] + (["rules", "examples"] if g.ablation and g.optimizer == "traces"
                                and g.examples_per_label else [])
+    artifacts = ("guidelines/", "guideline.md", "guideline.original.md", "programs/")
         ctx.variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]
         return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
                 "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
@@ -288,6 +302,7 @@ class EvaluateStage(Stage):
         variants = p.variants
         log = p.rundir.log("predictions.jsonl")
         records = log.read()
+    artifacts = ("predictions.jsonl",)
         for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
             p.lm(v.model)
         done = set(latest_settled(records, prediction_key))  # a retryable failure is rated again
@@ -325,5 +340,5 @@ def plan_stages(spec, corpus) -> dict:
     ctx = PlanContext(spec, corpus, {name: len(corpus.split(name)) for name in ("train", "dev", "test")})
     for stage in STAGES:
         if stage.enabled(spec):
-            ctx.stages[stage.name] = stage.plan(ctx)
+            ctx.stages[stage.name] = {**stage.plan(ctx), "writes": list(stage.artifacts)}
     return ctx.stages

@@ -32,6 +32,7 @@ from thinktrace.errors import EndpointDown
 from thinktrace.evaluate import usage_tokens
 from thinktrace.journal import answered, begin_call, failed, latest_settled, retryable
 from thinktrace.labels import LabelSet
+from thinktrace.records import ITEM, LABEL, RATIONALE
 from thinktrace.rundir import JsonlLog
 
 STRATEGIES = ("blind", "hinted", "blind_then_hinted")
@@ -185,18 +186,23 @@ class RejectionSampling(Teleprompter):
         compiled = student.deepcopy()
         demos = select_demos(accepted_traces(self.attempts, trainset), self.label_set, self.max_demos)
         predictor = judge_predictor(compiled)
-        predictor.demos = [dspy.Example(item=t["item"], rationale=t["rationale"], label=t["label"]) for t in demos]
+        predictor.demos = demo_examples(demos)
         compiled._compiled = True
         return compiled
 
 
+def demo_examples(traces: Sequence[dict]) -> list[dspy.Example]:
+    """Accepted traces as the judge's few-shot demos (its item input, rationale and label outputs)."""
+    return [dspy.Example(**{ITEM: t[ITEM], RATIONALE: t[RATIONALE], LABEL: t[LABEL]}) for t in traces]
+
+
 def judge_predictor(program: dspy.Module):
-    """The program's predictor that writes `rationale` and `label` (the Rater's judge)."""
+    """The program's predictor that writes the rationale and the label (the Rater's judge)."""
     for _, predictor in program.named_predictors():
         fields = predictor.signature.output_fields
-        if "label" in fields and "rationale" in fields:
+        if LABEL in fields and RATIONALE in fields:
             return predictor
-    raise ValueError("the rater program has no predictor with `rationale` and `label` outputs")
+    raise ValueError(f"the rater program has no predictor with `{RATIONALE}` and `{LABEL}` outputs")
 
 
 def accepted_traces(attempts: Sequence[dict], trainset: Sequence[dspy.Example]) -> list[dict]:

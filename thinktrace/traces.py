@@ -9,6 +9,7 @@ from typing import Sequence
 import dspy
 
 from thinktrace.data import Corpus, Item
+from thinktrace.records import ITEM, LABEL, RATIONALE
 
 
 def trainset(corpus: Corpus, split: str = "train", per_annotator: bool = False,
@@ -40,11 +41,11 @@ def sft_rows(traces: Sequence[dict], signature, adapter: dspy.Adapter | None = N
     the accepted trace and label. `with_rationale=False` gives the label-only ablation (rationale field dropped
     from the signature, so the prompt and the answer both lack it)."""
     adapter = adapter or dspy.ChatAdapter()
-    sig = signature if with_rationale else signature.delete("rationale")
+    sig = signature if with_rationale else signature.delete(RATIONALE)
     rows = []
     for t in traces:
-        outputs = {"rationale": t["rationale"], "label": t["label"]} if with_rationale else {"label": t["label"]}
-        row = adapter.format_finetune_data(sig, demos=[], inputs={"item": t["item"]}, outputs=outputs)
+        outputs = {RATIONALE: t[RATIONALE], LABEL: t[LABEL]} if with_rationale else {LABEL: t[LABEL]}
+        row = adapter.format_finetune_data(sig, demos=[], inputs={ITEM: t[ITEM]}, outputs=outputs)
         rows.append({"messages": row["messages"], "key": t["key"], "item_id": t["item_id"], "label": t["label"]})
     return rows
 

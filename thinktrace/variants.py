@@ -15,8 +15,14 @@ class Variant:
     name: str  #: unique; the `rater` of its prediction records
     model: ModelConfig
     guideline: str
-    kind: str = "baseline"  #: baseline | trace-sft | label-sft | refined-guideline
+    kind: str = "baseline"  #: baseline | prompt | trace-demos | trace-sft | label-sft | refined-guideline | guideline-*
     rater: str = ""  #: the configured rater it derives from
     label_only: bool = False  #: prompted without a rationale (the label-only ablation)
     compare_to: list[str] = field(default_factory=list)  #: variants it gets a paired difference against
     order: str = "rationale_first"  #: the answer's field order (a prompt variant may put the label first)
+    demos: list[dict] = field(default_factory=list)  #: accepted traces shown as few-shot examples (kind trace-demos)
+
+
+def demos_name(rater: str) -> str:
+    """The variant of `rater` prompted with the compiled program's demos (accepted traces as few-shot examples)."""
+    return f"{rater}+demos"

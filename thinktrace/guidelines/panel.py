@@ -10,6 +10,7 @@ import dspy
 
 
 from thinktrace.guidelines.rater_programs import adapter_of
+from thinktrace.records import ITEM, LABEL, RATIONALE
 
 
 # -- the rater panel optimized by gepa / mipro ----------------------------------------------------------------
@@ -41,8 +42,8 @@ class RaterPanel(dspy.Module):
         said = {}
         for name, lm in self.shared.raters.items():
             with dspy.context(lm=lm, adapter=self.shared.adapters[name]):
-                pred = self.rater(item=item)
-            said[name] = {"label": pred.get("label"), "rationale": pred.get("rationale")}
+                pred = self.rater(**{ITEM: item})
+            said[name] = {"label": pred.get(LABEL), "rationale": pred.get(RATIONALE)}
         top = Counter(v["label"] for v in said.values() if v["label"]).most_common(1)
         return dspy.Prediction(label=top[0][0] if top else None, said=said)
 

@@ -25,7 +25,7 @@ def header(run: RunView) -> list[Block]:
         blocks.append(Text(str(spec["description"])))
     status = run.metrics.get("status") or {}
     if status.get("state") == "incomplete":
-        blocks.append(Text([f"stopped in stage ", Strong(str(status.get("stage"))), f": {status.get('reason')}"]))
+        blocks.append(Text(["stopped in stage ", Strong(str(status.get("stage"))), f": {status.get('reason')}"]))
     return blocks
 
 
