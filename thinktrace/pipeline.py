@@ -292,7 +292,7 @@ class Pipeline:
         # metrics.json is written once, after the reports were rendered from the same document
         self.result = MetricsDocument.document(json.loads(json.dumps(json_safe(self.result))))
         try:
-            write_reports(self.rundir.path, metrics=document)
+            write_reports(self.rundir.path, metrics=self.result)
         except Exception as err:  # a report must never cost the run its results
             self.result.setdefault("warnings", []).append(f"report failed: {err.__class__.__name__}: {err}")
         self.rundir.write_json("metrics.json", self.result)
@@ -342,6 +342,7 @@ class Pipeline:
                   "status": {"state": "incomplete", "stage": err.stage, "reason": err.reason,
                              "message": str(err)},
                   "calls": calls, "timing": {k: round(v, 1) for k, v in self.timing.items()}}
+        result = MetricsDocument.document(json.loads(json.dumps(json_safe(result))))
         self.rundir.write_json("metrics.json", result)
         write_reports(self.rundir.path, metrics=result, html=False)
         stale = self.rundir.file("report.html")
@@ -352,7 +353,6 @@ class Pipeline:
         from thinktrace.report import fmt_est
 
         lines = []
-        result = MetricsDocument.document(json.loads(json.dumps(json_safe(result))))
         t = self.result.get("traces")
         if t:
             lines.append(f"traces: {t['accepted']} accepted of {t['attempts']} attempts; {t['explained']}/"

@@ -169,6 +169,7 @@ class FinetuneStage(Stage):
 
 class PromptsStage(Stage):
     name = "prompts"
+    artifacts = ("prompts_dev.jsonl",)
 
     def enabled(self, spec) -> bool:
         return bool(spec.evaluate.prompts)
@@ -183,7 +184,6 @@ class PromptsStage(Stage):
         """Every rater with each of its prompt variants on the dev split (original guideline), journalled in
         prompts_dev.jsonl; per rater, the variant with the highest dev α is its best original prompt (ties keep
         its own prompt). Test numbers never enter the choice."""
-    artifacts = ("prompts_dev.jsonl",)
         from thinktrace.agreement import rater_vs_human
 
         variants = [v for v in p.variants if v.kind in ("baseline", "prompt")]
@@ -228,6 +228,7 @@ class PromptsStage(Stage):
 
 class GuidelinesStage(Stage):
     name = "guidelines"
+    artifacts = ("guidelines/", "guideline.md", "guideline.original.md", "programs/")
 
     def enabled(self, spec) -> bool:
         return spec.guidelines.enabled
@@ -242,7 +243,6 @@ class GuidelinesStage(Stage):
                            ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
         parts = ["refined"] + (["rules", "examples"] if g.ablation and g.optimizer == "traces"
                                and g.examples_per_label else [])
-    artifacts = ("guidelines/", "guideline.md", "guideline.original.md", "programs/")
         ctx.variants += [f"{r.name}+{part}" for part in parts for r in spec.models.raters]
         return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
                 "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
@@ -288,6 +288,7 @@ class GuidelinesStage(Stage):
 
 class EvaluateStage(Stage):
     name = "evaluate"
+    artifacts = ("predictions.jsonl",)
 
     def plan(self, ctx: PlanContext) -> dict:
         """The evaluation bound counts one extra variant: fine-tuning may add its base model as a baseline."""
@@ -302,7 +303,6 @@ class EvaluateStage(Stage):
         variants = p.variants
         log = p.rundir.log("predictions.jsonl")
         records = log.read()
-    artifacts = ("predictions.jsonl",)
         for v in variants:  # every LM first: a local server then loads the base and all its adapters at once
             p.lm(v.model)
         done = set(latest_settled(records, prediction_key))  # a retryable failure is rated again
