@@ -275,6 +275,10 @@ class Pipeline:
             err.resume = err.resume or self.resume_command
             self.write_incomplete(err)
             raise
+        finally:
+            from thinktrace.lm.budget import start_budget
+
+            start_budget(None, None)  # the run's budget ends with it (later LM use in this process is not charged)
 
     def _run(self) -> dict:
         from thinktrace.stages import STAGES
