@@ -31,10 +31,16 @@ class LocalServer:
         import xllamacpp
 
         from thinktrace.lm.config import LlamaSettings
-        from thinktrace.lm.weights import adapter_gguf, served_model
+        from thinktrace.lm.weights import adapter_dtype, adapter_gguf, served_model
 
         settings = settings or LlamaSettings()
-        served = served_model(model, training_base=bool(adapters), field="--model")
+        dtypes = sorted({adapter_dtype(a) for a in adapters})  # the base is served in the dtype they trained on
+        if len(dtypes) > 1:
+            from thinktrace.errors import SpecError
+
+            raise SpecError("--adapter", f"the adapters were trained against base weights of different dtypes "
+                            f"({', '.join(dtypes)}); serve each group from its own server")
+        served = served_model(model, training_base=dtypes[0] if dtypes else False, field="--model")
         loras = [adapter_gguf(a, served, field="--adapter") for a in adapters]
         p = xllamacpp.CommonParams()
         p.model.path = str(served.gguf)

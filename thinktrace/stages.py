@@ -131,31 +131,45 @@ class FinetuneStage(Stage):
                      and (canonical_name(r.model) or r.model) == key), spec.finetune.base)
         ctx.variants += [f"{base}+{kind}" for kind in kinds]
         return {"base": spec.finetune.base, "adapters": kinds, "steps_max": plan_steps(spec.finetune, n_rows),
+                "launcher": spec.finetune.launcher.kind, "processes": spec.finetune.launcher.num_processes,
                 "lm_calls_max": 0}
 
     def run(self, p: Pipeline) -> dict:
         """Use 1: train the trace-SFT rater and the label-only ablation on the same train items; return their
-        training results and the variants that evaluate them (with paired differences to base and ablation)."""
+        training results and the variants that evaluate them (with paired differences to base and ablation).
+        Each adapter is a job in the run folder (`python -m thinktrace.finetune RUN_DIR --adapter NAME`), trained
+        in a child process or through `finetune.launcher`; the base is evaluated in the dtype it was trained in."""
         traces = p.rundir.log("traces.jsonl").read()
         from thinktrace.finetune import train_adapter_subprocess
+        from thinktrace.finetune.launch import launch, write_job
         from thinktrace.rundir import write_jsonl
         from thinktrace.teleprompt import judge_predictor
         from thinktrace.traces import sft_rows
 
         cfg = p.spec.finetune
         signature = judge_predictor(p.rater_program(p.loaded.guideline)).signature
-        rows = {"trace-sft": sft_rows(traces, signature, p.adapter)}
+        rows = {"trace-sft": sft_rows(traces, signature, p.adapter)}  # = sft.jsonl (the traces stage wrote it)
+        files = {"trace-sft": "sft.jsonl", "label-sft": "sft_label_only.jsonl"}
         if cfg.ablation_label_only:
             rows["label-sft"] = sft_rows(traces, signature, p.adapter, with_rationale=False)
-            write_jsonl(p.rundir.file("sft_label_only.jsonl"), rows["label-sft"])
+            write_jsonl(p.rundir.file(files["label-sft"]), rows["label-sft"])
         base = p.base_variant(cfg.base)
         results, variants = {}, []
         for kind, kind_rows in rows.items():
-            results[kind] = train_adapter_subprocess(cfg, kind_rows, p.rundir.file(f"finetune/{kind}"),
-                                                     seed=p.spec.seed, name=kind)
+            write_job(p.rundir.path, kind, cfg, files[kind], p.spec.seed)
+            if cfg.launcher.kind == "inline":
+                results[kind] = train_adapter_subprocess(cfg, kind_rows, p.rundir.file(f"finetune/{kind}"),
+                                                         seed=p.spec.seed, name=kind)
+            else:
+                results[kind] = launch(cfg, p.rundir.path, kind)
+            dtype = results[kind].get("base_dtype", "float32")
+            on_base = True if dtype == "float32" else dtype  # the base weights' dtype during training
+            for v in p.variants:  # the base rater (and its prompt variants) run on those very weights
+                if v.model.training_base and not v.model.adapter:
+                    v.model = v.model.model_copy(update={"training_base": on_base})
             # prompted in the format it was trained on: the experiment's
             model = base.model.model_copy(update={"name": f"{base.name}+{kind}", "adapter": results[kind]["adapter_dir"],
-                                                  "cache": False, "prompt_format": None})
+                                                  "cache": False, "prompt_format": None, "training_base": on_base})
             if kind == "label-sft":
                 model = model.model_copy(update={"max_tokens": 16})
             variants.append(Variant(name=model.name, model=model, guideline=p.loaded.guideline, kind=kind,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from thinktrace.config import Section
 
@@ -36,9 +36,39 @@ class LoraConfig(Section):
         return v
 
 
+class LauncherConfig(Section):
+    """How compile starts the training of each adapter: in a child process of its own (`inline`), or through
+    accelerate's or torch's own launcher, one process per device (DDP; FSDP or DeepSpeed through an accelerate
+    config file). The launcher runs `python -m thinktrace.finetune RUN_DIR --adapter NAME` in every process."""
+
+    kind: Literal["inline", "accelerate", "torchrun"] = Field(
+        "inline", description="`inline`: one process, started by compile (as before). `accelerate`: `accelerate "
+        "launch` (DDP, or what `config_file` sets up). `torchrun`: `torchrun --standalone` (DDP on one machine).")
+    num_processes: int = Field(1, ge=1, le=4096, description="Training processes (one per GPU; on the CPU each "
+                               "takes its share of the rows). Each runs `batch_size` rows per pass, so the "
+                               "effective batch is batch_size x grad_accum x num_processes. Passed to the launcher "
+                               "(it overrides a config file's value).")
+    config_file: str | None = Field(None, description="accelerate only: an `accelerate config` YAML file (e.g. FSDP "
+                                    "or multi-node settings), passed as --config_file.")
+    args: list[str] = Field(default_factory=list, description="Extra launcher arguments, placed before the "
+                            "training module, e.g. [--main_process_port, '29600'] or [--nnodes, '2'].")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LauncherConfig":
+        if self.kind == "inline" and self.num_processes > 1:
+            raise ValueError("num_processes > 1 needs a launcher: set kind to accelerate or torchrun (allowed kinds: "
+                             "inline, accelerate, torchrun)")
+        if self.kind != "accelerate" and self.config_file:
+            raise ValueError(f"config_file is an accelerate config; kind is {self.kind!r} (use kind: accelerate)")
+        if self.kind == "inline" and self.args:
+            raise ValueError("args are launcher arguments; kind inline has no launcher")
+        return self
+
+
 class FinetuneConfig(Section):
-    """LoRA fine-tuning of an open rater on the inferred traces (TRL SFTTrainer + PEFT, CPU). The label-only
-    ablation is trained with the same settings on the same items."""
+    """LoRA fine-tuning of an open rater on the inferred traces (TRL SFTTrainer + PEFT; CPU, CUDA or MPS, one
+    process or several through accelerate/torchrun). The label-only ablation is trained with the same settings on
+    the same items."""
 
     enabled: bool = Field(False, description="Fine-tune raters on the traces (and the label-only ablation).")
     base: str = Field("smollm2-135m", min_length=1, description="Base model: an embedded name (`smollm2-135m`), a "
@@ -72,6 +102,20 @@ class FinetuneConfig(Section):
                                 "gradients, several times faster when prompts are long and answers short "
                                 "(Llama/Mistral/Qwen architectures; others use TRL's loss).")
 
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where to train: `auto` takes a CUDA GPU, else Apple MPS, else the CPU; an explicit "
+        "device that is missing is an error.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="dtype of the base weights during training (LoRA weights stay fp32; bf16/fp16 also "
+        "run the forward under autocast). `auto`: bf16 on a CUDA GPU that has it, fp16 on older GPUs, fp32 on the "
+        "CPU and MPS. Recorded with the adapter; evaluation serves the base in the same dtype (a BF16/F16 GGUF), so "
+        "the paired difference measures the adapter alone.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less "
+                                         "memory for long rows or large models, slower (layers run forward twice). Turns the "
+                                         "shared-prefix shortcut off (it needs the key/value cache).")
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig, description="How compile starts training "
+                                     "(inline, or accelerate/torchrun across processes).")
+
     @field_validator("base")
     @classmethod
     def _base(cls, v: str) -> str:
@@ -80,15 +124,17 @@ class FinetuneConfig(Section):
         return v.strip()
 
 
-def plan_steps(cfg: FinetuneConfig, n_rows: int) -> int:
+def plan_steps(cfg: FinetuneConfig, n_rows: int, processes: int | None = None) -> int:
     """Optimizer steps `train_adapter` will take for `n_rows` rows (before dropping rows whose prompt alone
-    exceeds `max_length`), computed the way transformers' Trainer does."""
+    exceeds `max_length`) on `processes` processes (default: the launcher's), computed the way transformers'
+    Trainer and accelerate's sharded data loader (each process gets every n-th batch, evened out) do."""
+    processes = processes or cfg.launcher.num_processes
     n = min(n_rows, cfg.max_rows) if cfg.max_rows else n_rows
     if n <= 0:
         return 0
     if cfg.max_steps:
         return cfg.max_steps
-    batches = math.ceil(n / cfg.batch_size)
+    batches = math.ceil(math.ceil(n / cfg.batch_size) / processes)
     per_epoch = max(batches // cfg.grad_accum + int(batches % cfg.grad_accum > 0), 1)
     return math.ceil(cfg.epochs * per_epoch)
 

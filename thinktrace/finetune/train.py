@@ -1,5 +1,5 @@
 """Use 1 of the traces: LoRA fine-tuning of an open LLM rater (TRL `SFTTrainer` + PEFT) on chat rows in exactly the
-inference prompt format, on CPU, resumable.
+inference prompt format, on CPU or an accelerator, in one process or several (DDP), resumable.
 
 - ``FinetuneConfig``: the `finetune:` spec section.
 - ``train_adapter(cfg, rows, out_dir, seed=..., name=...)``: trains one LoRA adapter on `rows` (chat `messages`
@@ -21,6 +21,11 @@ trusted only once a marker file was written into it after the trainer finished s
 and seed) resumes from the last complete checkpoint, and a finished run (``out_dir/result.json``, written last)
 returns at once. Rerunning in a folder that holds state from other settings or rows is an error, never a silent mix.
 
+Devices and processes: ``finetune.device`` / ``precision`` are resolved by ``thinktrace.finetune.device.choose``
+(the base is loaded in that dtype; it is recorded in ``adapter/thinktrace_training.json`` and evaluation serves the
+base in the same dtype). Under ``accelerate launch`` / ``torchrun`` (``python -m thinktrace.finetune``) each process
+trains on its share of the rows and rank 0 alone writes (``thinktrace.finetune.dist``).
+
 Speed on CPU: the rows of a rater's SFT set share a long prompt prefix (the adapter's system prompt with the
 guideline; ~200 of ~280 tokens for the quickstart) and only the answer is trained, so by default
 (``shared_prefix``) a batch runs that prefix once and the output head only on answer tokens - same loss and
@@ -34,6 +39,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -41,11 +47,13 @@ from typing import Any, Sequence
 
 
 from thinktrace.lm.prompt import prompt_ids  # the one prompt renderer of training and inference
+from thinktrace.lm.weights import TRAINING_INFO
 from thinktrace.errors import ThinktraceError
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 
 from thinktrace.finetune.config import FinetuneConfig
-from thinktrace.finetune import loss as _loss
+from thinktrace.finetune import dist, loss as _loss
+from thinktrace.finetune.device import Placement, choose, detect
 
 RESULT = "result.json"  # written last: the run is complete
 FINGERPRINT = "fingerprint.json"  # what the state in out_dir was trained from
@@ -92,10 +100,17 @@ def encode_rows(tokenizer, rows: Sequence[dict], max_length: int) -> tuple[list[
 
 # -- resumable state -----------------------------------------------------------------------------------------------
 
-def _fingerprint(cfg: FinetuneConfig, rows: Sequence[dict], seed: int) -> dict:
-    """What determines the trained adapter (not: threads, checkpoint frequency, enabled flags)."""
+def _fingerprint(cfg: FinetuneConfig, rows: Sequence[dict], seed: int, dtype: str = "float32",
+                 processes: int = 1) -> dict:
+    """What determines the trained adapter (not: threads, checkpoint frequency, enabled flags, device, launcher).
+    The base dtype and the process count (it sets the effective batch) are added only when they differ from the
+    one-process fp32 run, so folders trained before they existed still resume."""
     keep = cfg.model_dump(exclude={"enabled", "save_steps", "num_threads", "ablation_label_only", "seed",
-                                   "shared_prefix"})
+                                   "shared_prefix", "device", "precision", "gradient_checkpointing", "launcher"})
+    if dtype != "float32":
+        keep["base_dtype"] = dtype
+    if processes != 1:
+        keep["processes"] = processes
     digest = hashlib.sha256()
     for r in rows:
         digest.update(json.dumps(r["messages"], ensure_ascii=False, sort_keys=True).encode())
@@ -103,7 +118,7 @@ def _fingerprint(cfg: FinetuneConfig, rows: Sequence[dict], seed: int) -> dict:
     return {"config": keep, "seed": seed, "rows": len(rows), "rows_sha256": digest.hexdigest()}
 
 
-def _check_fingerprint(out_dir: Path, fp: dict) -> None:
+def _check_fingerprint(out_dir: Path, fp: dict, write: bool = True) -> None:
     path = out_dir / FINGERPRINT
     if path.exists():
         try:
@@ -114,7 +129,8 @@ def _check_fingerprint(out_dir: Path, fp: dict) -> None:
             changed = sorted(k for k in fp if old.get(k) != fp[k])
             raise ThinktraceError(f"finetune: {out_dir} holds training state from other {'/'.join(changed)} "
                                   "(config, seed or rows); delete it or train into another folder")
-    write_atomic(path, json.dumps(fp, indent=1))
+    if write:
+        write_atomic(path, json.dumps(fp, indent=1))
 
 
 def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
@@ -163,7 +179,7 @@ def plot_loss(records: Sequence[dict], path: Path, title: str = "") -> None:
     tmp.replace(path)
 
 
-def _load_base(base: str):
+def _load_base(base: str, dtype: str = "float32"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -173,7 +189,7 @@ def _load_base(base: str):
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     qc = getattr(model.config, "quantization_config", None)
     method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
     if str(getattr(method, "value", method)).lower() == "gguf":
@@ -192,15 +208,16 @@ def _journal(log: JsonlLog, elapsed_offset: float):
             self.t0 = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
+            if logs and "loss" in logs and state.is_world_process_zero:
                 log.append({"step": state.global_step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
                             "epoch": round(state.epoch or 0.0, 4), "grad_norm": logs.get("grad_norm"),
                             "token_accuracy": logs.get("mean_token_accuracy"),
                             "elapsed": round(elapsed_offset + time.perf_counter() - self.t0, 2)})
 
         def on_save(self, args, state, control, **kwargs):
+            dist.barrier()  # every rank has written its part (its RNG state) before the checkpoint counts
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
+            if ckpt.is_dir() and state.is_world_process_zero:
                 write_atomic(ckpt / _CKPT_DONE, json.dumps({"step": state.global_step}))
 
     return Journal()
@@ -223,7 +240,10 @@ def train_adapter(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed:
 
     Returns: {"name", "adapter_dir", "base", "rows", "truncated_rows", "dropped_rows", "tokens", "steps",
     "train_seconds" (this call's training time), "total_train_seconds" (over resumes), "load_seconds",
-    "final_loss" (the last step's loss), "resumed_from" (checkpoint path or None), "seed"}.
+    "final_loss" (the last step's loss), "resumed_from" (checkpoint path or None), "seed", "device",
+    "base_dtype", "processes", "shared_prefix" (batches that used it, and why it stepped aside if it did)}.
+
+    Under a launcher every process calls this; rank 0 alone writes, and every rank returns the same result.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,8 +251,9 @@ def train_adapter(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed:
     rows = list(rows[: cfg.max_rows] if cfg.max_rows else rows)
     if not rows:
         raise ThinktraceError(f"finetune {name}: no training rows (no accepted traces?)")
-    fp = _fingerprint(cfg, rows, seed)
-    _check_fingerprint(out_dir, fp)
+    placement = choose(cfg.device, cfg.precision, detect())
+    fp = _fingerprint(cfg, rows, seed, placement.dtype, dist.world_size())
+    _check_fingerprint(out_dir, fp, write=dist.is_main())
     result_path, adapter_dir = out_dir / RESULT, out_dir / "adapter"
     if result_path.is_file() and (adapter_dir / "adapter_config.json").is_file():
         return json.loads(result_path.read_text(encoding="utf-8"))
@@ -244,20 +265,20 @@ def train_adapter(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed:
         torch.set_num_threads(cfg.num_threads)
     try:
         return _train(cfg, rows, out_dir, seed=seed, name=name, progress=progress, callbacks=callbacks,
-                      result_path=result_path, adapter_dir=adapter_dir)
+                      result_path=result_path, adapter_dir=adapter_dir, placement=placement)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed: int, name: str, progress: bool,
-           callbacks: Sequence[Any], result_path: Path, adapter_dir: Path) -> dict:
+           callbacks: Sequence[Any], result_path: Path, adapter_dir: Path, placement: Placement) -> dict:
     from datasets import Dataset
     from peft import LoraConfig as PeftLoraConfig
     from transformers import PrinterCallback, ProgressCallback
     from trl import SFTConfig
 
     t0 = time.perf_counter()
-    path, tok, model = _load_base(cfg.base)
+    path, tok, model = _load_base(cfg.base, placement.dtype)
     load_seconds = time.perf_counter() - t0
     examples, stats = encode_rows(tok, rows, cfg.max_length)
     if not examples:
@@ -265,24 +286,28 @@ def _train(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed: int, n
                               f"({cfg.max_length} tokens; mean row {stats['tokens']['mean']}); raise max_length")
 
     ckpt_dir = out_dir / "checkpoints"
-    _drop_incomplete_checkpoints(ckpt_dir)
-    done = complete_checkpoints(ckpt_dir)
-    resume = done[-1] if done else None
-    log = JsonlLog(out_dir / "train_log.jsonl")
-    offset = _trim_log(log, int(_CKPT_RE.match(resume.name).group(1)) if resume else 0)
-
     args = SFTConfig(
         output_dir=str(ckpt_dir), seed=seed, data_seed=seed,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
         learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=0,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False,
-        # TRL defaults that hurt on CPU: bf16 autocast (on unless told) and gradient checkpointing (~20 % slower).
-        bf16=False, fp16=False, use_cpu=True, **_no_activation_checkpointing(SFTConfig),
+        # TRL turns bf16 autocast and gradient checkpointing on unless told: both follow the spec here
+        **placement.trainer_args(), **_activation_checkpointing(SFTConfig, cfg.gradient_checkpointing),
+        ddp_find_unused_parameters=False,  # every LoRA matrix is used in every step
         logging_steps=1, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         save_only_model=False, report_to="none", disable_tqdm=not progress,
         dataloader_num_workers=0, dataloader_pin_memory=False,
     )
+    args.world_size  # noqa: B018  (sets up the devices and, under a launcher, the process group)
+    log = JsonlLog(out_dir / "train_log.jsonl")
+    if dist.is_main():
+        _drop_incomplete_checkpoints(ckpt_dir)
+    dist.barrier()
+    done = complete_checkpoints(ckpt_dir)
+    resume = done[-1] if done else None
+    offset = _trim_log(log, int(_CKPT_RE.match(resume.name).group(1)) if resume else 0) if dist.is_main() else 0
+
     peft_config = PeftLoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                  target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
     with warnings.catch_warnings():  # PEFT reads a property transformers 5.x renamed (a FutureWarning per model)
@@ -299,11 +324,23 @@ def _train(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed: int, n
     t1 = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.perf_counter() - t1
+    sp = dict(trainer.shared_prefix_stats or {"reason": None, "batches": 0, "other_batches": 0})
+    if sp["reason"] and cfg.shared_prefix and dist.is_main():
+        print(f"finetune {name}: shared-prefix loss stepped aside: {sp['reason']}", file=sys.stderr)
 
-    # The adapter: written to a temporary sibling, then renamed into place.
+    # The adapter: written to a temporary sibling (by rank 0; every rank takes part under FSDP), then renamed.
     tmp = out_dir / ".adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp))
+    if dist.is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+    dist.barrier()
+    trainer.save_model(str(tmp))
+    if not dist.is_main():
+        dist.barrier()  # rank 0 writes the result
+        return json.loads(result_path.read_text(encoding="utf-8"))
+    info = {"base_dtype": placement.dtype, "precision": placement.precision, "device": placement.device,
+            "processes": dist.world_size(), "placement": placement.reason, "base": cfg.base, "base_path": path,
+            "shared_prefix": sp}
+    write_atomic(tmp / TRAINING_INFO, json.dumps(json_safe(info), indent=1))
     shutil.rmtree(adapter_dir, ignore_errors=True)
     tmp.rename(adapter_dir)
 
@@ -319,17 +356,20 @@ def _train(cfg: FinetuneConfig, rows: list[dict], out_dir: Path, *, seed: int, n
         "load_seconds": round(load_seconds, 2),
         "final_loss": records[-1]["loss"] if records else None,
         "resumed_from": str(resume) if resume else None, "seed": seed,
+        **{k: info[k] for k in ("device", "base_dtype", "processes", "shared_prefix")},
     }
     write_atomic(result_path, json.dumps(json_safe(result), indent=1))  # last: the run is complete
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # optimizer states are no longer needed
+    dist.barrier()
     return result
 
 
-def _no_activation_checkpointing(config_cls) -> dict:
-    """transformers >= 5.x renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns)."""
+def _activation_checkpointing(config_cls, on: bool) -> dict:
+    """transformers >= 5.x renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns).
+    Non-reentrant checkpointing: the variant that works under DDP with frozen base weights."""
     fields = getattr(config_cls, "__dataclass_fields__", {})
     name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-    return {name: False}
+    return {name: on, **({f"{name}_kwargs": {"use_reentrant": False}} if on else {})}
 
 
 def _QuietProgress():

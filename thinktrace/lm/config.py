@@ -115,11 +115,13 @@ class ModelConfig(Section):
         default_factory=LlamaSettings,
         description="llama.cpp settings (CPU threads, polling, parallel slots, context) for local models.",
     )
-    training_base: bool = Field(
+    training_base: bool | Literal["float32", "bfloat16", "float16"] = Field(
         default=False,
         description="Serve this local model from the exact weights fine-tuning trains on (an F32 GGUF of the "
-        "training checkpoint) instead of its shipped, quantized GGUF. Set automatically for the rater that a "
-        "fine-tuned adapter is compared with, so that the paired difference measures the adapter alone.",
+        "training checkpoint) instead of its shipped, quantized GGUF; a dtype name (bfloat16, float16) serves them "
+        "in that dtype (a BF16/F16 GGUF), for adapters trained against bf16/fp16 base weights. Set automatically "
+        "for the rater that a fine-tuned adapter is compared with, so that the paired difference measures the "
+        "adapter alone.",
     )
     num_threads: int = Field(
         default=4,

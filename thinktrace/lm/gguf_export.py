@@ -1,7 +1,10 @@
 """Write llama.cpp GGUF files from Hugging Face checkpoints and PEFT LoRA adapters, with gguf-py only.
 
 - ``export_checkpoint(hf_dir, dest)``: a LLaMA or Qwen2 causal-LM checkpoint -> an all-F32 GGUF, so llama.cpp
-  computes with exactly the weights transformers holds. The vocabulary is built from ``tokenizer.json`` (GPT-2
+  computes with exactly the weights transformers holds; ``dtype="bfloat16"`` / ``"float16"``: the matrices as
+  BF16 / F16 and the 1-D weights as F32 holding the same rounded values, i.e. exactly the weights transformers
+  holds when it loads the checkpoint with ``dtype=torch.bfloat16`` / ``float16`` (how an adapter trained in bf16
+  saw its base). The vocabulary is built from ``tokenizer.json`` (GPT-2
   style byte-level BPE) or copied from another GGUF (``vocab_from``).
 - ``export_lora(adapter_dir, base_hf_dir, dest)``: a PEFT LoRA adapter -> a llama.cpp LoRA adapter GGUF.
 
@@ -47,13 +50,16 @@ _TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 _PRE_BY_REGEX = {_HEAD + r"\p{N}" + _TAIL: "qwen2", _HEAD + r"\p{N}{1,3}" + _TAIL: "llama-bpe"}
 
 
-def export_checkpoint(hf_dir: str | Path, dest: str | Path, *, vocab_from: str | Path | None = None) -> Path:
+def export_checkpoint(hf_dir: str | Path, dest: str | Path, *, vocab_from: str | Path | None = None,
+                      dtype: str = "float32") -> Path:
     """Convert the HF causal-LM checkpoint in `hf_dir` (config.json, *.safetensors, tokenizer.json) to an F32 GGUF.
 
     `vocab_from`: a GGUF file whose ``tokenizer.*`` fields are copied verbatim instead of building the vocabulary
     from tokenizer.json (e.g. the GGUF the checkpoint was de-quantized from). Returns `dest` as a Path.
     Raises SpecError for an architecture or configuration llama.cpp would not compute the same way.
     """
+    if dtype not in _FILE_TYPES:
+        raise SpecError("model", f"cannot write a GGUF in {dtype!r} (allowed: {', '.join(_FILE_TYPES)})")
     hf_dir, dest = Path(hf_dir), Path(dest)
     config = _read_json(hf_dir / "config.json")
     arch, permute_qk = _arch(config, "model")
@@ -75,7 +81,7 @@ def export_checkpoint(hf_dir: str | Path, dest: str | Path, *, vocab_from: str |
     def write(w: gguf.GGUFWriter) -> None:
         w.add_name(config.get("_name_or_path") or hf_dir.name)
         w.add_type(gguf.GGUFType.MODEL)
-        w.add_file_type(gguf.LlamaFileType.ALL_F32)
+        w.add_file_type(_FILE_TYPES[dtype][0])
         w.add_vocab_size(config["vocab_size"])
         w.add_context_length(config.get("max_position_embeddings", 2048))
         w.add_embedding_length(config["hidden_size"])
@@ -95,9 +101,28 @@ def export_checkpoint(hf_dir: str | Path, dest: str | Path, *, vocab_from: str |
             raise SpecError("model", f"{vocab_from or hf_dir}: {n_tokens} tokens, but the model has "
                                      f"vocab_size {config['vocab_size']}")
         for name, t in tensors():
-            w.add_tensor(name, np.ascontiguousarray(t, dtype=np.float32))
+            data, raw_dtype = _rounded(np.ascontiguousarray(t, dtype=np.float32), dtype)
+            w.add_tensor(name, data, raw_dtype=raw_dtype)
 
     return _write_atomically(dest, arch, write)
+
+
+_FILE_TYPES = {"float32": (gguf.LlamaFileType.ALL_F32, None),
+               "bfloat16": (gguf.LlamaFileType.MOSTLY_BF16, gguf.GGMLQuantizationType.BF16),
+               "float16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16)}
+
+
+def _rounded(t: np.ndarray, dtype: str) -> tuple:
+    """(array, raw_dtype) for GGUFWriter.add_tensor: matrices stored in `dtype`, 1-D tensors (norms, biases) as F32
+    holding the `dtype`-rounded values (llama.cpp's converter keeps them F32 too). Rounding is round-to-nearest-even,
+    as torch's ``.to(bfloat16 / float16)``."""
+    qtype = _FILE_TYPES[dtype][1]
+    if qtype is None:
+        return t, None
+    q = gguf.quants.quantize(t, qtype)
+    if t.ndim >= 2:
+        return q, qtype
+    return np.ascontiguousarray(gguf.quants.dequantize(q, qtype), dtype=np.float32), None
 
 
 def export_lora(adapter_dir: str | Path, base_hf_dir: str | Path, dest: str | Path) -> Path:

@@ -2,7 +2,8 @@
 and (for fine-tuning) the Hugging Face checkpoint those GGUF weights equal.
 
 - an embedded name: its shipped GGUF (``smollm2-135m``: Q4_1, ``qwen2.5-coder-1.5b``: Q4_K_M), or with
-  ``training_base`` an F32 GGUF written from the fp32 checkpoint fine-tuning trains on;
+  ``training_base`` a GGUF written from the checkpoint fine-tuning trains on, in the dtype it trains in (F32, or
+  BF16 / F16 for an adapter trained against bf16 / fp16 weights: ``training_base: bfloat16``);
 - a ``.gguf`` file: that file (it cannot be a fine-tuning base: there is no checkpoint to train);
 - a local Hugging Face checkpoint directory (LLaMA or Qwen2): an F32 GGUF of it, written once into the cache;
 - a hub id: downloaded by ``huggingface_hub`` (where the hub is reachable), then as a local directory.
@@ -28,6 +29,31 @@ from thinktrace.lm.embedded import (_is_complete, cache_root, canonical_name, co
 
 _lock = threading.Lock()
 ADAPTER_GGUF = "adapter.gguf"  # written into a PEFT adapter directory beside adapter_model.safetensors
+TRAINING_INFO = "thinktrace_training.json"  # written by fine-tuning into the adapter directory: base dtype, device
+GGUF_DTYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
+def base_dtype(training_base: bool | str) -> str | None:
+    """The dtype a `training_base` setting asks for: None (False: the shipped file), float32 (True) or the name."""
+    if training_base is False or training_base is None:
+        return None
+    if training_base is True:
+        return "float32"
+    if training_base not in GGUF_DTYPES:
+        raise SpecError("training_base", f"unknown dtype {training_base!r} (allowed: true, false, "
+                        f"{', '.join(GGUF_DTYPES)})")
+    return str(training_base)
+
+
+def adapter_dtype(adapter_dir: str | Path) -> str:
+    """The dtype of the base weights an adapter was trained against (adapters without a record: float32)."""
+    import json
+
+    info = Path(adapter_dir) / TRAINING_INFO
+    try:
+        return str(json.loads(info.read_text(encoding="utf-8")).get("base_dtype") or "float32")
+    except FileNotFoundError:
+        return "float32"
 
 
 @dataclass(frozen=True)
@@ -37,6 +63,7 @@ class Served:
     gguf: Path  #: what llama.cpp loads
     tokenizer: Path  #: directory of the Hugging Face tokenizer prompts are rendered with (fine-tuning uses it too)
     checkpoint: Path | None  #: the HF checkpoint whose weights the GGUF holds exactly (None: quantized/foreign file)
+    dtype: str = "float32"  #: with a checkpoint: the dtype its weights are held in (float32, bfloat16, float16)
 
 
 def _key(*parts: object) -> str:
@@ -86,10 +113,12 @@ def tokenizer_from_gguf(gguf: Path, field: str = "model", cached_only: bool = Fa
     return dest
 
 
-def _f32_gguf(checkpoint: Path, name: str, vocab_from: Path | None, field: str, cached_only: bool = False) -> Path:
+def _f32_gguf(checkpoint: Path, name: str, vocab_from: Path | None, field: str, cached_only: bool = False,
+              dtype: str = "float32") -> Path:
+    """The checkpoint as a GGUF in `dtype` (F32: exact; BF16 / F16: the weights rounded as torch rounds them)."""
     from thinktrace.lm.gguf_export import export_checkpoint
 
-    dest = cache_root() / "gguf" / name / f"training-base-{_fingerprint(checkpoint)}.f32.gguf"
+    dest = cache_root() / "gguf" / name / f"training-base-{_fingerprint(checkpoint)}.{GGUF_DTYPES[dtype]}.gguf"
     if dest.is_file():
         return dest
     if cached_only:
@@ -97,7 +126,7 @@ def _f32_gguf(checkpoint: Path, name: str, vocab_from: Path | None, field: str, 
     with _lock:
         if not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
-            export_checkpoint(checkpoint, dest, vocab_from=vocab_from)
+            export_checkpoint(checkpoint, dest, vocab_from=vocab_from, dtype=dtype)
     return dest
 
 
@@ -112,10 +141,13 @@ def hub_checkpoint(repo_id: str, field: str) -> Path:
                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
 
 
-def served_model(model: str, training_base: bool = False, field: str = "model", cached_only: bool = False) -> Served:
+def served_model(model: str, training_base: bool | str = False, field: str = "model",
+                 cached_only: bool = False) -> Served:
     """Resolve a local model entry to the files llama.cpp and the prompt renderer need (see the module doc).
+    `training_base`: False, True (F32) or the dtype of the training weights (float32, bfloat16, float16).
     With `cached_only`, raise ``NotPrepared`` instead of converting anything (see ``prepare``)."""
     model = model.strip()
+    dtype = base_dtype(training_base) or "float32"
     canon = canonical_name(model)
     if canon:
         shipped = gguf_path(canon, field)
@@ -124,7 +156,8 @@ def served_model(model: str, training_base: bool = False, field: str = "model", 
         if cached_only and not _is_complete(embedded_cache_dir(canon)):
             raise NotPrepared(embedded_cache_dir(canon))
         checkpoint = convert_embedded(canon, field=field)
-        return Served(_f32_gguf(checkpoint, canon, shipped, field, cached_only), checkpoint, checkpoint)
+        return Served(_f32_gguf(checkpoint, canon, shipped, field, cached_only, dtype), checkpoint, checkpoint,
+                      dtype)
     path = Path(model).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -145,11 +178,11 @@ def served_model(model: str, training_base: bool = False, field: str = "model", 
     else:
         raise SpecError(field, f"unknown model {model!r}: use an embedded name ({', '.join(embedded_names())}), a "
                         "GGUF file, a local Hugging Face checkpoint directory or a hub id like org/name")
-    gguf = _f32_gguf(checkpoint, "local-" + _key(checkpoint), None, field, cached_only)
-    return Served(gguf, checkpoint, checkpoint)
+    gguf = _f32_gguf(checkpoint, "local-" + _key(checkpoint), None, field, cached_only, dtype)
+    return Served(gguf, checkpoint, checkpoint, dtype)
 
 
-def prepare(model: str, training_base: bool = False, field: str = "model") -> Served:
+def prepare(model: str, training_base: bool | str = False, field: str = "model") -> Served:
     """``served_model``, with any one-time conversion (GGUF -> checkpoint, checkpoint -> F32 GGUF, tokenizer
     extraction) done in a child process: those steps hold a whole model or vocabulary in memory, and a process's
     heap does not shrink after them, so the compile process would carry that memory into every later stage."""
@@ -174,6 +207,11 @@ def adapter_gguf(adapter_dir: str | Path, served: Served, field: str = "model.ad
     if served.checkpoint is None:
         raise SpecError(field, "a LoRA adapter needs the checkpoint it was trained on as its base: use an embedded "
                         "model name or a Hugging Face checkpoint directory as `model`, not a GGUF file")
+    trained = adapter_dtype(adapter_dir)
+    if trained != served.dtype:
+        raise SpecError(field, f"{adapter_dir} was trained against {trained} base weights, but the base is served "
+                        f"as {served.dtype}: set the model's training_base to {trained} so the adapter runs on the "
+                        "weights it was trained on")
     dest = adapter_dir / ADAPTER_GGUF
     source = adapter_dir / "adapter_model.safetensors"
     if dest.is_file() and (not source.is_file() or dest.stat().st_mtime_ns >= source.stat().st_mtime_ns):
