@@ -135,6 +135,8 @@ def test_whole_fleet_down_stops_with_exit_3_and_a_resume_on_a_changed_fleet_comp
         assert max(Counter(a.answered + b.answered + c.answered).values()) == 1
         assert len(a.answered) + len(b.answered) + len(c.answered) == n_test(out)
         assert c.answered  # the new replica took part
+        print(f"whole fleet down: {len(before)} settled before exit 3; resume on [b, c]: b answered "
+              f"{len(b.answered)} in all, c {len(c.answered)}")
     finally:
         c.stop()
 
@@ -168,6 +170,8 @@ def test_budget_stops_cleanly_and_a_raised_budget_resumes_to_the_uninterrupted_r
     done = settled_predictions(out)
     assert len(done) == n and max(Counter(a.answered + b.answered).values()) == 1
     assert json.loads((out / "usage.json").read_text())["calls"] == n
+    print(f"budget: stopped after {len(first)} of {n} units ({usage['input_tokens'] + usage['output_tokens']} "
+          f"tokens); the raised budget completed {n}")
     # the same records as a run without a budget
     ref = tmp_path / "ref"
     assert main([str(path), "--out", str(ref), "--set", "budget.max_tokens=null"]) == 0
