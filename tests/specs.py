@@ -19,7 +19,7 @@ def toy_spec(**overrides) -> dict:
         "codebook": "Rate the sentiment of the text.",
         "models": {"raters": [{"name": "kw", "provider": "python",
                                "model": f"{TESTS / 'fake_engines.py'}:keyword_rater", "cache": False}]},
-        "sampling": {"k": 4, "strategy": "blind"},
+        "sampling": {"k": 4, "strategy": "blind", "max_demos": 0},  # a demos variant only where a test asks
         "evaluate": {"bootstrap": 50},
     }
     for key, value in overrides.items():

@@ -185,6 +185,7 @@ def test_the_plan_names_the_variants_the_run_evaluates(tmp_path, monkeypatch, ca
     s = spec()
     s["guidelines"]["examples_per_label"] = 1
     s["evaluate"]["prompts"] = [{"format": "chat"}, {"order": "label_first"}]
+    s["sampling"]["max_demos"] = 2
     path = write_spec(tmp_path, s)
     assert main([str(path), "--dry-run"]) == 0
     planned = capsys.readouterr().out.split("stage evaluate: variants=", 1)[1].split("]", 1)[0] + "]"
