@@ -268,5 +268,11 @@ def endpoint_stats() -> dict[str, dict]:
             {**ep.stats, "where": ep.where, "down": ep.reason} for ep in eps}
 
 
-# GuardedLM lives in its own module; import it from here (thinktrace.lm.guarded imports this module first)
-from thinktrace.lm.guarded import GuardedLM  # noqa: E402,F401
+def __getattr__(name: str):
+    """`from thinktrace.lm.guard import GuardedLM` still works: it lives in thinktrace.lm.guarded (which imports
+    this module), loaded on first use so either module may be imported first."""
+    if name == "GuardedLM":
+        from thinktrace.lm.guarded import GuardedLM
+
+        return GuardedLM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
