@@ -106,7 +106,7 @@ def launch(cfg: FinetuneConfig, run_dir: Path, adapter: str) -> dict:
     env = {**os.environ, _DIE_WITH_PARENT: "1"}
     if cfg.num_threads:
         env["OMP_NUM_THREADS"] = str(cfg.num_threads)
-    code = subprocess.run(cmd, env=env, preexec_fn=_term_with_parent).returncode
+    code = subprocess.run([sys.executable, "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid()), *cmd], env=env).returncode
     result = job_dir(run_dir, adapter) / "result.json"
     if code != 0 or not result.is_file():
         raise ThinktraceError(f"finetune {adapter}: the {cfg.launcher.kind} launcher exited with code {code} (its "
@@ -114,14 +114,20 @@ def launch(cfg: FinetuneConfig, run_dir: Path, adapter: str) -> dict:
     return json.loads(result.read_text(encoding="utf-8"))
 
 
-def _term_with_parent() -> None:  # pragma: no cover (runs in the forked child before exec)
-    try:  # Linux: SIGTERM when the compile process dies; torch's launcher then stops its workers
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
-    except (OSError, AttributeError):
-        pass
+# Runs the launcher's command line with PR_SET_PDEATHSIG armed (it survives exec): SIGTERM when the compile dies,
+# on which torch's launcher stops its workers (they also die with the launcher: _guard in main). Not preexec_fn,
+# which is unsafe in a process with threads (the compile has LM threads).
+_EXEC_DYING_WITH_PARENT = """
+import os, signal, sys
+try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
