@@ -73,6 +73,8 @@ CASES = {
     "finetune without traces": (spec_with(**{"finetune.enabled": True, "sampling.enabled": False}),
                                 "finetune.enabled"),
     "bad bootstrap": (spec_with(**{"evaluate.bootstrap": -5}), "evaluate.bootstrap"),
+    "unknown training device": (spec_with(**{"finetune.device": "gpu"}), "finetune.device"),
+    "processes without a launcher": (spec_with(**{"finetune.launcher": {"num_processes": 2}}), "finetune.launcher"),
 }
 
 
