@@ -132,8 +132,9 @@ def per_label_acceptance(labels: Sequence[str], rate: Sequence[float | None],
     return _png(fig)
 
 
-def loss_curves(curves: Mapping[str, Sequence[tuple[float, float]]]) -> bytes:
-    """Training loss against optimizer step, one line per fine-tuned variant."""
+def loss_curves(curves: Mapping[str, Sequence[tuple[float, float]]], title: str = "Fine-tuning loss") -> bytes:
+    """Training loss against optimizer step, one line per fine-tuned variant (the report's chart of all adapters,
+    and each adapter's own loss.png)."""
     fig = _figure(6.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     for name, pts in curves.items():
@@ -141,7 +142,7 @@ def loss_curves(curves: Mapping[str, Sequence[tuple[float, float]]]) -> bytes:
                 label=_short(name, 30))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
-    ax.set_title("Fine-tuning loss", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=7)

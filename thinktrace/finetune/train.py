@@ -159,23 +159,12 @@ def _trim_log(log: JsonlLog, last_step: int) -> float:
 # -- plot ----------------------------------------------------------------------------------------------------------
 
 def plot_loss(records: Sequence[dict], path: Path, title: str = "") -> None:
-    """Training loss per step (PNG). Uses matplotlib's object API (no pyplot global state, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """This adapter's training loss per step as a PNG (the report's loss chart, one curve), written atomically."""
+    from thinktrace._plots import loss_curves
 
     pts = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
-    fig = Figure(figsize=(5, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    if pts:
-        ax.plot([s for s, _ in pts], [v for _, v in pts], marker="." if len(pts) < 60 else None, lw=1.2)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (answer tokens)")
-    ax.set_title(title or "training loss", fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(str(tmp))
+    tmp.write_bytes(loss_curves({path.parent.name: pts} if pts else {}, title or "training loss"))
     tmp.replace(path)
 
 
