@@ -152,3 +152,41 @@ class FaultyEngine(ScriptedEngine):
 
 def faulty():
     return FaultyEngine()
+
+
+LABELS = ("negative", "neutral", "positive")
+
+
+def _reader_rule(inputs, request, reads: bool):
+    """Trace-quality reader calls (ReadTrace: outputs `label` only). With a trace: `reads` gives the last label
+    word of the trace, else the item's keyword label (ignoring the trace). Without a trace: `reads` knows nothing
+    (always neutral), else the item's keyword label. Every other call is the keyword rater's. Each reader call is
+    logged (condition, item) to THINKTRACE_FAKE_READ_LOG when it is set."""
+    import re
+
+    from thinktrace.lm.scripted import request_fields
+
+    _, outputs = request_fields(request)
+    if outputs != ["label"] or "item" not in inputs or "rationale" in inputs:
+        return _rule(inputs, request)
+    item = inputs["item"]
+    if "trace" in inputs:
+        found = [w for w in re.findall(r"[a-z]+", inputs["trace"].lower()) if w in LABELS]
+        label = (found[-1] if found else "neutral") if reads else truth(item)
+    else:
+        label = "neutral" if reads else truth(item)
+    log = os.environ.get("THINKTRACE_FAKE_READ_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{'trace' if 'trace' in inputs else 'item'}\t{item}\t{inputs.get('trace', '')}\n")
+    return {"label": label}
+
+
+def trace_reader():
+    """A reader that returns the label its trace states (and knows nothing without one)."""
+    return ScriptedEngine(lambda inputs, request: _reader_rule(inputs, request, reads=True))
+
+
+def trace_ignorer():
+    """A reader that labels the item by its keywords whether or not it is shown a trace."""
+    return ScriptedEngine(lambda inputs, request: _reader_rule(inputs, request, reads=False))

@@ -291,6 +291,9 @@ class Pipeline:
         records = outputs.pop("evaluate")
         self.result = self.run_stage("metrics", lambda: self.metrics(records))
         self.result.update(outputs)  # traces, finetune, prompts, guidelines: each stage's own summary
+        stage_warnings = [w for out in outputs.values() if isinstance(out, dict) for w in out.get("warnings") or []]
+        if stage_warnings:  # e.g. trace_quality's: the report shows them
+            self.result.setdefault("warnings", []).extend(stage_warnings)
         self.result["calls"] = self.call_summary()
         self.result["status"] = self.status(self.result["calls"])
         # metrics.json is written once, after the reports were rendered from the same document
@@ -318,6 +321,9 @@ class Pipeline:
         if ratings:
             rows = [{**r, "_candidate": p.stem} for p in ratings for r in JsonlLog(p, model=Prediction)]
             stages["guidelines"] = summary(rows, lambda r: (r["_candidate"], r["rater"], r["item_id"]))
+        if self.rundir.file("trace_quality.jsonl").exists():
+            stages["trace_quality"] = summary(JsonlLog(self.rundir.file("trace_quality.jsonl")),
+                                              lambda r: (r["condition"], r["unit"]))
         if self.rundir.file("prompts_dev.jsonl").exists():
             stages["prompts"] = summary(self.rundir.log("prompts_dev.jsonl"), prediction_key)
         if self.rundir.file("predictions.jsonl").exists():

@@ -3,6 +3,7 @@
 - `Prediction` (predictions.jsonl, prompts_dev.jsonl, guidelines/ratings/*.jsonl): one rater's call on one item.
 - `Attempt` (attempts.jsonl): one rejection-sampling attempt.
 - `Trace` (traces.jsonl): one accepted trace.
+- `TraceRead` (trace_quality.jsonl): one call of the trace-quality reader (an item with or without a trace).
 
 Every journal is written and read through these models (`thinktrace.rundir.JsonlLog(path, model=...)`): a record
 that does not fit is an error where it is written, not a surprise where it is read; records written before
@@ -94,6 +95,19 @@ class Trace(BaseModel):
     attempt: int
 
 
+class TraceRead(Record):
+    """The trace-quality reader on one unit: `condition` with_trace / without_trace / rejected_trace, `unit` its
+    id within the condition (trace id, item id, example key; thinktrace.trace_quality.units)."""
+
+    condition: str
+    unit: str
+    key: str
+    reader: str
+    trace_strategy: str | None = None
+    trace_attempt: int | None = None
+    label_source: str | None = None
+
+
 def dump(model: type[BaseModel], record: dict | BaseModel) -> dict:
     """`record` validated by `model`, as the plain dict a journal line holds."""
     obj = record if isinstance(record, model) else model.model_validate(record)
@@ -167,6 +181,34 @@ class SplitScores(_Open):
     inter_rater_change: dict[str, Any] | None = None
 
 
+class ReadGroup(_Open):
+    """Trace-quality rates of one group of traces (all, or one human label): the reader's rate of returning the
+    human label with the trace and without it on the same traces, their paired difference, the verdict, and the
+    rejected-trace subset (traces whose example also has a rejected trace: with vs rejected, same traces)."""
+
+    n: int = 0
+    with_trace: Estimate | None = None
+    without_trace: Estimate | None = None
+    with_trace_minus_without_trace: PairedDifference | None = None
+    moves_toward_human: bool | None = None
+    rejected: dict[str, Any] | None = None
+
+
+class TraceQuality(_Open):
+    """Does each accepted trace carry its label (thinktrace.trace_quality)?"""
+
+    reader: str
+    n_traces: int = 0
+    n_items: int = 0
+    rule: str = ""
+    overall: ReadGroup = Field(default_factory=ReadGroup)
+    per_label: dict[str, ReadGroup] = Field(default_factory=dict)
+    moves_toward_human: bool | None = None
+    n_errors: dict[str, int] = Field(default_factory=dict)
+    n_unparsed: dict[str, int] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
 class VariantInfo(_Open):
     name: str
     kind: str = "baseline"
@@ -192,6 +234,7 @@ class MetricsDocument(_Open):
     variants: list[VariantInfo] = Field(default_factory=list)
     splits: dict[str, SplitScores] = Field(default_factory=dict)
     traces: dict[str, Any] | None = None
+    trace_quality: TraceQuality | None = None
     finetune: dict[str, Any] | None = None
     prompts: dict[str, Any] | None = None
     guidelines: dict[str, Any] | None = None

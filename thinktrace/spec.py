@@ -21,6 +21,7 @@ from thinktrace.guidelines import GuidelinesConfig
 from thinktrace.lm.config import ModelConfig
 from thinktrace.lm.budget import BudgetConfig
 from thinktrace.lm.guard import CallsConfig
+from thinktrace.trace_quality.config import TraceQualityConfig
 
 
 class ModelsConfig(Section):
@@ -52,6 +53,9 @@ class ProgramsConfig(Section):
                         "(use 2): Class(labels, batch_size=..., ...) with forward(guideline, traces, priority, "
                         "order_seed), revise(original, rules, errors, examples_text) and render(original, rules, "
                         "examples).")
+    reader: str = Field("thinktrace.programs.reader:TraceReader", description="Trace-quality reader program "
+                        "(`trace_quality`): Class(guideline, label_set); forward(item, trace=None) -> "
+                        "Prediction(label).")
     adapter: Literal["plain", "chat", "json"] = Field(
         "plain", description="Prompt format (DSPy adapter): plain = `Rationale:`/`Label:` lines (small local models "
         "follow it best); chat = DSPy ChatAdapter; json = DSPy JSONAdapter. Training rows use the same format.")
@@ -130,6 +134,9 @@ class Spec(Section):
     models: ModelsConfig = Field(..., description="The LMs: raters (required) and the trace generator.")
     programs: ProgramsConfig = Field(default_factory=ProgramsConfig, description="DSPy programs and prompt format.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Rejection sampling of traces.")
+    trace_quality: TraceQualityConfig = Field(
+        default_factory=TraceQualityConfig, description="Does each accepted trace carry its label? A reader is "
+        "asked for the label with the trace, without it and with a rejected trace of the same item.")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="Use 1: LoRA fine-tuning of an "
                                      "open rater on the traces, with the label-only ablation.")
     guidelines: GuidelinesConfig = Field(default_factory=GuidelinesConfig, description="Use 2: synthesize and "
@@ -177,6 +184,17 @@ class Spec(Section):
         names = [r.name for r in self.models.raters] + ([self.models.generator.name] if self.models.generator else [])
         if isinstance(g.writer, str) and g.writer not in names:
             raise ValueError(f"guidelines.writer: {g.writer!r} is not a model of this spec; one of: {', '.join(names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _trace_quality(self) -> "Spec":
+        tq = self.trace_quality
+        if tq.enabled and not self.sampling.enabled:
+            raise ValueError("trace_quality.enabled: the check reads inferred traces; set sampling.enabled: true")
+        names = [r.name for r in self.models.raters] + ([self.models.generator.name] if self.models.generator else [])
+        if tq.reader is not None and tq.reader not in names:
+            raise ValueError(f"trace_quality.reader: {tq.reader!r} is not a model of this spec; one of: "
+                             f"{', '.join(names)}")
         return self
 
     def prompt_variants(self, rater: ModelConfig) -> list[tuple[str, str, str]]:

@@ -5,6 +5,8 @@ what the run does.
 
 1. traces: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal; traces.jsonl,
    sft.jsonl and the compiled program program.json are rebuilt from it).
+   trace_quality: does each accepted trace carry its label? A reader (the untuned student) labels each item with
+   the trace, without it and with a rejected trace (trace_quality.jsonl is the journal).
 2. finetune (use 1): LoRA SFT of the base model on the traces and the label-only ablation (checkpointed).
 3. prompts: every rater under each `evaluate.prompts` variant on dev; the best original prompt per rater.
 4. guidelines (use 2): candidates synthesized from the traces, scored on dev across all raters (each candidate's
@@ -109,6 +111,26 @@ class TracesStage(Stage):
                                    compare_to=[base.name]) for base in p.baseline_variants()]
         return stats
 
+
+class TraceQualityStage(Stage):
+    name = "trace_quality"
+    artifacts = ("trace_quality.jsonl",)
+
+    def enabled(self, spec) -> bool:
+        return spec.sampling.enabled and spec.trace_quality.active(spec)
+
+    def plan(self, ctx: PlanContext) -> dict:
+        """At most: per accepted trace one call with it and one with a rejected trace, per item one without."""
+        from thinktrace.trace_quality.run import reader_name
+
+        n = len(ctx.examples) * ctx.spec.sampling.keep
+        n = min(n, ctx.spec.trace_quality.max_traces or n)
+        return {"reader": reader_name(ctx.spec), "traces_max": n, "lm_calls_max": 3 * n}
+
+    def run(self, p: Pipeline) -> dict:
+        from thinktrace.trace_quality.run import run_trace_quality
+
+        return run_trace_quality(p)
 
 
 class FinetuneStage(Stage):
@@ -346,7 +368,8 @@ class EvaluateStage(Stage):
 
 
 #: the stages in the order they run (and are planned)
-STAGES: list[Stage] = [TracesStage(), FinetuneStage(), PromptsStage(), GuidelinesStage(), EvaluateStage()]
+STAGES: list[Stage] = [TracesStage(), TraceQualityStage(), FinetuneStage(), PromptsStage(), GuidelinesStage(),
+                       EvaluateStage()]
 
 
 def plan_stages(spec, corpus) -> dict:

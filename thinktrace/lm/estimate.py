@@ -26,6 +26,10 @@ def _calls_per_model(spec, stages: dict) -> Counter:
 
     if "traces" in stages:
         calls[spec.generator.name] += stages["traces"]["lm_calls_max"]
+    if "trace_quality" in stages:  # the reader, when it is a model entry (else the local base: no cost)
+        reader = stages["trace_quality"]["reader"]
+        if reader in [*raters, spec.generator.name]:
+            calls[reader] += stages["trace_quality"]["lm_calls_max"]
     if "prompts" in stages:
         per = stages["prompts"]["lm_calls_max"] // max(1, len(stages["prompts"]["variants"]) + len(raters))
         for name in [*raters, *stages["prompts"]["variants"]]:

@@ -28,6 +28,7 @@ SECTIONS: list[tuple[str, str, Callable[[RunView], list[Block]]]] = [
     ("comparisons", "Paired comparisons", agreement.comparisons),
     ("confusion", "Confusion matrices", agreement.confusions),
     ("traces", "Inferred thinking traces (rejection sampling, train split)", traces.traces),
+    ("trace_quality", "Trace quality (does each accepted trace carry its label?)", traces.trace_quality),
     ("finetune", "Fine-tuning", traces.finetune),
     ("prompts", "Prompt variants (original guideline; the best per rater chosen on dev)", agreement.prompts),
     ("guideline", "Guideline refinement (candidates scored on the dev split by mean α across raters)",

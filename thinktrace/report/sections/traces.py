@@ -1,12 +1,12 @@
-"""The parts of a run report about the inferred traces and what was trained on them: rejection sampling, sample
-traces, fine-tuning."""
+"""The parts of a run report about the inferred traces and what was trained on them: rejection sampling, trace
+quality, sample traces, fine-tuning."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from thinktrace import _plots
-from thinktrace.report.format import num, pct
+from thinktrace.report.format import fmt_diff, fmt_est, fmt_p, num, pct
 from thinktrace.report.model import Block, Figure, Heading, Quote, Table, Text
 from thinktrace.runview import RunView
 
@@ -61,6 +61,56 @@ def traces(run: RunView) -> list[Block]:
     if unexplained:
         more = f" and {len(unexplained) - 20} more" if len(unexplained) > 20 else ""
         blocks.append(Text(f"Examples no strategy could explain: {', '.join(map(str, unexplained[:20]))}{more}."))
+    return blocks
+
+
+def _verdict(flag) -> str:
+    return {True: "yes", False: "no"}.get(flag, "n/a")
+
+
+def trace_quality(run: RunView) -> list[Block]:
+    """Does each accepted trace carry its label? The reader's rate of returning the human label with the trace,
+    without it, and with a rejected trace of the same example (metrics `trace_quality`)."""
+    q = run.metrics.get("trace_quality")
+    if not q:
+        return [Text("no trace-quality check in this run (trace_quality off, or no sampling)", "note")]
+    blocks: list[Block] = [Text(
+        f"The reader model {q.get('reader')} was shown each accepted trace's item and the "
+        "trace, never the trace's label, and asked for the label alone; the same reader labelled the item without "
+        "any trace. Rates of returning the human label, with 95 % bootstrap CIs; differences are paired on the same "
+        f"traces ({q.get('n_traces')} traces of {q.get('n_items')} items).")]
+    blocks += [Text(str(w), "warn") for w in q.get("warnings") or []]
+    groups = [("all", q.get("overall") or {})] + list((q.get("per_label") or {}).items())
+    key = "with_trace_minus_without_trace"
+    blocks.append(Table(["human label", "traces", "with trace", "without trace", "with − without",
+                         "p (not better)", "traces help?"],
+                        [[lab, g.get("n", 0), fmt_est(g.get("with_trace")), fmt_est(g.get("without_trace")),
+                          fmt_diff(g.get(key)), fmt_p((g.get(key) or {}).get("p_b_not_better")),
+                          _verdict(g.get("moves_toward_human"))] for lab, g in groups]))
+    rejected = (q.get("overall") or {}).get("rejected") or {}
+    if rejected.get("n"):
+        by = ", ".join(f"{k} {v}" for k, v in (rejected.get("by_strategy") or {}).items())
+        blocks.append(Text(
+            f"Rejected-trace subset: the {rejected['n']} accepted traces (of {rejected.get('n_items')} items) whose "
+            f"example also has a rejected attempt with a rationale (the first one; strategy: {by}). The same "
+            "reader on the same traces, with the accepted trace, with the rejected one, and without a trace."))
+        rows = []
+        for lab, g in groups:
+            r = g.get("rejected") or {}
+            if r.get("n"):
+                rows.append([lab, r["n"], fmt_est(r.get("with_trace")), fmt_est(r.get("rejected_trace")),
+                             fmt_est(r.get("without_trace")), fmt_diff(r.get("with_trace_minus_rejected_trace"))])
+        blocks.append(Table(["human label", "traces", "accepted trace", "rejected trace", "without trace",
+                             "accepted − rejected"], rows))
+    else:
+        blocks.append(Text("no example has both an accepted and a rejected trace: no rejected-trace comparison",
+                           "note"))
+    unparsed = {k: v for k, v in (q.get("n_unparsed") or {}).items() if v}
+    errors = {k: v for k, v in (q.get("n_errors") or {}).items() if v}
+    if unparsed or errors:
+        blocks.append(Text(f"unparseable answers (counted as misses): {unparsed or 0}; failed calls (their traces "
+                           f"left out of the comparisons they belong to): {errors or 0}", "note"))
+    blocks.append(Text(f"Rule: {q.get('rule')}.", "note"))
     return blocks
 
 
