@@ -36,8 +36,10 @@ def test_quickstart_rates_and_samples_on_the_embedded_model(tmp_path, monkeypatc
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     n_test = len(json.loads((out / "data.json").read_text())["splits"]["test"])
     assert n_test >= 4
-    # two raters (the Qwen teacher and the SmolLM2 student) x the test items
-    assert sorted(p["rater"] for p in preds) == ["qwen2.5-coder-1.5b"] * n_test + ["smollm2-135m"] * n_test
+    # two raters (the Qwen teacher and the SmolLM2 student), each also with the accepted traces as demos, x the
+    # test items
+    names = ["qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b+demos", "smollm2-135m", "smollm2-135m+demos"]
+    assert sorted(p["rater"] for p in preds) == [n for n in names for _ in range(n_test)]
     assert all(p["error"] is None for p in preds)
     assert all((p["tokens"]["completion"] or 0) > 0 for p in preds)
     attempts = [json.loads(x) for x in (out / "attempts.jsonl").read_text().splitlines()]
