@@ -10,7 +10,7 @@ thinktrace.journal), retries (spent inside the call), latency_s, tokens. Items w
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
 from typing import Callable, Sequence
 
 import dspy
@@ -54,38 +54,34 @@ def rate_one(program: dspy.Module, lm: dspy.LM, item: Item, adapter: dspy.Adapte
     return record
 
 
+def _rate(program: dspy.Module, adapter: dspy.Adapter | None, lms: dict, item: Item) -> dict:
+    """The rating task (picklable: a Ray worker runs it with its own LM)."""
+    return rate_one(program, lms["rater"], item, adapter)
+
+
 def rate_items(program: dspy.Module, lm: dspy.LM, items: Sequence[Item], log: JsonlLog, *, split: str,
                rater: str, threads: int = 4, done: set | None = None, desc: str | None = None,
-               on_record: Callable[[dict], None] | None = None, adapter: dspy.Adapter | None = None) -> list[dict]:
+               on_record: Callable[[dict], None] | None = None, adapter: dspy.Adapter | None = None,
+               executor=None) -> list[dict]:
     """Rate `items` not yet in `done` (a set of item ids whose records are settled); returns the new records
-    (also appended to `log`), retryable failures included. EndpointDown stops it at once: queued items are
-    dropped, finished ones are already journalled."""
+    (also appended to `log`, in this process only), retryable failures included. `executor`: where the calls run
+    (default: the run's, `thinktrace.execution.current_executor()`; threads: `threads` of them). EndpointDown stops
+    it at once: queued items are dropped, finished ones are already journalled."""
+    from thinktrace.execution import current_executor, drive
+
     todo = [it for it in items if not done or it.item_id not in done]
     records: list[dict] = []
     if not todo:
         return records
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
-            tqdm(total=len(todo), desc=desc or f"rate {rater} [{split}]", unit="item") as bar:
-        futures = [pool.submit(rate_one, program, lm, it, adapter) for it in todo]
-        consumed = set()
-
-        def keep(future) -> None:
-            consumed.add(future)
-            record = {"split": split, "rater": rater, **future.result()}
+    executor = executor or current_executor()
+    with tqdm(total=len(todo), desc=desc or f"rate {rater} [{split}]", unit="item") as bar:
+        def keep(item: Item, result: dict) -> None:
+            record = {"split": split, "rater": rater, **result}
             log.append(record)
             records.append(record)
             if on_record:
                 on_record(record)
             bar.update(1)
 
-        try:
-            for future in as_completed(futures):
-                keep(future)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future in futures:  # calls that finished while the stage was stopping are kept too
-                if future not in consumed and future.done() and not future.cancelled() \
-                        and future.exception() is None:
-                    keep(future)
-            raise
+        drive(executor.pool(partial(_rate, program, adapter), {"rater": lm}, threads), todo, keep)
     return records

@@ -84,6 +84,14 @@ def load_object(ref: str, base_dirs: list[Path], field: str):
     return getattr(module, name)
 
 
+def user_modules() -> dict[str, str]:
+    """{private module name: file} of every program file imported so far (a Ray worker imports the same files
+    under the same names before it unpickles a program made of their classes)."""
+    with _lock:
+        return {name: str(m.__file__) for name, m in list(sys.modules.items())
+                if name.startswith("thinktrace_user_") and getattr(m, "__file__", None)}
+
+
 def load_relative(from_file: str, relative: str, name: str):
     """For program files: import `name` (a signature, a program) from a file given relative to the caller's file,
     e.g. ``Judge = load_relative(__file__, "../signatures/judge.py", "Judge")``."""

@@ -46,7 +46,7 @@ def trim_heap() -> None:
         pass
 
 
-RESUMABLE_CHANGES = ("calls", "budget", "description", "output_dir")  #: spec fields a resume may change
+RESUMABLE_CHANGES = ("calls", "budget", "execution", "description", "output_dir")  #: spec fields a resume may change
 #: and, in every model entry, thinktrace.lm.config.RESUMABLE_MODEL_FIELDS (api_base: the fleet; max_concurrency)
 
 
@@ -268,9 +268,12 @@ class Pipeline:
         return result
 
     def run(self) -> dict:
+        from thinktrace.execution import use_execution
+
         self._write_setup()
         try:
-            return self._run()
+            with use_execution(self.spec.execution):  # threads here, or the run's Ray actors (stopped after)
+                return self._run()
         except RunIncomplete as err:
             err.resume = err.resume or self.resume_command
             self.write_incomplete(err)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from thinktrace.config import Section
 from thinktrace.data import DataConfig
 from thinktrace.errors import SpecError
+from thinktrace.execution.config import ExecutionConfig
 from thinktrace.finetune import FinetuneConfig
 from thinktrace.guidelines import GuidelinesConfig
 from thinktrace.lm.config import ModelConfig
@@ -148,6 +149,9 @@ class Spec(Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Most tokens and dollars the run (with "
                                  "its resumes) may spend on LM calls; reaching a limit stops it cleanly and "
                                  "resumably (exit 5). May change on resume.")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Where sampling, rating and "
+                                       "guideline scoring run: threads here (local) or Ray actors (ray). May change "
+                                       "on resume.")
     output_dir: str = Field("runs", description="Where run folders are written (relative to the working dir).")
 
     @field_validator("name")

@@ -13,16 +13,16 @@ example once `keep` traces are accepted. Strategies:
 Every attempt is appended to a journal (attempts.jsonl) the moment it finishes; on resume, settled attempts are
 replayed, never repeated, and an attempt whose call failed retryably (connection, 429, 5xx: see
 thinktrace.journal) is made again with the same seed: it used up none of the example's k attempts. The compiled program is the student with accepted traces as demos.
+Only this process writes the journal: attempts made on Ray workers (thinktrace.execution) come back here first.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Iterable, Sequence
+from functools import partial
+from typing import Generator, Iterable, Sequence
 
 import dspy
 from dspy.teleprompt import Teleprompter
@@ -66,7 +66,6 @@ class RejectionSampling(Teleprompter):
         self.adapter = adapter
         self.attempts: list[dict] = []
         self.pending: dict[str, str] = {}  #: examples left short by a retryable failure -> its error
-        self._lock = threading.Lock()
 
     # -- acceptance ------------------------------------------------------------------------------------------
     def accepts(self, sampled: str | None, human: str) -> bool:
@@ -79,10 +78,13 @@ class RejectionSampling(Teleprompter):
         return False
 
     # -- one attempt -----------------------------------------------------------------------------------------
-    def _lm(self, seed: int) -> dspy.LM:
-        return self.generator.copy(rollout_id=seed, temperature=self.temperature, seed=seed)
+    def _lm(self, seed: int, generator: dspy.LM | None = None) -> dspy.LM:
+        return (generator or self.generator).copy(rollout_id=seed, temperature=self.temperature, seed=seed)
 
-    def attempt(self, teacher, example: dspy.Example, strategy: str, index: int) -> dict:
+    def attempt(self, teacher, example: dspy.Example, strategy: str, index: int, *, generator: dspy.LM | None = None,
+                judge: dspy.LM | None = None) -> dict:
+        """One sampling slot's record (generator / judge: another process's copies of this sampler's LMs)."""
+        judge = judge or self.judge
         key = example.key
         seed = attempt_seed(self.seed, key, strategy, index)
         record = {"key": key, "item_id": example.item_id, "annotator": example.get("annotator"),
@@ -92,20 +94,20 @@ class RejectionSampling(Teleprompter):
         begin_call()
         try:
             if strategy == "blind":
-                with dspy.context(lm=self._lm(seed), adapter=self.adapter, track_usage=True):
+                with dspy.context(lm=self._lm(seed, generator), adapter=self.adapter, track_usage=True):
                     pred = teacher.blind(item=example.item)
                 tokens = usage_tokens(pred)
                 record.update(rationale=pred.get("rationale") or None, label=pred.label,
                               label_source=pred.get("label_source"), raw_label=pred.get("raw_label"),
                               raw=pred.get("raw"), error=None)
             else:
-                with dspy.context(lm=self._lm(seed), adapter=self.adapter, track_usage=True):
+                with dspy.context(lm=self._lm(seed, generator), adapter=self.adapter, track_usage=True):
                     hint = teacher.rationalize(example.item, example.label)
                 tokens = usage_tokens(hint)
                 rationale = (hint.get("rationale") or "").strip() or None
                 record.update(rationale=rationale, raw=hint.get("raw"), label=None, raw_label=None, error=None)
                 if rationale:
-                    with dspy.context(lm=self.judge.copy(temperature=0.0), adapter=self.adapter, track_usage=True):
+                    with dspy.context(lm=judge.copy(temperature=0.0), adapter=self.adapter, track_usage=True):
                         check = teacher.verify(example.item, rationale)
                     more = usage_tokens(check)
                     tokens = {k: tokens[k] + more[k] for k in tokens}
@@ -123,9 +125,10 @@ class RejectionSampling(Teleprompter):
         return record
 
     # -- one example -----------------------------------------------------------------------------------------
-    def sample_example(self, teacher, example: dspy.Example, journal: Sequence[dict]) -> list[dict]:
-        """The example's settled attempts, in order. A slot whose call failed retryably is journalled and ends
-        the example for this run (it is in `self.pending`); resume tries that slot again."""
+    def _slots(self, example: dspy.Example, journal: Sequence[dict]) -> Generator[tuple[str, int], dict, list[dict]]:
+        """One example's sampling, as a generator: it yields each (strategy, attempt) slot that needs a call and
+        is sent that slot's record; it returns the example's settled attempts in order. A slot whose call failed
+        retryably ends the example for this run (it is in `self.pending`); resume tries that slot again."""
         done = latest_settled(journal, lambda r: (r["strategy"], r["attempt"]))
         records: list[dict] = []
         accepted = 0
@@ -140,41 +143,79 @@ class RejectionSampling(Teleprompter):
                     break
                 record = done.get((strategy, index))
                 if record is None:
-                    record = self.attempt(teacher, example, strategy, index)
-                    if self.attempts_log is not None:
-                        self.attempts_log.append(record)
+                    record = yield strategy, index
                     if retryable(record):
-                        with self._lock:
-                            self.pending[example.key] = record["error"]
+                        self.pending[example.key] = record["error"]
                         return records
                 records.append(record)
                 accepted += record["accepted"]
         return records
 
+    def _journal(self, record: dict) -> None:
+        if self.attempts_log is not None:
+            self.attempts_log.append(record)
+
+    def sample_example(self, teacher, example: dspy.Example, journal: Sequence[dict]) -> list[dict]:
+        """The example's settled attempts, in order, sampled one after another in this thread."""
+        slots = self._slots(example, journal)
+        try:
+            slot = next(slots)
+            while True:
+                record = self.attempt(teacher, example, *slot)
+                self._journal(record)
+                slot = slots.send(record)
+        except StopIteration as stop:
+            return stop.value
+
     # -- the teleprompter ------------------------------------------------------------------------------------
-    def sample(self, teacher, trainset: Sequence[dspy.Example], journal: Iterable[dict] = ()) -> list[dict]:
-        """Sample every example (in parallel); returns all attempt records in trainset order."""
+    def sample(self, teacher, trainset: Sequence[dspy.Example], journal: Iterable[dict] = (),
+               executor=None) -> list[dict]:
+        """Sample every example (in parallel: `num_threads` threads, or the run's Ray workers; see
+        thinktrace.execution); returns all attempt records in trainset order. Each attempt is journalled here, in
+        this process, as its result arrives; an example's next slot is sampled once the last one is in."""
+        from thinktrace.execution import current_executor, drive
+
         by_key: dict[str, list[dict]] = defaultdict(list)
         for record in journal:
             by_key[record["key"]].append(record)
         results: dict[str, list[dict]] = {}
         self.pending = {}
-        with ThreadPoolExecutor(max_workers=max(1, self.num_threads)) as pool, \
-                tqdm(total=len(trainset), desc="sample traces", unit="item", disable=not self.progress) as bar:
-            futures = {pool.submit(self.sample_example, teacher, ex, by_key.get(ex.key, ())): ex.key
-                       for ex in trainset}
+        plans = {ex.key: self._slots(ex, by_key.get(ex.key, ())) for ex in trainset}
+        examples = {ex.key: ex for ex in trainset}
+        with tqdm(total=len(trainset), desc="sample traces", unit="item", disable=not self.progress) as bar:
             n_ok = 0
-            try:
-                for future in as_completed(futures):
-                    records = future.result()
-                    results[futures[future]] = records
-                    n_ok += any(r["accepted"] for r in records)
+
+            def advance(key: str, record: dict | None = None) -> list:
+                nonlocal n_ok
+                try:
+                    strategy, index = next(plans[key]) if record is None else plans[key].send(record)
+                except StopIteration as stop:
+                    results[key] = stop.value
+                    n_ok += any(r["accepted"] for r in stop.value)
                     bar.update(1)
                     bar.set_postfix(explained=f"{n_ok}/{bar.n}")
-            except BaseException:  # an endpoint went down: stop; every finished attempt is in the journal
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+                    return []
+                return [(examples[key], strategy, index)]
+
+            def handle(unit, record: dict) -> list:
+                self._journal(record)
+                return advance(unit[0].key, record)
+
+            first = [unit for ex in trainset for unit in advance(ex.key)]
+            executor = executor or current_executor()
+            pool = executor.pool(partial(_sample_slot, self, teacher),
+                                 {"generator": self.generator, "judge": self.judge}, self.num_threads)
+            drive(pool, first, handle)
         return [r for ex in trainset for r in results[ex.key]]
+
+    def __getstate__(self) -> dict:  # what a Ray worker needs: the settings, not the LMs, journal or results
+        drop = ("generator", "judge", "attempts_log", "attempts", "pending")
+        return {k: v for k, v in self.__dict__.items() if k not in drop}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.generator = self.judge = self.attempts_log = None
+        self.attempts, self.pending = [], {}
 
     def compile(self, student, *, trainset, teacher=None, valset=None, journal: Iterable[dict] = ()):
         if teacher is None:
@@ -189,6 +230,12 @@ class RejectionSampling(Teleprompter):
         predictor.demos = demo_examples(demos)
         compiled._compiled = True
         return compiled
+
+
+def _sample_slot(sampler: RejectionSampling, teacher, lms: dict, unit: tuple) -> dict:
+    """The sampling task (picklable: a Ray worker runs it with its own generator and judge)."""
+    example, strategy, index = unit
+    return sampler.attempt(teacher, example, strategy, index, generator=lms["generator"], judge=lms["judge"])
 
 
 def demo_examples(traces: Sequence[dict]) -> list[dspy.Example]:

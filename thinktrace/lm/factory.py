@@ -106,6 +106,12 @@ def build_lm(cfg: ModelConfig, field: str = "model", calls=None):
     messages.
 
     Remote keys are read from ``os.environ[cfg.api_key_env]`` now; a missing variable is a SpecError naming it."""
+    lm = _build_lm(cfg, field, calls)
+    lm.thinktrace_model = (cfg, field, calls)  # how a Ray worker builds its own copy (thinktrace.execution)
+    return lm
+
+
+def _build_lm(cfg: ModelConfig, field: str, calls):
     from thinktrace.lm.custom import PYTHON, build_custom_lm
     from thinktrace.lm.guard import GuardedLM
 
