@@ -22,7 +22,8 @@ from thinktrace.agreement._estimate import json_float
 from thinktrace.trace_quality.units import REJECTED, WITH, WITHOUT, trace_id
 
 RULE = ("traces move the reader toward the human label when the 95 % bootstrap CI of the paired difference "
-        "(rate with trace - rate without, same traces) lies above 0; otherwise the report warns")
+        "(rate with trace - rate without, same traces) lies above 0 (with evaluate.bootstrap 0: when the difference "
+        "is above 0); otherwise the report warns")
 
 
 def _record(done: dict, condition: str, unit: str) -> dict | None:
