@@ -216,3 +216,17 @@ def test_the_compiled_programs_demos_are_evaluated_as_a_variant(tmp_path, monkey
     assert all(not d for name, d in seen if name == "kw")  # the baseline stays zero-shot
     traces = {(t["item"], t["label"]) for t in map(json.loads, (out / "traces.jsonl").read_text().splitlines())}
     assert {(d["item"], d["label"]) for d in used[0]} <= traces
+
+
+def test_no_accepted_trace_means_no_demos_variant(tmp_path, monkeypatch):
+    """Without an accepted trace a demos variant would be the zero-shot rater again: it is not evaluated, and the
+    report says why."""
+    import thinktrace.teleprompt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(thinktrace.teleprompt, "select_demos", lambda traces, label_set, n: [])
+    out = tmp_path / "run"
+    assert main([str(write_spec(tmp_path, toy_spec(**{"sampling.max_demos": 2}))), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["traces"]["demos"] == 0 and "kw+demos" not in {v["name"] for v in metrics["variants"]}
+    assert "no accepted trace: no demos variant" in (out / "report.md").read_text()

@@ -107,8 +107,9 @@ class TracesStage(Stage):
         if cfg.max_demos:  # the compiled program's demos, used: every rater is also evaluated with them
             demos = select_demos(traces, p.corpus.label_set, cfg.max_demos)
             stats["demos"] = len(demos)
-            p.variants += [replace(base, name=demos_name(base.name), kind="trace-demos", demos=demos,
-                                   compare_to=[base.name]) for base in p.baseline_variants()]
+            if demos:  # without an accepted trace a demos variant would be the zero-shot rater again
+                p.variants += [replace(base, name=demos_name(base.name), kind="trace-demos", demos=demos,
+                                       compare_to=[base.name]) for base in p.baseline_variants()]
         return stats
 
 

@@ -34,6 +34,10 @@ def traces(run: RunView) -> list[Block]:
             ("examples explained", f"{t.get('explained')}/{t.get('examples')} ({pct(t.get('explained_rate'))})"),
             ("attempts / accepted", f"{t.get('attempts')} / {t.get('accepted')} ({pct(t.get('acceptance_rate'))})"),
             ("LM samples per accepted trace", t.get("samples_per_accepted_trace") or "n/a"),
+            *([("few-shot demos (program.json)", f"{t['demos']}" + (" (each rater also evaluated with them: "
+                                                                   "<rater>+demos)" if t["demos"] else
+                                                                   " (no accepted trace: no demos variant)"))]
+              if "demos" in t else []),
             ("failed attempts", f"{failed.get('errors', 0)} LM errors{by_type}, {failed.get('unparsed', 0)} "
                                 f"unparseable labels, {failed.get('no_rationale', 0)} without a rationale"),
         ]))
