@@ -7,11 +7,14 @@ def fmt_est(est: dict | None, digits: int = 3) -> str:
     """`0.412 [0.301, 0.520]`, or `n/a` when undefined."""
     if not est or est.get("value") is None:
         return "n/a"
-    value = f"{est['value']:.{digits}f}"
+
+    def num(x) -> str:  # -0.000 reads as a sign that is not there
+        return f"{round(x, digits) + 0.0:.{digits}f}"
+
     ci = est.get("ci") or [None, None]
     if ci[0] is None or ci[1] is None:
-        return value
-    return f"{value} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+        return num(est["value"])
+    return f"{num(est['value'])} [{num(ci[0])}, {num(ci[1])}]"
 
 
 def fmt_diff(comp: dict | None, key: str = "diff") -> str:
