@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from toy_runs import add_later_stages, compile_run
 
-from thinktrace.report import write_reports
+from thinktrace.report import SECTIONS, write_reports
 
 
 def find_chromium() -> str | None:
@@ -70,8 +70,7 @@ def test_rendered_dom_has_plots_and_tables(report, tmp_path):
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     dom = DomCounts()
     dom.feed(proc.stdout)
-    assert dom.sections == ["data", "agreement", "comparisons", "confusion", "traces", "finetune", "prompts",
-                            "guideline", "samples", "calls", "cost"]
+    assert dom.sections == [sid for sid, _, _ in SECTIONS]  # every section, in order, as the browser sees it
     pngs = [s for s in dom.imgs if s.startswith("data:image/png;base64,")]
     assert len(pngs) >= 6 and len(pngs) == len(dom.imgs)
     assert dom.tables >= 8 and dom.rows >= 30
