@@ -190,3 +190,32 @@ def trace_reader():
 def trace_ignorer():
     """A reader that labels the item by its keywords whether or not it is shown a trace."""
     return ScriptedEngine(lambda inputs, request: _reader_rule(inputs, request, reads=False))
+
+
+def _student_rule(inputs, request):
+    """The student of the self-traces tests: the keyword rater's answers at temperature 0 and to InferRationale /
+    CheckRationale, but a blind sample at temperature > 0 is right only when its seed is divisible by 5 (the
+    keyword rater's: by 3), with a rationale of its own. Each blind call is logged (student, seed, temperature,
+    item) to THINKTRACE_FAKE_CALL_LOG. THINKTRACE_FAKE_STUDENT_DOWN=1: every call about an odd-numbered item fails
+    with a 503 (an outage), before it is logged."""
+    from dspy import lm15
+
+    item = inputs.get("item", "")
+    last = item.rsplit(" ", 1)[-1]
+    if os.environ.get("THINKTRACE_FAKE_STUDENT_DOWN") == "1" and last.isdigit() and int(last) % 2:
+        raise lm15.ServerError("injected 503: the student is down", status=503)
+    if "label" in inputs or "rationale" in inputs:
+        return _rule(inputs, request)
+    seed = request.config.seed or 0
+    call_log = os.environ.get("THINKTRACE_FAKE_CALL_LOG")
+    if call_log:
+        with open(call_log, "a") as fh:
+            fh.write(f"student\t{seed}\t{request.config.temperature}\t{item}\n")
+    right = (request.config.temperature or 0) == 0 or seed % 5 == 0
+    label = truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
+    return {"rationale": f"the student reads '{item}' as {label}", "label": label}
+
+
+def weak_student():
+    """A student that explains fewer items than the keyword rater, in its own words (see _student_rule)."""
+    return ScriptedEngine(_student_rule)

@@ -75,6 +75,10 @@ CASES = {
     "bad bootstrap": (spec_with(**{"evaluate.bootstrap": -5}), "evaluate.bootstrap"),
     "unknown training device": (spec_with(**{"finetune.device": "gpu"}), "finetune.device"),
     "processes without a launcher": (spec_with(**{"finetune.launcher": {"num_processes": 2}}), "finetune.launcher"),
+    "self-traces without fine-tuning": (spec_with(**{"sampling.self_traces": True}), "sampling.self_traces"),
+    "self-traces generator not a model": (spec_with(**{"sampling.self_traces": True, "finetune.enabled": True,
+                                                       "sampling.self_generator": "nobody"}),
+                                          "sampling.self_generator"),
 }
 
 

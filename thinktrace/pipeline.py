@@ -320,6 +320,8 @@ class Pipeline:
         stages = {}
         if self.rundir.file("attempts.jsonl").exists():
             stages["traces"] = summary(self.rundir.log("attempts.jsonl"), attempt_key)
+        if self.rundir.file("self/attempts.jsonl").exists():  # the student's own traces (thinktrace.self_traces)
+            stages["self_traces"] = summary(JsonlLog(self.rundir.file("self/attempts.jsonl")), attempt_key)
         ratings = sorted(self.rundir.file("guidelines").glob("ratings/*.jsonl"))
         if ratings:
             rows = [{**r, "_candidate": p.stem} for p in ratings for r in JsonlLog(p, model=Prediction)]

@@ -83,6 +83,13 @@ class SamplingConfig(Section):
                            "(variant `<rater>+demos`, paired against the rater without). 0 = no demos, no variant.")
     num_threads: int | None = Field(None, ge=1, description="Examples sampled in parallel (default: the "
                                     "generator's num_threads).")
+    self_traces: bool = Field(False, description="Also sample the student's own traces (the untuned fine-tuning "
+                              "base as generator; same k, keep, strategy, seeds; journal `self/attempts.jsonl`) on "
+                              "the examples the generator explained and fine-tune `<base>+self-trace-sft` and "
+                              "`<base>+trace-sft-common` (the generator's traces) on the examples both explained, as "
+                              "many rows each; paired teacher − self. Needs finetune.enabled.")
+    self_generator: str | None = Field(None, description="With `self_traces`: the model (a name in `models`) that "
+                                       "samples them. Null: the local rater on `finetune.base`, else that base.")
 
     @model_validator(mode="after")
     def _keep_le_k(self) -> "SamplingConfig":
@@ -188,6 +195,15 @@ class Spec(Section):
         names = [r.name for r in self.models.raters] + ([self.models.generator.name] if self.models.generator else [])
         if isinstance(g.writer, str) and g.writer not in names:
             raise ValueError(f"guidelines.writer: {g.writer!r} is not a model of this spec; one of: {', '.join(names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _self_traces(self) -> "Spec":
+        from thinktrace.self_traces import spec_problem
+
+        problem = spec_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

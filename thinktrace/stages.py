@@ -7,7 +7,10 @@ what the run does.
    sft.jsonl and the compiled program program.json are rebuilt from it).
    trace_quality: does each accepted trace carry its label? A reader (the untuned student) labels each item with
    the trace, without it and with a rejected trace (trace_quality.jsonl is the journal).
-2. finetune (use 1): LoRA SFT of the base model on the traces and the label-only ablation (checkpointed).
+   self_traces (`sampling.self_traces`): the student's own traces, sampled like the teacher's on the examples the
+   teacher explained (self/attempts.jsonl is the journal; thinktrace.self_traces).
+2. finetune (use 1): LoRA SFT of the base model on the traces and the label-only ablation (checkpointed); with
+   self-traces also on the teacher's and the student's own traces of the examples both explained.
 3. prompts: every rater under each `evaluate.prompts` variant on dev; the best original prompt per rater.
 4. guidelines (use 2): candidates synthesized from the traces, scored on dev across all raters (each candidate's
    ratings journalled); guideline.md and one compiled program per rater.
@@ -17,45 +20,21 @@ what the run does.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from thinktrace.errors import RunIncomplete, SpecError
 from thinktrace.evaluate import rate_items
 from thinktrace.journal import latest_settled, prediction_key
 from thinktrace.loader import load_object
+from thinktrace.self_traces import COMMON_KINDS, SelfTracesStage, common_jobs, rows_trained_on
+from thinktrace.stage_base import PlanContext, Stage
 from thinktrace.variants import Variant, demos_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.pipeline import Pipeline
 
-
-
-@dataclass
-class PlanContext:
-    """What the stages plan from: the spec, the corpus, split sizes; stages add their plans and variant names."""
-
-    spec: Any
-    corpus: Any
-    sizes: dict
-    stages: dict = field(default_factory=dict)
-    variants: list = field(default_factory=list)
-    examples: list = field(default_factory=list)  #: the sampling stage's training examples
-
-
-class Stage:
-    name = ""
-    #: what the stage writes into the run folder (a trailing / is a folder); the plan lists them
-    artifacts: tuple[str, ...] = ()
-
-    def enabled(self, spec) -> bool:
-        return True
-
-    def plan(self, ctx: PlanContext) -> dict:
-        raise NotImplementedError
-
-    def run(self, p: Pipeline) -> Any:
-        raise NotImplementedError
+__all__ = ["STAGES", "PlanContext", "Stage", "plan_stages"]
 
 
 class TracesStage(Stage):
@@ -137,6 +116,9 @@ class TraceQualityStage(Stage):
 class FinetuneStage(Stage):
     name = "finetune"
     artifacts = ("sft_label_only.jsonl", "finetune/")
+    #: paired differences besides `− base` (Δ = the kind − each listed kind): traces vs labels only on the same
+    #: items; the teacher's vs the student's own traces on the items both explained (same rows count)
+    against = {"trace-sft": ("label-sft",), COMMON_KINDS[0]: (COMMON_KINDS[1],)}
 
     def enabled(self, spec) -> bool:
         return spec.finetune.enabled
@@ -148,20 +130,24 @@ class FinetuneStage(Stage):
         spec = ctx.spec
         n_rows = len(ctx.examples) * spec.sampling.keep
         kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
+        kinds += list(COMMON_KINDS) if spec.sampling.self_traces else []
         # named after the configured local rater on the base model, as the run names them
         key = canonical_name(spec.finetune.base) or spec.finetune.base
         base = next((r.name for r in spec.models.raters if r.is_local and not r.adapter
-                     and (canonical_name(r.model) or r.model) == key), spec.finetune.base)
-        ctx.variants += [f"{base}+{kind}" for kind in kinds]
+                     and (canonical_name(r.model) or r.model) == key), None)
+        ctx.variants += [] if base else [spec.finetune.base]  # no rater on the base: the run adds it as a baseline
+        ctx.variants += [f"{base or spec.finetune.base}+{kind}" for kind in kinds]
         return {"base": spec.finetune.base, "adapters": kinds, "steps_max": plan_steps(spec.finetune, n_rows),
                 "launcher": spec.finetune.launcher.kind, "processes": spec.finetune.launcher.num_processes,
                 "lm_calls_max": 0}
 
     def run(self, p: Pipeline) -> dict:
-        """Use 1: train the trace-SFT rater and the label-only ablation on the same train items; return their
-        training results and the variants that evaluate them (with paired differences to base and ablation).
-        Each adapter is a job in the run folder (`python -m thinktrace.finetune RUN_DIR --adapter NAME`), trained
-        in a child process or through `finetune.launcher`; the base is evaluated in the dtype it was trained in."""
+        """Use 1: train the trace-SFT rater and the label-only ablation on the same train items (and, with
+        `sampling.self_traces`, the teacher's and the student's own traces on the items both explained); return
+        their training results (each with the rows it trained on) and the variants that evaluate them (paired
+        differences to base and `against`). Each adapter is a job in the run folder (`python -m
+        thinktrace.finetune RUN_DIR --adapter NAME`), trained in a child process or through `finetune.launcher`;
+        the base is evaluated in the dtype it was trained in."""
         traces = p.rundir.log("traces.jsonl").read()
         from thinktrace.finetune import train_adapter_subprocess
         from thinktrace.finetune.launch import launch, write_job
@@ -173,9 +159,16 @@ class FinetuneStage(Stage):
         signature = judge_predictor(p.rater_program(p.loaded.guideline)).signature
         rows = {"trace-sft": sft_rows(traces, signature, p.adapter)}  # = sft.jsonl (the traces stage wrote it)
         files = {"trace-sft": "sft.jsonl", "label-sft": "sft_label_only.jsonl"}
+        trained_on = {"trace-sft": rows_trained_on(rows["trace-sft"], "the teacher's accepted traces",
+                                                   "every example the teacher explained")}
         if cfg.ablation_label_only:
             rows["label-sft"] = sft_rows(traces, signature, p.adapter, with_rationale=False)
             write_jsonl(p.rundir.file(files["label-sft"]), rows["label-sft"])
+            trained_on["label-sft"] = rows_trained_on(rows["label-sft"], "the labels of the teacher's accepted "
+                                                      "traces", "the examples of trace-sft")
+        if p.spec.sampling.self_traces:  # written by the self_traces stage; without common rows none is trained
+            for kind, (file, kind_rows, info) in common_jobs(p).items():
+                rows[kind], files[kind], trained_on[kind] = kind_rows, file, info
         base = p.base_variant(cfg.base)
         results, variants = {}, []
         for kind, kind_rows in rows.items():
@@ -185,6 +178,7 @@ class FinetuneStage(Stage):
                                                          seed=p.spec.seed, name=kind)
             else:
                 results[kind] = launch(cfg, p.rundir.path, kind)
+            results[kind] = {**results[kind], "trained_on": trained_on[kind]}
             dtype = results[kind].get("base_dtype", "float32")
             on_base = True if dtype == "float32" else dtype  # the base weights' dtype during training
             for v in p.variants:  # the base rater (and its prompt variants) run on those very weights
@@ -197,8 +191,8 @@ class FinetuneStage(Stage):
                 model = model.model_copy(update={"max_tokens": 16})
             variants.append(Variant(name=model.name, model=model, guideline=p.loaded.guideline, kind=kind,
                                     rater=base.name, label_only=kind == "label-sft", compare_to=[base.name]))
-        if len(variants) == 2:
-            variants[0].compare_to.append(variants[1].name)
+        for v in variants:
+            v.compare_to += [f"{base.name}+{other}" for other in self.against.get(v.kind, ()) if other in rows]
         p.variants += variants
         return results
 
@@ -328,12 +322,11 @@ class EvaluateStage(Stage):
     artifacts = ("predictions.jsonl",)
 
     def plan(self, ctx: PlanContext) -> dict:
-        """The evaluation bound counts one extra variant: fine-tuning may add its base model as a baseline."""
+        """Every variant the run evaluates (the fine-tuning base among them when no rater runs on it)."""
         spec = ctx.spec
         n = sum(min(ctx.sizes[s], spec.evaluate.max_items or ctx.sizes[s]) for s in spec.evaluate.splits)
         variants = [r.name for r in spec.models.raters] + ctx.variants
-        return {"variants": variants, "splits": spec.evaluate.splits,
-                "lm_calls_max": n * (len(variants) + ("finetune" in ctx.stages))}
+        return {"variants": variants, "splits": spec.evaluate.splits, "lm_calls_max": n * len(variants)}
 
     def run(self, p: Pipeline) -> list[dict]:
         """Rate every variant on every evaluation split; finished (split, variant, item) records are reused."""
@@ -369,8 +362,8 @@ class EvaluateStage(Stage):
 
 
 #: the stages in the order they run (and are planned)
-STAGES: list[Stage] = [TracesStage(), TraceQualityStage(), FinetuneStage(), PromptsStage(), GuidelinesStage(),
-                       EvaluateStage()]
+STAGES: list[Stage] = [TracesStage(), SelfTracesStage(), TraceQualityStage(), FinetuneStage(), PromptsStage(),
+                       GuidelinesStage(), EvaluateStage()]
 
 
 def plan_stages(spec, corpus) -> dict:

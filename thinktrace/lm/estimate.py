@@ -26,6 +26,10 @@ def _calls_per_model(spec, stages: dict) -> Counter:
 
     if "traces" in stages:
         calls[spec.generator.name] += stages["traces"]["lm_calls_max"]
+    if "self_traces" in stages:  # the student, when it is a model entry (else the local base: no cost)
+        student = stages["self_traces"]["generator"]
+        if student in [*raters, spec.generator.name]:
+            calls[student] += stages["self_traces"]["lm_calls_max"]
     if "trace_quality" in stages:  # the reader, when it is a model entry (else the local base: no cost)
         reader = stages["trace_quality"]["reader"]
         if reader in [*raters, spec.generator.name]:
@@ -43,7 +47,7 @@ def _calls_per_model(spec, stages: dict) -> Counter:
             calls[r] += (g["lm_calls_max"] - g["writer_calls"]) // max(1, len(raters))
     if "evaluate" in stages:
         e = stages["evaluate"]
-        per = e["lm_calls_max"] // max(1, len(e["variants"]) + ("finetune" in stages))
+        per = e["lm_calls_max"] // max(1, len(e["variants"]))
         for variant in e["variants"]:
             owner = rater_of(variant)
             if owner:  # fine-tuned variants run on the local base model

@@ -155,11 +155,20 @@ def finetune(run: RunView) -> list[Block]:
     if not curves and not results:
         return [Text("no fine-tuning in this run (no finetune/<variant>/train_log.jsonl)", "note")]
     blocks: list[Block] = [Text("LoRA SFT on the train split's traces; the label-only ablation on the same items.")]
+    blocks += _self_traces(run.metrics.get("self_traces"))
     if results:
-        blocks.append(Table(["adapter", "base", "train rows", "truncated", "steps", "final loss", "train time"],
-                            [[k, r.get("base", ""), r.get("rows", ""), r.get("truncated_rows", 0), r.get("steps", ""),
+        # which rows each adapter was given (runs made before this was recorded show the training numbers only)
+        given = any(isinstance(r.get("trained_on"), dict) for r in results.values())
+        blocks.append(Table(["adapter", "base", *(["trained on", "examples", "rows", "items"] if given else []),
+                             "train rows", "truncated", "steps", "final loss", "train time"],
+                            [[k, r.get("base", ""), *(_trained_on(r.get("trained_on")) if given else []),
+                              r.get("rows", ""), r.get("truncated_rows", 0), r.get("steps", ""),
                               num(r.get("final_loss"), ".4f"), num(r.get("total_train_seconds"), ".0f") + " s"]
                              for k, r in results.items()]))
+        if given:
+            blocks.append(Text("rows / items: the rows the adapter was given and the items they cover; train rows: "
+                               "those it trained on (after `finetune.max_rows` and rows dropped for length).",
+                               "note"))
     if curves:
         rows = [[name, len(pts), pts[-1][0], f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}",
                  f"{min(v for _, v in pts):.4f}"] for name, pts in curves.items()]
@@ -168,3 +177,26 @@ def finetune(run: RunView) -> list[Block]:
     else:
         blocks.append(Text("no train_log.jsonl with loss records: no loss curve", "note"))
     return blocks
+
+
+def _trained_on(info) -> list:
+    """[source, which examples, rows given, items covered] of an adapter (`trained_on` in its result)."""
+    if not isinstance(info, dict):
+        return ["", "", "", ""]
+    return [info.get("source", ""), info.get("selection", ""), info.get("rows", ""), info.get("items", "")]
+
+
+def _self_traces(s) -> list[Block]:
+    """The student's own traces (`sampling.self_traces`): how many of the teacher's examples it explained and the
+    common examples the teacher-vs-self pair trains on."""
+    if not isinstance(s, dict):
+        return []
+    c = s.get("common") or {}
+    return [Text(
+        f"Student's own traces ({s.get('generator')}, sampled like the teacher's on the {c.get('sampled')} examples "
+        f"the teacher explained): {s.get('explained')} explained, {s.get('accepted')} of {s.get('attempts')} attempts "
+        f"accepted. Common examples (both explained): {c.get('common_examples')} ({c.get('common_items')} items); "
+        f"trace-sft-common (the teacher's traces) and self-trace-sft (the student's own) each train on "
+        f"{c.get('rows')} rows of exactly these examples, as many per example, so their paired difference "
+        "(teacher − self) is the teacher's advantage with the data held fixed; trace-sft keeps all the teacher's "
+        "traces.")]
