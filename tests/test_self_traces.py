@@ -193,3 +193,21 @@ def test_bad_self_traces_settings_name_the_field(tmp_path, override, field, says
     with pytest.raises(SpecError) as err:
         load_spec(write_spec(tmp_path, toy_spec(**override)))
     assert field in str(err.value) and says in str(err.value) and "spec.yaml" in str(err.value)
+
+
+def test_no_accepted_trace_skips_fine_tuning_with_a_warning_not_a_crash(tiny, tmp_path, monkeypatch):
+    """A generator that explains nothing (bad luck on a small sample, a weak teacher) must not cost the run: the
+    fine-tuning stage says why it trained nothing, the rest is evaluated, exit 0."""
+    import thinktrace.teleprompt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(thinktrace.teleprompt, "accepted_traces", lambda attempts, trainset: [])
+    out = tmp_path / "run"
+    spec = self_spec(tiny, **{"sampling.self_traces": False, "sampling.self_generator": None,
+                              "trace_quality.enabled": None})
+    assert main([str(write_spec(tmp_path, spec)), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "no accepted trace" in metrics["finetune"]["skipped"]
+    assert [v["name"] for v in metrics["variants"]] == ["student"]
+    assert any(w.startswith("finetune skipped: no accepted trace") for w in metrics["warnings"])
+    assert "Fine-tuning skipped: no accepted trace" in (out / "report.md").read_text()

@@ -156,6 +156,10 @@ class FinetuneStage(Stage):
         from thinktrace.traces import sft_rows
 
         cfg = p.spec.finetune
+        if not traces:  # nothing to train on: a finished run that says so, not a crash
+            why = ("no accepted trace: nothing to fine-tune on, so no fine-tuned variant was evaluated (sample more: "
+                   "sampling.k, sampling.strategy, a stronger generator)")
+            return {"skipped": why, "warnings": [f"finetune skipped: {why}"]}
         signature = judge_predictor(p.rater_program(p.loaded.guideline)).signature
         rows = {"trace-sft": sft_rows(traces, signature, p.adapter)}  # = sft.jsonl (the traces stage wrote it)
         files = {"trace-sft": "sft.jsonl", "label-sft": "sft_label_only.jsonl"}

@@ -151,6 +151,8 @@ def finetune(run: RunView) -> list[Block]:
               for name, rows in logs.items()}
     curves = {k: v for k, v in curves.items() if v}
     results = run.metrics.get("finetune")
+    if isinstance(results, dict) and results.get("skipped"):
+        return [Text(f"Fine-tuning skipped: {results['skipped']}.", "warn")]
     results = {k: r for k, r in results.items() if isinstance(r, dict)} if isinstance(results, dict) else {}
     if not curves and not results:
         return [Text("no fine-tuning in this run (no finetune/<variant>/train_log.jsonl)", "note")]
