@@ -20,7 +20,7 @@ from typing import Sequence
 
 from thinktrace.report import fmt_est, pct
 from thinktrace.report.model import Bullets, Figure, Report, Section, Table, Text
-from thinktrace.report.render import render_html as _render_html, render_markdown as _render_markdown
+from thinktrace.report.render import render_html, render_markdown
 from thinktrace.runview import RunError, RunView
 
 
@@ -201,15 +201,6 @@ def build_report(comp: Comparison) -> Report:
                   [Section("variants", "Variants", blocks), Section("runs", "Runs and cost", [Table(*runs_table(comp))])])
 
 
-def render_markdown(comp: Comparison) -> str:
-    """Markdown for stdout (figures only in the HTML page)."""
-    return _render_markdown(build_report(comp))
-
-
-def render_html(comp: Comparison) -> str:
-    return _render_html(build_report(comp))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m thinktrace.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folders (the first is the reference)")
@@ -227,14 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --n-boot must be at least 1 (got {args.n_boot})", file=sys.stderr)
         return 2
     comp = compare(runs, args.split, args.n_boot)
-    print(render_markdown(comp))
+    report = build_report(comp)  # built once (its plot too), rendered for stdout and for --html
+    print(render_markdown(report))  # figures only in the HTML page
     if args.html:
         from thinktrace.rundir import write_atomic
 
         out = Path(args.html)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(out, render_html(comp))
+            write_atomic(out, render_html(report))
         except OSError as err:
             print(f"error: {out}: cannot write the HTML page ({err.strerror or err})", file=sys.stderr)
             return 2

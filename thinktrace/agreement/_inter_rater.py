@@ -13,6 +13,18 @@ from thinktrace.agreement._estimate import json_float
 from thinktrace.labels import LabelSet
 
 
+def check_raters(ratings: Mapping[str, Sequence], needs: str) -> list[str]:
+    """The rater names, after checking there are at least two (`needs`: the error's text) labelling as many
+    items each."""
+    names = list(ratings)
+    if len(names) < 2:
+        raise ValueError(f"{needs}, got {len(names)}")
+    lengths = {name: len(ratings[name]) for name in names}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"raters must label the same items; lengths differ: {lengths}")
+    return names
+
+
 def label_counts(ratings: Mapping[str, Sequence[str | None]], label_set: LabelSet) -> np.ndarray:
     """items x labels: how many raters gave each label to each item (missing labels not counted)."""
     names = list(ratings)
@@ -68,12 +80,7 @@ def inter_rater_alpha(
     raters, which are the items the bootstrap resamples. value/ci are None when α is undefined.
     """
     n_boot = check_n_boot(n_boot)
-    names = list(ratings)
-    if len(names) < 2:
-        raise ValueError(f"inter_rater_alpha needs at least two raters, got {len(names)}")
-    lengths = {name: len(ratings[name]) for name in names}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"raters must label the same items; lengths differ: {lengths}")
+    names = check_raters(ratings, "inter_rater_alpha needs at least two raters")
     counts = label_counts(ratings, label_set)
     usable = counts[counts.sum(axis=1) >= 2]
     values, level = domain(label_set), label_set.level

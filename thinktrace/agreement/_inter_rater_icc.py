@@ -17,6 +17,7 @@ from thinktrace.agreement._bootstrap import check_n_boot, estimate, percentile_c
 from thinktrace.agreement._encode import MISSING, domain, encode
 from thinktrace.agreement._estimate import json_float
 from thinktrace.agreement._icc import icc3_1, icc_moment_rows
+from thinktrace.agreement._inter_rater import check_raters
 from thinktrace.labels import LabelSet
 
 
@@ -25,12 +26,7 @@ def value_matrix(ratings: Mapping[str, Sequence[str | None]], label_set: LabelSe
 
     Raises ValueError with fewer than two raters or when the raters' lengths differ.
     """
-    names = list(ratings)
-    if len(names) < 2:
-        raise ValueError(f"ICC among raters needs at least two {what} raters, got {len(names)}")
-    lengths = {name: len(ratings[name]) for name in names}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"raters must label the same items; lengths differ: {lengths}")
+    names = check_raters(ratings, f"ICC among raters needs at least two {what} raters")
     codes = np.stack([encode(ratings[n], label_set, f"{what}[{n!r}]", True) for n in names], axis=1)
     values = domain(label_set)
     return np.where(codes == MISSING, np.nan, values[np.maximum(codes, 0)])
