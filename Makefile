@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: quickstart test install clean
+.PHONY: quickstart test install clean distill
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,12 @@ install: $(BIN)/.installed
 
 quickstart: install
 	$(BIN)/python -m thinktrace.compile $(SPEC)
+
+# The distillation experiment (experiments/distill.yaml, ~80 min on 2 cores): runs into runs/distill/main (resumes it
+# when it exists: run it again after an interruption), then publishes results/distill and the README's table.
+distill: install
+	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --out runs/distill/main
+	$(BIN)/python -m thinktrace.results runs/distill/main results/distill --readme README.md
 
 test: install
 	$(BIN)/python -m pytest -q

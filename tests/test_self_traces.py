@@ -211,3 +211,17 @@ def test_no_accepted_trace_skips_fine_tuning_with_a_warning_not_a_crash(tiny, tm
     assert [v["name"] for v in metrics["variants"]] == ["student"]
     assert any(w.startswith("finetune skipped: no accepted trace") for w in metrics["warnings"])
     assert "Fine-tuning skipped: no accepted trace" in (out / "report.md").read_text()
+
+
+def test_the_findings_table_answers_the_papers_first_question_from_the_runs_comparisons(clean):
+    from thinktrace.report.sections.findings import rows
+    from thinktrace.runview import RunView
+
+    out, _, _ = clean
+    table = {r[0]: r for r in rows(RunView(out), "test")}
+    assert {"traces vs labels alone (fine-tuned student)", "fine-tuned on traces vs untuned",
+            "fine-tuned on labels vs untuned", "teacher's traces vs the student's own (same items, same rows)"} \
+        <= set(table)
+    assert table["teacher's traces vs the student's own (same items, same rows)"][1] == \
+        "student+trace-sft-common − student+self-trace-sft"
+    assert "Does it work?" in (out / "report.md").read_text()

@@ -15,7 +15,7 @@ from typing import Callable
 from thinktrace.report.format import fmt_diff, fmt_est, fmt_p, pct
 from thinktrace.report.model import Block, Report, Section, Text
 from thinktrace.report.render import render_html, render_markdown
-from thinktrace.report.sections import agreement, guideline, run as run_parts, traces
+from thinktrace.report.sections import agreement, findings, guideline, run as run_parts, traces
 from thinktrace.rundir import write_atomic
 from thinktrace.runview import RunView
 
@@ -23,6 +23,7 @@ __all__ = ["Report", "Section", "build_run_report", "fmt_diff", "fmt_est", "fmt_
            "render_markdown", "write_reports"]
 
 SECTIONS: list[tuple[str, str, Callable[[RunView], list[Block]]]] = [
+    ("findings", "Does it work? The paper's questions, read off this run", findings.findings),
     ("data", "Data", run_parts.data),
     ("agreement", "Agreement with humans", agreement.agreement),
     ("comparisons", "Paired comparisons", agreement.comparisons),
