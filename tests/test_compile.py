@@ -55,6 +55,32 @@ def test_resume_reuses_predictions_and_attempts(tmp_path, monkeypatch):
         assert (out / name).read_text() == text, name  # nothing new was sampled or rated
 
 
+def test_stage_times_add_up_over_a_run_and_its_resumes(tmp_path, monkeypatch):
+    """metrics.json's timing is each stage's time over every session of the run folder: a resume that redoes
+    nothing adds its own (small) time to the first session's, instead of replacing it."""
+    import json
+    import time
+
+    from thinktrace.pipeline import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, toy_spec())
+    out = tmp_path / "runs" / "toy" / "fixed"
+    real = Pipeline.run_stage
+
+    def slow_first_session(self, name, fn):  # the first session's traces stage takes 0.3 s longer
+        return real(self, name, (lambda: (time.sleep(0.3), fn())[1]) if name == "traces" else fn)
+
+    monkeypatch.setattr(Pipeline, "run_stage", slow_first_session)
+    assert main([str(spec), "--out", str(out)]) == 0
+    first = json.loads((out / "metrics.json").read_text())["timing"]
+    monkeypatch.setattr(Pipeline, "run_stage", real)
+    assert main([str(spec), "--resume", str(out)]) == 0
+    second = json.loads((out / "metrics.json").read_text())["timing"]
+    assert first["traces"] >= 0.3 and set(first) <= set(second)
+    assert all(second[k] >= first[k] for k in first) and second["traces"] >= 0.3
+
+
 def test_resume_with_another_spec_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs" / "toy" / "fixed"

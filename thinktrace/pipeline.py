@@ -89,10 +89,20 @@ class Pipeline:
         self.meter = start_budget(self.spec.budget, self.rundir.file("usage.json"))  # spent so far: this folder's
         self.adapter = make_adapter(self.spec.programs.adapter)
         self._adapters = {self.spec.programs.adapter: self.adapter}
-        self.timing: dict[str, float] = {}
+        #: seconds per stage over every session of this run folder (a resume adds its own time to what the
+        #: sessions before it spent, journalled in timing.json after each stage, so a kill loses at most one stage's)
+        self.timing: dict[str, float] = self._timing_so_far()
         #: the command that continues this run (the compile command sets it; named in outage messages)
         self.resume_command = f"python -m thinktrace.compile {loaded.path} --resume {self.rundir.path}"
         self.peak_rss: dict[str, float] = {}  #: the process's peak resident memory (MiB) at the end of each stage
+
+    def _timing_so_far(self) -> dict[str, float]:
+        path = self.rundir.file("timing.json")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        except (OSError, ValueError):
+            return {}  # a torn file costs the earlier sessions' times, never the run
+        return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
 
     # -- setup -----------------------------------------------------------------------------------------------
     def _check_same_spec(self) -> None:
@@ -263,7 +273,8 @@ class Pipeline:
         finally:
             release_engines()  # local models hold memory only while a stage uses them
             trim_heap()
-        self.timing[name] = time.perf_counter() - start
+            self.timing[name] = self.timing.get(name, 0.0) + time.perf_counter() - start
+            self.rundir.write_json("timing.json", {k: round(v, 3) for k, v in self.timing.items()})
         self.peak_rss[name] = peak_rss_mib()
         return result
 

@@ -239,7 +239,7 @@ class MetricsDocument(_Open):
     prompts: dict[str, Any] | None = None
     guidelines: dict[str, Any] | None = None
     calls: dict[str, Any] | None = None
-    timing: dict[str, float] = Field(default_factory=dict)  #: wall seconds per stage
+    timing: dict[str, float] = Field(default_factory=dict)  #: wall seconds per stage, summed over the sessions (first run and resumes) of the run folder
     peak_rss_mib: dict[str, int | float] = Field(default_factory=dict)  #: peak resident memory after each stage
     warnings: list[str] = Field(default_factory=list)
 
