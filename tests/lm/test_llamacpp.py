@@ -235,3 +235,18 @@ def test_one_model_holds_memory_at_a_time_unless_configured(tiny_model_dir, tmp_
     text(a, req(max_tokens=2))
     assert a.server.running and b.server.running
     clear_engines()
+
+
+def test_a_prompt_over_the_context_names_the_spec_field_to_raise():
+    """llama.cpp's context error becomes DSPy's ContextLengthError (a final failure, never a result) that says
+    which spec setting to raise; other errors keep their own class."""
+    from dspy.lm15 import ContextLengthError, InvalidRequestError
+
+    from thinktrace.lm.llamacpp import _raise_for_error
+
+    over = {"error": {"code": 400, "type": "exceed_context_size_error",
+                      "message": "request (1440 tokens) exceeds the available context size (1024 tokens)"}}
+    with pytest.raises(ContextLengthError, match=r"1440 tokens.*raise `llama.context` of .*smollm2-135m"):
+        _raise_for_error(over, context_hint="raise `llama.context` of the model entries on smollm2-135m")
+    with pytest.raises(InvalidRequestError, match="bad grammar"):
+        _raise_for_error({"error": {"code": 400, "message": "bad grammar"}}, context_hint="unused")

@@ -152,7 +152,8 @@ class LlamaServer:
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
-        _raise_for_error(out)
+        _raise_for_error(out, context_hint=f"raise `llama.context` of the model entries on {self.name} (now "
+                                           f"{self.settings.context} tokens per slot)")
         usage = out.get("usage") or {}
         with self._cond:
             self._stats["calls"] += 1
@@ -172,8 +173,9 @@ class LlamaServer:
         return f"LlamaServer({str(self.served.gguf)!r}, adapters={len(self.adapters)}, running={self.running})"
 
 
-def _raise_for_error(out: Any) -> None:
-    """llama.cpp answers errors with an ``error`` object: raise DSPy's matching error (never a result)."""
+def _raise_for_error(out: Any, context_hint: str = "") -> None:
+    """llama.cpp answers errors with an ``error`` object: raise DSPy's matching error (never a result). A prompt
+    longer than a slot's context says which spec field to raise (`context_hint`)."""
     from dspy.lm15 import ContextLengthError, InvalidRequestError, ServerError
 
     if not isinstance(out, dict):
@@ -186,7 +188,7 @@ def _raise_for_error(out: Any) -> None:
     message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
     kind = (err.get("type") if isinstance(err, dict) else "") or ""
     if "context" in message.lower() or kind == "exceed_context_size_error":
-        raise ContextLengthError(message)
+        raise ContextLengthError(f"{message}; {context_hint}" if context_hint else message)
     code = int(err.get("code") or 500) if isinstance(err, dict) else 500
     raise (InvalidRequestError if 400 <= code < 500 else ServerError)(message)
 
