@@ -142,7 +142,7 @@ def test_one_url_list_is_a_url_and_api_bases_lists_them():
     assert cfg.api_bases == ["http://a/v1", "http://b/v1"]
 
 
-def test_fleet_and_concurrency_may_change_on_resume_the_model_may_not():
+def test_fleet_concurrency_and_llama_serving_may_change_on_resume_the_model_may_not():
     spec = yaml.safe_load(yaml.safe_dump(toy_spec()))
     rater = {"name": "r", "provider": "openai", "model": "m", "api_base": "http://a/v1"}
     one = {**spec, "models": {"raters": [rater]}}
@@ -151,3 +151,9 @@ def test_fleet_and_concurrency_may_change_on_resume_the_model_may_not():
     other = {**spec, "models": {"raters": [{**rater, "model": "m2"}]}}
     assert without_resumable_model_fields(one) == without_resumable_model_fields(two)
     assert without_resumable_model_fields(one) != without_resumable_model_fields(other)
+    local = {"name": "l", "provider": "local", "model": "smollm2-135m", "llama": {"context": 1024}}
+    bigger = {**local, "llama": {"context": 2048, "slots": 2}}  # e.g. after a prompt did not fit a slot
+    assert without_resumable_model_fields({**spec, "models": {"raters": [local]}}) == \
+        without_resumable_model_fields({**spec, "models": {"raters": [bigger]}})
+    assert without_resumable_model_fields({**spec, "models": {"raters": [local]}}) != \
+        without_resumable_model_fields({**spec, "models": {"raters": [{**local, "max_tokens": 9}]}})

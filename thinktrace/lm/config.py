@@ -113,7 +113,8 @@ class ModelConfig(Section):
     )
     llama: LlamaSettings = Field(
         default_factory=LlamaSettings,
-        description="llama.cpp settings (CPU threads, polling, parallel slots, context) for local models.",
+        description="llama.cpp settings (CPU threads, polling, parallel slots, context) for local models; may change "
+        "between a run and its resume (e.g. a larger context after a prompt did not fit).",
     )
     training_base: bool | Literal["float32", "bfloat16", "float16"] = Field(
         default=False,
@@ -215,9 +216,10 @@ class ModelConfig(Section):
         return f"{LOCAL}/{self.name}" if self.is_local else f"{self.provider}/{self.model}"
 
 
-#: fields of a model entry that may change between a run and its resume: where the model is served and how many
-#: requests it takes at once change no result (a fleet grown or shrunk, a replica moved)
-RESUMABLE_MODEL_FIELDS = ("api_base", "max_concurrency")
+#: fields of a model entry that may change between a run and its resume: where the model is served, how many
+#: requests it takes at once and a local model's llama.cpp server settings (threads, slots, context per slot: e.g.
+#: raised after a prompt did not fit) change no result (answers already made are journalled and cached)
+RESUMABLE_MODEL_FIELDS = ("api_base", "max_concurrency", "llama")
 
 
 def without_resumable_model_fields(value):
