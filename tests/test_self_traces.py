@@ -217,11 +217,12 @@ def test_the_findings_table_answers_the_papers_first_question_from_the_runs_comp
     from thinktrace.report.sections.findings import rows
     from thinktrace.runview import RunView
 
-    out, _, _ = clean
+    out, _, metrics = clean
+    base = next(v["rater"] for v in metrics["variants"] if v["kind"] == "self-trace-sft")
     table = {r[0]: r for r in rows(RunView(out), "test")}
     assert {"traces vs labels alone (fine-tuned student)", "fine-tuned on traces vs untuned",
             "fine-tuned on labels vs untuned", "teacher's traces vs the student's own (same items, same rows)"} \
         <= set(table)
     assert table["teacher's traces vs the student's own (same items, same rows)"][1] == \
-        "student+trace-sft-common − student+self-trace-sft"
+        f"{base}+trace-sft-common − {base}+self-trace-sft"
     assert "Does it work?" in (out / "report.md").read_text()
