@@ -21,7 +21,6 @@ def truth(text: str) -> str:
 
 
 def _rule(inputs, request):
-    seed = request.config.seed or 0
     if "rationale" in inputs and "label" not in inputs:  # CheckRationale
         return {"label": inputs["rationale"].rsplit(" ", 1)[-1]}
     if "label" in inputs:  # InferRationale
@@ -30,13 +29,20 @@ def _rule(inputs, request):
     delay = float(os.environ.get("THINKTRACE_FAKE_DELAY", "0"))
     if delay:
         time.sleep(delay)
-    call_log = os.environ.get("THINKTRACE_FAKE_CALL_LOG")
-    if call_log:  # one line per completed call: pid, seed, temperature, item
-        with open(call_log, "a") as fh:
-            fh.write(f"{os.getpid()}\t{seed}\t{request.config.temperature}\t{item}\n")
-    right = (request.config.temperature or 0) == 0 or seed % 3 == 0
-    label = truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
+    label = _sampled_label(os.getpid(), item, request, every=3)
     return {"rationale": f"the words of '{item}' suggest {label}", "label": label}
+
+
+def _sampled_label(who, item: str, request, every: int) -> str:
+    """Log the call (THINKTRACE_FAKE_CALL_LOG: who, seed, temperature, item per line) and answer: right at
+    temperature 0, and at temperature > 0 only when the attempt's seed is divisible by `every`."""
+    seed = request.config.seed or 0
+    call_log = os.environ.get("THINKTRACE_FAKE_CALL_LOG")
+    if call_log:
+        with open(call_log, "a") as fh:
+            fh.write(f"{who}\t{seed}\t{request.config.temperature}\t{item}\n")
+    right = (request.config.temperature or 0) == 0 or seed % every == 0
+    return truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
 
 
 def keyword_rater():
@@ -206,13 +212,7 @@ def _student_rule(inputs, request):
         raise lm15.ServerError("injected 503: the student is down", status=503)
     if "label" in inputs or "rationale" in inputs:
         return _rule(inputs, request)
-    seed = request.config.seed or 0
-    call_log = os.environ.get("THINKTRACE_FAKE_CALL_LOG")
-    if call_log:
-        with open(call_log, "a") as fh:
-            fh.write(f"student\t{seed}\t{request.config.temperature}\t{item}\n")
-    right = (request.config.temperature or 0) == 0 or seed % 5 == 0
-    label = truth(item) if right else ("neutral" if truth(item) != "neutral" else "positive")
+    label = _sampled_label("student", item, request, every=5)
     return {"rationale": f"the student reads '{item}' as {label}", "label": label}
 
 
