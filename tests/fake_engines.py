@@ -198,6 +198,20 @@ def trace_ignorer():
     return ScriptedEngine(lambda inputs, request: _reader_rule(inputs, request, reads=False))
 
 
+def trace_reasoner():
+    """A reader that follows the trace's reasoning, not its stated label: the sentiment words the trace quotes
+    decide (so a masked trace that quotes its item still leads to the item's label); without a trace it knows
+    nothing (always neutral). Other calls: the keyword rater's."""
+    from thinktrace.lm.scripted import request_fields
+
+    def rule(inputs, request):
+        _, outputs = request_fields(request)
+        if outputs != ["label"] or "item" not in inputs or "rationale" in inputs:
+            return _rule(inputs, request)
+        return {"label": truth(inputs["trace"].replace("'", " ")) if "trace" in inputs else "neutral"}
+    return ScriptedEngine(rule)
+
+
 def _student_rule(inputs, request):
     """The student of the self-traces tests: the keyword rater's answers at temperature 0 and to InferRationale /
     CheckRationale, but a blind sample at temperature > 0 is right only when its seed is divisible by 5 (the
@@ -219,3 +233,21 @@ def _student_rule(inputs, request):
 def weak_student():
     """A student that explains fewer items than the keyword rater, in its own words (see _student_rule)."""
     return ScriptedEngine(_student_rule)
+
+
+def _rates(inputs) -> bool:
+    """A rating call (item in, rationale and label out), not a trace-sampling check or inference."""
+    return "item" in inputs and "label" not in inputs and "rationale" not in inputs
+
+
+def one_label():
+    """A collapsed rater: answers `positive` for every item (other calls: the keyword rater's)."""
+    return ScriptedEngine(lambda inputs, request: {"rationale": "it reads positive", "label": "positive"}
+                          if _rates(inputs) else _rule(inputs, request))
+
+
+def label_lister():
+    """A rater that never answers: it recites the label set instead of a label on every item, in free text (the
+    SmolLM2 case of issue 23: "The label must be one of: ...")."""
+    return ScriptedEngine(lambda inputs, request: "The label must be one of: negative, neutral, positive."
+                          if _rates(inputs) else _rule(inputs, request))

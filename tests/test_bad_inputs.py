@@ -50,6 +50,7 @@ CASES = {
     "empty text": (data_file(HEADER + "a,,1,positive\nb,x,1,neutral\n"), "data.columns.text"),
     "one label only": (spec_with(**{"data.label_set": ["positive"]}), "data.label_set"),
     "mean on nominal": (spec_with(**{"data.aggregate": "mean"}), "data.aggregate"),
+    "unknown tie_break": (spec_with(**{"data.tie_break": "round_down"}), "data.tie_break"),
     "no raters": (spec_with(**{"models.raters": []}), "models.raters"),
     "duplicate rater names": (lambda t: toy_spec(**{"models.raters": toy_spec()["models"]["raters"] * 2}),
                               "models.raters"),

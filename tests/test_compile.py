@@ -167,6 +167,46 @@ def test_an_older_run_folder_resumes_after_fields_were_added(tmp_path, monkeypat
     assert main([str(write_spec(tmp_path, changed)), "--resume", str(out)]) == 2
 
 
+def test_a_run_folder_from_before_tie_break_resumes_with_its_old_rule(tmp_path, monkeypatch, capsys):
+    """A run folder made before `data.tie_break` existed (its spec.resolved.yaml has none) broke ties the old way;
+    resumed with a spec that does not set the field, it keeps that rule (pinned, with a note), so its gold labels do
+    not change, and keeps it on every later resume. A spec asking for another rule is refused."""
+    import json
+
+    import yaml
+    from specs import toy_spec, write_spec
+
+    from thinktrace.compile import main
+
+    def gold(folder):  # the gold labels of the test items, and the gold label counts over all items
+        preds = {r["item_id"]: r["human"] for r in map(json.loads, (folder / "predictions.jsonl").open())}
+        return preds, json.loads((folder / "metrics.json").read_text())["data"]["stats"]["gold_distribution"]
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    spec = toy_spec(**{"sampling.enabled": False})
+    path = write_spec(tmp_path, spec)
+    assert main([str(path), "--out", str(out), "--set", "data.tie_break=lower"]) == 0  # the old rule...
+    before = gold(out)
+    resolved = yaml.safe_load((out / "spec.resolved.yaml").read_text())
+    del resolved["data"]["tie_break"]  # ...as written by a version without the field
+    (out / "spec.resolved.yaml").write_text(yaml.safe_dump(resolved))
+    capsys.readouterr()
+    assert main([str(path), "--resume", str(out)]) == 0
+    assert "data.tie_break: lower" in capsys.readouterr().err
+    stats = json.loads((out / "metrics.json").read_text())["data"]["stats"]
+    assert gold(out) == before and stats["tie_break"] == "lower" and stats["ties"]["majority"] == 2
+    assert main([str(path), "--resume", str(out)]) == 0  # and again, now that spec.resolved.yaml names the rule
+    assert gold(out) == before
+    assert main([str(path), "--resume", str(out), "--set", "data.tie_break=half_even"]) == 2
+    assert "data" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    assert main([str(path), "--out", str(fresh)]) == 0  # a new run: the symmetric default, other gold labels
+    assert json.loads((fresh / "metrics.json").read_text())["data"]["stats"]["tie_break"] == "half_even"
+    assert gold(fresh)[1] != before[1]  # the two tied items (t11, t19) no longer both go to "negative"
+    assert gold(fresh)[1]["negative"] == before[1]["negative"] - 2
+
+
 def test_the_plan_names_fine_tuned_variants_after_the_rater_on_the_base(tmp_path, monkeypatch, capsys):
     from specs import toy_spec, write_spec
 

@@ -247,13 +247,38 @@ def agg_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_majority_ties_go_to_earliest_label(tmp_path):
+def test_legacy_lower_majority_ties_go_to_earliest_label(tmp_path):
     write(agg_frame(), tmp_path / "d.csv")
-    corpus = load(tmp_path, source="d.csv", split={"train": 0, "dev": 0, "test": 1})
+    kw = dict(source="d.csv", tie_break="lower", split={"train": 0, "dev": 0, "test": 1})
+    corpus = load(tmp_path, **kw)
     gold = {it.item_id: it.label for it in corpus.items}
     assert gold == {"tie": "neg", "maj": "pos", "t3": "neg"} and corpus.stats["ties_broken"] == 2
-    reordered = load(tmp_path, source="d.csv", label_set=["pos", "neu", "neg"], split={"train": 0, "dev": 0, "test": 1})
+    reordered = load(tmp_path, label_set=["pos", "neu", "neg"], **kw)
     assert {it.item_id: it.label for it in reordered.items} == {"tie": "pos", "maj": "pos", "t3": "pos"}
+    upper = load(tmp_path, **{**kw, "tie_break": "upper"})
+    assert {it.item_id: it.label for it in upper.items} == {"tie": "pos", "maj": "pos", "t3": "pos"}
+
+
+def test_majority_ties_favour_no_end_of_the_scale(tmp_path):
+    """Default half_even: an ordinal tie goes to the median of the tied labels (neg vs pos -> neu), so reversing
+    the scale changes nothing; a nominal tie is picked by the item id's hash, not by label_set order."""
+    write(agg_frame(), tmp_path / "d.csv")
+    kw = dict(source="d.csv", split={"train": 0, "dev": 0, "test": 1})
+    ordinal = load(tmp_path, level="ordinal", **kw)
+    assert {it.item_id: it.label for it in ordinal.items} == {"tie": "neu", "maj": "pos", "t3": "neu"}
+    assert ordinal.stats["ties"] == {"majority": 2, "midpoint": 0} and ordinal.stats["ties_broken"] == 2
+    assert ordinal.stats["tie_break"] == "half_even" and ordinal.tie_break == "half_even"
+    backwards = load(tmp_path, level="ordinal", label_set=SENT[::-1], **kw)
+    assert {it.item_id: it.label for it in backwards.items} == {it.item_id: it.label for it in ordinal.items}
+    nominal = {it.item_id: it.label for it in load(tmp_path, **kw).items}
+    assert nominal == {it.item_id: it.label for it in load(tmp_path, label_set=SENT[::-1], **kw).items}
+    assert nominal["maj"] == "pos" and nominal["tie"] in ("neg", "pos")
+    frame = pd.DataFrame([{"item_id": f"i{i}", "text": f"t{i}", "annotator_id": a, "label": lab}
+                          for i in range(200) for a, lab in (("a", "neg"), ("b", "pos"))])
+    write(frame, tmp_path / "ties.csv")
+    many = load(tmp_path, source="ties.csv", split={"train": 0, "dev": 0, "test": 1})
+    neg = sum(it.label == "neg" for it in many.items)
+    assert many.stats["ties"]["majority"] == 200 and 70 < neg < 130  # the hash splits nominal ties
 
 
 def test_mean_and_median(tmp_path):
@@ -263,17 +288,44 @@ def test_mean_and_median(tmp_path):
     kw = dict(source="d.csv", label_set=[1, 2, 3, 4, 5], split={"train": 0, "dev": 0, "test": 1})
     mean = {it.item_id: it for it in load(tmp_path, level="interval", aggregate="mean", **kw).items}
     assert mean["a"].score == pytest.approx(7 / 3) and mean["a"].label == "2"
-    assert mean["b"].score == 2.5 and mean["b"].label == "2"  # ties go to the lower label
+    assert mean["b"].score == 2.5 and mean["b"].label == "3"  # a midpoint tie: half to even over ranks (2)
     median = {it.item_id: it for it in load(tmp_path, level="ordinal", aggregate="median", **kw).items}
     assert median["a"].score == 0.0 and median["a"].label == "1"  # ordinal values are ranks
     with pytest.raises(ValidationError, match="ordinal or interval"):
         cfg(source="d.csv", aggregate="mean")
 
 
+def test_midpoint_ties_are_symmetric_and_counted(tmp_path):
+    """Medians at x.5 (two annotators one rank apart) at every midpoint of a 1..5 scale: the old rule sent all 4 to
+    the lower label and counted none; half_even sends 2 up and 2 down and counts each."""
+    frame = pd.DataFrame([{"item_id": f"m{k}", "text": f"T{k}", "annotator_id": a, "label": k + d}
+                          for k in range(1, 5) for a, d in (("x", 0), ("y", 1))])
+    write(frame, tmp_path / "d.csv")
+    kw = dict(source="d.csv", label_set=[1, 2, 3, 4, 5], level="ordinal", split={"train": 0, "dev": 0, "test": 1})
+    corpus = load(tmp_path, aggregate="median", **kw)
+    gold = {it.item_id: it.label for it in corpus.items}
+    assert gold == {"m1": "1", "m2": "3", "m3": "3", "m4": "5"}
+    up = sum(int(gold[f"m{k}"]) > k for k in range(1, 5))
+    assert up == 2 and corpus.stats["ties"] == {"majority": 0, "midpoint": 4} and corpus.stats["ties_broken"] == 4
+    legacy = load(tmp_path, aggregate="median", tie_break="lower", **kw)
+    assert {it.item_id: it.label for it in legacy.items} == {f"m{k}": str(k) for k in range(1, 5)}
+    assert legacy.stats["ties"]["midpoint"] == 4  # counted under every rule
+    mean = load(tmp_path, aggregate="mean", **kw)
+    assert {it.item_id: it.label for it in mean.items} == gold and mean.stats["ties"]["midpoint"] == 4
+
+
+def test_unknown_tie_break_names_the_field():
+    with pytest.raises(ValidationError, match="half_even"):
+        cfg(source="d.csv", tie_break="down")
+
+
 def test_each_expands_examples_gold_is_majority(tmp_path):
     write(agg_frame(), tmp_path / "d.csv")
     corpus = load(tmp_path, source="d.csv", aggregate="each", split={"train": 0, "dev": 0, "test": 1})
-    assert {it.item_id: it.label for it in corpus.split("test")} == {"tie": "neg", "maj": "pos", "t3": "neg"}
+    gold = {it.item_id: it.label for it in corpus.split("test")}
+    majority = load(tmp_path, source="d.csv", split={"train": 0, "dev": 0, "test": 1})
+    assert gold == {it.item_id: it.label for it in majority.items}
+    assert gold["maj"] == "pos" and corpus.stats["ties"] == {"majority": 2, "midpoint": 0}
     examples = corpus.examples("test")
     assert len(examples) == 8
     maj = [(ex.annotators[0], ex.label) for ex in examples if ex.item_id == "maj"]

@@ -167,6 +167,25 @@ def test_an_older_metrics_document_is_upgraded_on_read(plain_run, tmp_path):
     assert "plots" not in view.metrics and view.metrics["splits"]["test"]["inter_rater"]["all"]["value"] == 0.5
 
 
+def test_the_data_section_counts_ties_and_names_the_rule(plain_run, tmp_path):
+    """The Data section shows how many gold labels were ties, per kind, and the `data.tie_break` rule; a run from
+    before that field shows its majority ties and the old rule."""
+    write_reports(plain_run)
+    report = (plain_run / "report.md").read_text(encoding="utf-8")
+    assert "2 of 40 items: 2 majority ties, 0 means/medians halfway between two labels" in report
+    assert "data.tie_break: half_even" in report
+    old = tmp_path / "old"
+    shutil.copytree(plain_run, old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    for key in ("ties", "tie_break"):
+        del metrics["data"]["stats"][key]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    write_reports(old)
+    html = (old / "report.html").read_text(encoding="utf-8")
+    assert "2 majority ties (means/medians halfway between two labels not counted in this older run); rule: lower" \
+        in html
+
+
 def test_confusion_counts_unparsed():
     records = [{"human": "a", "label": "a"}, {"human": "a", "label": None}, {"human": "b", "label": "zzz"},
                {"human": "b", "label": "a"}]

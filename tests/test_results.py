@@ -84,3 +84,67 @@ def test_the_readme_shows_the_committed_results_table():
     assert {"traces vs labels alone (fine-tuned student)", "fine-tuned on traces vs untuned",
             "teacher's traces vs the student's own (same items, same rows)",
             "refined vs original guideline"} <= table
+
+
+def test_an_undefined_ci_reads_undefined_with_its_count_and_an_old_document_reads_as_before():
+    from thinktrace.report.format import fmt_diff, fmt_est
+
+    undefined = {"value": 0.113, "ci": [None, None], "n": 150, "n_boot": 1000, "n_valid": 646, "ci_undefined": True}
+    assert fmt_est(undefined) == "0.113 [CI undefined (646/1000 valid resamples)]"
+    diff = {"diff": -0.026, "ci": [None, None], "p_b_not_better": 0.6, "p_two_sided": 0.8, "n": 150,
+            "n_boot": 1000, "n_valid": 646, "ci_undefined": True}
+    assert fmt_diff(diff) == "-0.026 [CI undefined (646/1000 valid resamples)]"
+    assert reading(diff) == "undefined"
+    old = {"value": 0.113, "ci": [0.106, 0.217], "n": 150}  # a metrics.json written before n_valid: valid
+    assert fmt_est(old) == "0.113 [0.106, 0.217]" and reading({"diff": 0.1, "ci": [0.05, 0.2]}).startswith("better")
+
+
+def test_the_holm_column_adjusts_the_two_sided_p_of_the_tables_rows():
+    from thinktrace.report.sections.findings import holm_readings
+
+    rows_ = [{"diff": 0.5, "ci": [0.3, 0.7], "p_b_not_better": 0.0, "p_two_sided": 0.01},
+             {"diff": -0.2, "ci": [-0.4, -0.01], "p_b_not_better": 0.98, "p_two_sided": 0.04},
+             {"diff": 0.1, "ci": [-0.1, 0.3], "p_b_not_better": 0.2, "p_two_sided": 0.4},
+             {"diff": 0.1, "ci": [None, None], "p_two_sided": 0.001, "n_boot": 1000, "n_valid": 646,
+              "ci_undefined": True},
+             {"diff": 0.1, "ci": [0.01, 0.2], "p_b_not_better": 0.01}]  # an old document: no two-sided p
+    # family of 5; the undefined and the p-less rows count as p = 1: 0.01 * 5 = 0.05 is not below 0.05,
+    # 0.04 * 4 = 0.16, 0.4 * 3 = 1.2 -> 1
+    assert holm_readings(rows_) == ["no clear difference (p_adj 0.050)", "no clear difference (p_adj 0.160)",
+                                    "no clear difference (p_adj 1.000)", "undefined", "n/a (no two-sided p)"]
+    assert holm_readings(rows_[:2]) == ["better (p_adj 0.020)", "worse (p_adj 0.040)"]
+    assert holm_readings([{"diff": 0.5, "ci": [0.3, 0.7], "p_b_not_better": 0.0, "p_two_sided": 0.0}, None]) == \
+        ["better (p_adj < 0.001)", "n/a"]
+
+
+class _Run:
+    """Just what `findings.rows` reads of a run: its variants and a split's comparisons."""
+
+    def __init__(self, variants, comparisons):
+        self._variants, self._comparisons = variants, comparisons
+
+    def variants(self, split):
+        return self._variants
+
+    def split(self, split):
+        return {"comparisons": self._comparisons}
+
+
+def test_findings_rows_add_traces_vs_shuffled_traces_and_read_an_undefined_row_as_undefined():
+    variants = [{"name": "s+trace-sft", "kind": "trace-sft"}, {"name": "s+shuffled", "kind": "shuffled-trace-sft"},
+                {"name": "s+common", "kind": "trace-sft-common"}, {"name": "s+self", "kind": "self-trace-sft"}]
+    comparisons = [
+        {"a": "s+shuffled", "b": "s+trace-sft", "diff": 0.3, "ci": [0.1, 0.5], "p_b_not_better": 0.001,
+         "p_two_sided": 0.002, "n_boot": 1000, "n_valid": 1000, "ci_undefined": False},
+        {"a": "s+self", "b": "s+common", "diff": -0.1, "ci": [None, None], "p_b_not_better": 0.9,
+         "p_two_sided": 0.2, "n_boot": 1000, "n_valid": 646, "ci_undefined": True,
+         "kendall_tau_b_diff": {"diff": 0.02, "ci": [None, None], "n_boot": 1000, "n_valid": 646,
+                                "ci_undefined": True}}]
+    table = {r[0]: r for r in rows(_Run(variants, comparisons), "test")}
+    shuffled = table["traces vs shuffled traces (same rows, rationales moved to another item of the same label)"]
+    assert shuffled[1] == "s+trace-sft − s+shuffled"
+    assert shuffled[-2:] == ["better (CI above 0)", "better (p_adj 0.004)"]  # family of 2: 0.002 * 2
+    common = table["teacher's traces vs the student's own (same items, same rows)"]
+    assert common[2] == "-0.100 [CI undefined (646/1000 valid resamples)]"
+    assert common[3] == "0.020 [CI undefined (646/1000 valid resamples)]"
+    assert common[-2:] == ["undefined", "undefined"]

@@ -26,7 +26,8 @@ def test_kill_during_finetune_then_resume(tmp_path, tiny):
     raw = toy_spec(**{
         "sampling.k": 2, "evaluate.bootstrap": 20, "data.limit": 24,
         "finetune": {"enabled": True, "base": str(tiny), "max_steps": 10, "save_steps": 2, "batch_size": 2,
-                     "max_length": 480, "num_threads": 1, "ablation_label_only": False}})
+                     "max_length": 480, "num_threads": 1, "ablation_label_only": False,
+                     "ablation_shuffled": False}})
     raw["models"]["raters"][0]["max_tokens"] = 8
     spec = write_spec(tmp_path, raw)
     cmd = lambda out, *extra: [sys.executable, "-m", "thinktrace.compile", str(spec), "--out", str(out), *extra]  # noqa: E731

@@ -113,15 +113,44 @@ def test_plan_and_run_name_the_same_variants_and_the_comparisons_are_paired(clea
     out, plan, metrics = clean
     ran = [v["name"] for v in metrics["variants"]]
     assert sorted(plan["evaluate"]["variants"]) == sorted(ran)
-    assert plan["finetune"]["adapters"] == ["trace-sft", "label-sft", "trace-sft-common", "self-trace-sft"]
+    assert plan["finetune"]["adapters"] == ["trace-sft", "label-sft", "shuffled-trace-sft", "trace-sft-common",
+                                            "self-trace-sft"]
     base = next(v["rater"] for v in metrics["variants"] if v["kind"] == "self-trace-sft")
     pairs = {(c["a"], c["b"]) for c in metrics["splits"]["test"]["comparisons"]}
     expected = {(f"{base}+self-trace-sft", f"{base}+trace-sft-common"),  # teacher − self, the data held fixed
                 (f"{base}+label-sft", f"{base}+trace-sft"),  # traces − labels only
+                (f"{base}+shuffled-trace-sft", f"{base}+trace-sft"),  # traces − shuffled traces, the same rows
                 (base, f"{base}+trace-sft"), (base, f"{base}+self-trace-sft"), (base, f"{base}+trace-sft-common")}
     assert expected <= pairs
     for artifact in ("self/attempts.jsonl", "self/traces.jsonl", "self/sft.jsonl", "self/sft_teacher.jsonl"):
         assert artifact in plan["self_traces"]["writes"] and (out / artifact).is_file()
+
+
+def test_the_shuffled_control_trains_on_trace_sfts_rows_with_each_rationale_on_another_item(clean):
+    """`shuffled-trace-sft` (finetune.ablation_shuffled, on by default): sft_shuffled.jsonl holds trace-sft's rows,
+    same items and answer labels in the same order, the rationales moved within each label; the result says how
+    many moved, and the report says it too."""
+    from thinktrace.traces import shuffled_rationales
+
+    out, plan, metrics = clean
+    traces = read_jsonl(out / "traces.jsonl")
+    rows, shuffled = read_jsonl(out / "sft.jsonl"), read_jsonl(out / "sft_shuffled.jsonl")
+    assert [(r["key"], r["label"]) for r in shuffled] == [(r["key"], r["label"]) for r in rows]
+    assert [r["messages"][:-1] for r in shuffled] == [r["messages"][:-1] for r in rows]  # the same prompts
+    expected = shuffled_rationales(traces, 0)  # the spec's seed
+    moved = sum(t["rationale_moved"] for t in expected)
+    assert moved and [r["rationale_item_id"] for r in shuffled] == [t["rationale_item_id"] for t in expected]
+    index = {(t["key"], t["attempt"]): n for n, t in enumerate(traces)}
+    for row, t in zip(shuffled, expected):  # each answer is trace-sft's answer of the trace it came from
+        source = rows[index[(t["rationale_key"], t["rationale_attempt"])]]
+        assert row["messages"][-1] == source["messages"][-1]
+        assert (row["messages"][-1] != rows[index[(t["key"], t["attempt"])]]["messages"][-1]) == t["rationale_moved"]
+    info = metrics["finetune"]["shuffled-trace-sft"]["trained_on"]
+    assert info["rows"] == len(rows) and info["rationales_moved"] == moved
+    assert info["rationales_kept"] == len(rows) - moved
+    assert "sft_shuffled.jsonl" in plan["finetune"]["writes"]
+    assert "shuffled-trace-sft" in {v["kind"] for v in metrics["variants"]}
+    assert f"{info['rationales_moved']} rationales moved" in (out / "report.md").read_text()
 
 
 def test_an_outage_of_the_student_stops_the_stage_and_resume_finishes_it_without_repeats(clean, tiny, tmp_path,

@@ -56,7 +56,8 @@ def paired(run: RunView, split: str, items: Sequence[str], human: dict, a: dict,
         return None
     out = paired_difference([human[i] for i in ids], [a.get(i) for i in ids], [b.get(i) for i in ids],
                             _label_set(run), metric="alpha", n_boot=_n_boot(run, n_boot), seed=_seed(run))
-    return {"diff": out.get("diff"), "ci": out.get("ci"), "p": out.get("p_b_not_better"), "n": len(ids)}
+    return {"diff": out.get("diff"), "ci": out.get("ci"), "p": out.get("p_b_not_better"), "n": len(ids),
+            "n_boot": out.get("n_boot"), "n_valid": out.get("n_valid"), "ci_undefined": out.get("ci_undefined")}
 
 
 def _pairable(first: RunView, other: RunView, split: str) -> str | None:
@@ -132,7 +133,9 @@ def fmt_diff(d: dict | None, note: str = "") -> str:
         return note or "n/a"
     ci = d.get("ci") or [None, None]
     text = f"{d['diff']:+.3f}"
-    if ci[0] is not None and ci[1] is not None:
+    if d.get("ci_undefined"):
+        text += f" [CI undefined ({d.get('n_valid')}/{d.get('n_boot')} valid resamples)]"
+    elif ci[0] is not None and ci[1] is not None:
         text += f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"
     if d.get("p") is not None:
         text += f" p={d['p']:.3f}"

@@ -4,9 +4,10 @@ Loads the spec, the data and the models, runs the configured stages and writes t
 `<output_dir>/<name>/<timestamp>/`: spec.resolved.yaml, data.json, predictions.jsonl, metrics.json, report.md.
 Exit codes: 0 complete; 2 bad input (one line on stderr naming the file and the field); 3 incomplete (an endpoint
 went down or calls failed retryably: one line naming the model, the endpoint and the command that resumes the
-run); 4 finished with more final failures than `calls.max_failed`; 5 stopped at the budget (`budget.max_tokens` /
-`budget.max_usd` reached: one line with the command that resumes the run; raise the budget first); 130
-interrupted.
+run); 4 finished with more final failures than `calls.max_failed`, or with a variant whose answers parse less
+often than `evaluate.min_parse_rate` (the run and its report are complete; the report flags it); 5 stopped at the
+budget (`budget.max_tokens` / `budget.max_usd` reached: one line with the command that resumes the run; raise the
+budget first); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from thinktrace import _env  # noqa: F401  (before dspy)
 from thinktrace.errors import RunIncomplete, SpecError, ThinktraceError
 
 EXIT_INCOMPLETE = 3  #: the run stopped with work left (an endpoint down): resume it
-EXIT_FAILURES = 4  #: the run finished, but a stage's final failures exceed calls.max_failed
+EXIT_FAILURES = 4  #: the run finished, but a stage's final failures exceed calls.max_failed or a variant's parse
+#: rate is below evaluate.min_parse_rate
 EXIT_BUDGET = 5  #: the run stopped at its budget (budget.max_tokens / max_usd): raise it and resume
 
 
@@ -79,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("", "missing SPEC argument (a YAML experiment spec)")
     loaded = load_spec(args.spec, args.overrides)
     spec = loaded.spec
+    if args.resume or args.out:  # a run folder made before a field existed keeps its old rule (e.g. data.tie_break)
+        from thinktrace.pipeline import pin_legacy_values
+
+        for note in pin_legacy_values(loaded, args.resume or args.out):
+            print(note, file=sys.stderr)
     try:
         corpus = load_corpus(spec.data, loaded.base_dir, spec.data.seed if spec.data.seed is not None else spec.seed)
     except SpecError as err:
@@ -110,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {pipeline.rundir.path}", file=sys.stderr)
     print(pipeline.summary())
     status = pipeline.result.get("status") or {}
-    if status.get("state") == "failures_over_threshold":
-        print(f"error: run finished with {status['message']} (see the report's LM calls section)", file=sys.stderr)
+    if status.get("state") in ("failures_over_threshold", "variants_failed"):
+        where = "the report's LM calls section" if status["state"] == "failures_over_threshold" else \
+            "the top of the report"
+        print(f"error: run finished with {status['message']} (see {where})", file=sys.stderr)
         return EXIT_FAILURES
     return 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal, Sequence
 
 Level = Literal["nominal", "ordinal", "interval"]
+TIE_BREAKS: tuple[str, ...] = ("half_even", "lower", "upper")  #: rules for a mean/median halfway between two labels
 
 _NUM = re.compile(r"[-+\u2212]?\d+(?:\.\d+)?")
 _PUNCT = re.compile(r"[\s\"'`*_.,;:!?()\[\]{}<>]+")
@@ -116,10 +117,34 @@ class LabelSet:
                     return label
         return None
 
-    def nearest(self, number: float) -> str:
-        """The label whose value is nearest to `number` (ties go to the lower label); for mean/median scores."""
-        best = min(self.labels, key=lambda lab: (abs(self.value(lab) - number), self.value(lab)))
-        return best
+    def nearest(self, number: float, tie_break: str = "half_even") -> str:
+        """The label whose value is nearest to `number`, for mean/median scores; a midpoint between two labels is
+        broken by `tie_break` (see `round`)."""
+        return self.round(number, tie_break)[0]
+
+    def round(self, number: float, tie_break: str = "half_even") -> tuple[str, bool]:
+        """(the label nearest to `number`, whether `number` was a tie: exactly halfway between two labels).
+
+        A tie goes, with `tie_break` half_even, to the label of even rank (its position on the scale counted from
+        0: `label_set` order, or the order of the values on an interval scale), i.e. round half to even in rank
+        space (as many ties go up as down); lower / upper: to the label of lower / higher value. `lower` is the
+        rule before `data.tie_break` existed; it (like `upper`) leans toward one end of the scale.
+        """
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {list(TIE_BREAKS)}, got {tie_break!r}")
+        ranked = sorted(self.labels, key=self.value)
+        distance = [abs(self.value(lab) - number) for lab in ranked]
+        best = min(distance)
+        near = [i for i, d in enumerate(distance) if d - best <= 1e-9 * max(1.0, abs(number))]
+        tied = len(near) > 1
+        if tie_break == "lower":  # exactly the rule before tie_break existed: nearest, then lower value
+            return min(self.labels, key=lambda lab: (abs(self.value(lab) - number), self.value(lab))), tied
+        if not tied:
+            return ranked[near[0]], False
+        low, high = near[0], near[-1]
+        if tie_break == "upper":
+            return ranked[high], True
+        return ranked[low if low % 2 == 0 else high], True
 
     # -- lenient parsing of LM output -------------------------------------------------------------------------
     def parse(self, output: object) -> str | None:

@@ -14,6 +14,7 @@ import yaml
 from thinktrace.adapters import make_adapter
 from thinktrace.data import Corpus
 from thinktrace.errors import EndpointDown, RunIncomplete, SpecError
+from thinktrace.gold import LEGACY_TIE_BREAK
 from thinktrace.journal import attempt_key, prediction_key
 from thinktrace.lm.config import ModelConfig
 from thinktrace.metrics import split_metrics
@@ -52,17 +53,62 @@ RESUMABLE_CHANGES = ("calls", "budget", "execution", "description", "output_dir"
 
 def upgraded(resolved: dict) -> dict:
     """A run folder's spec.resolved.yaml as this version resolves it: fields added since it was written take their
-    defaults (an older run folder still resumes), fields it has are kept as written. Returned unchanged when it
+    defaults (an older run folder still resumes) or, where the default changed results, the old value it was made
+    under (`LEGACY_VALUES`); fields it has are kept as written. Returned unchanged when it
     no longer validates (a removed or renamed field: the comparison then names it)."""
     from pydantic import ValidationError
 
     from thinktrace.spec import Spec
 
+    resolved = with_legacy_values(resolved)
     try:
         return {**Spec.model_validate(resolved).model_dump(mode="json"), "codebook": resolved.get("codebook"),
                 "codebook_file": resolved.get("codebook_file")}
     except (ValidationError, TypeError):
         return resolved
+
+
+#: spec fields added with a default that changes results: a run folder whose spec.resolved.yaml lacks one was made
+#: under the value here (the old behaviour), which its resume keeps, so its results never change silently
+LEGACY_VALUES: dict[tuple[str, str], object] = {
+    ("data", "tie_break"): LEGACY_TIE_BREAK,  # ties before data.tie_break: midpoints down, majority to the earliest
+    ("sampling", "accept_cut"): True,  # before sampling.accept_cut a cut answer whose label matched was a trace
+}
+
+
+def with_legacy_values(resolved: dict) -> dict:
+    """A stored spec.resolved.yaml with each `LEGACY_VALUES` field it lacks set to the value it was made under."""
+    if not isinstance(resolved, dict):
+        return resolved
+    out = dict(resolved)
+    for (section, field), value in LEGACY_VALUES.items():
+        if isinstance(out.get(section), dict) and field not in out[section]:
+            out[section] = {**out[section], field: value}
+    return out
+
+
+def pin_legacy_values(loaded: LoadedSpec, run_dir: str | Path | None) -> list[str]:
+    """Before a resume loads the data: each `LEGACY_VALUES` field that the run folder was made with at its old value
+    (its spec.resolved.yaml lacks the field: made before it existed; or holds that value) and that the spec leaves
+    unset is set on `loaded.spec` to that value; one note per field pinned. A spec that sets the field to another
+    value is left as it is (the resume check then refuses it: that would change the run's results)."""
+    path = Path(run_dir) / "spec.resolved.yaml" if run_dir else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        stored = with_legacy_values(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []  # the resume check names what it cannot read
+    notes = []
+    for (section, field), value in LEGACY_VALUES.items():
+        node = stored.get(section) if isinstance(stored, dict) else None
+        cfg = getattr(loaded.spec, section, None)
+        if (isinstance(node, dict) and node.get(field) == value and cfg is not None
+                and field not in cfg.model_fields_set and getattr(cfg, field) != value):
+            setattr(cfg, field, value)
+            notes.append(f"note: {run_dir} was made with {section}.{field}: {value} (the rule before that field "
+                         "existed); it resumes with it so its results do not change (set the field to silence this)")
+    return notes
 
 
 
@@ -236,7 +282,9 @@ class Pipeline:
             groups.setdefault(v.kind, []).append(v.name)
         splits = {s: split_metrics(self.corpus, s, self.eval_items(s), records, n_boot=ev.bootstrap,
                                    seed=self.spec.seed, aggregate=self.spec.data.aggregate, pairs=pairs,
-                                   inter_rater_groups=groups) for s in ev.splits}
+                                   inter_rater_groups=groups, min_parse_rate=ev.min_parse_rate,
+                                   collapse_share=ev.collapse_share, collapse_spread=ev.collapse_spread)
+                  for s in ev.splits}
         stats = self.corpus.stats
         n_labels = [len(it.labels) for it in self.corpus.items]
         return {
@@ -309,7 +357,7 @@ class Pipeline:
         if stage_warnings:  # e.g. trace_quality's: the report shows them
             self.result.setdefault("warnings", []).extend(stage_warnings)
         self.result["calls"] = self.call_summary()
-        self.result["status"] = self.status(self.result["calls"])
+        self.result["status"] = self.status(self.result["calls"], self.result.get("splits"))
         # metrics.json is written once, after the reports were rendered from the same document
         self.result = MetricsDocument.document(json.loads(json.dumps(json_safe(self.result))))
         try:
@@ -349,16 +397,31 @@ class Pipeline:
         return {"stages": stages, "endpoints": endpoint_stats(), "max_failed": self.spec.calls.max_failed,
                 "fleets": fleet_stats(), "usage": self.meter.summary()}
 
-    def status(self, calls: dict) -> dict:
-        """complete, or failures_over_threshold (a stage's final failures above `calls.max_failed`)."""
+    def status(self, calls: dict, splits: dict | None = None) -> dict:
+        """complete; failures_over_threshold (a stage's final failures above `calls.max_failed`); or
+        variants_failed (a variant's parse rate below `evaluate.min_parse_rate`, `failed_variants` lists them,
+        also beside failures_over_threshold). Both finish the run with exit 4."""
+        from thinktrace.metrics import failed_variants
+
         over = {name: round(st["final_failures"] / st["settled"], 4) for name, st in calls["stages"].items()
                 if st["settled"] and st["final_failures"] / st["settled"] > self.spec.calls.max_failed}
+        failed = failed_variants(splits or {})
+        parts = []
         if over:
-            return {"state": "failures_over_threshold", "stages": over,
-                    "message": "final failures above calls.max_failed "
-                               f"({self.spec.calls.max_failed:.0%}): " +
-                               ", ".join(f"{k} {v:.1%}" for k, v in over.items())}
-        return {"state": "complete"}
+            parts.append(f"final failures above calls.max_failed ({self.spec.calls.max_failed:.0%}): " +
+                         ", ".join(f"{k} {v:.1%}" for k, v in over.items()))
+        if failed:
+            parts.append(f"parse rate below evaluate.min_parse_rate ({self.spec.evaluate.min_parse_rate:.0%}): " +
+                         ", ".join(f"{f['variant']} parsed {f['parsed']}/{f['n_answers']} answers"
+                                   + (f" ({f['split']})" if len(splits or {}) > 1 else "") for f in failed))
+        if not parts:
+            return {"state": "complete"}
+        status = {"state": "failures_over_threshold" if over else "variants_failed", "message": "; ".join(parts)}
+        if over:
+            status["stages"] = over
+        if failed:
+            status.update(failed_variants=failed, min_parse_rate=self.spec.evaluate.min_parse_rate)
+        return status
 
     def write_incomplete(self, err: RunIncomplete) -> None:
         """metrics.json and report.md of a run that stopped with work left: no agreement numbers (they would be
@@ -377,6 +440,7 @@ class Pipeline:
 
     def summary(self) -> str:
         from thinktrace.report import fmt_est
+        from thinktrace.report.flags import flag_text
 
         lines = []
         t = self.result.get("traces")
@@ -385,10 +449,17 @@ class Pipeline:
                          f"{t['examples']} examples explained")
         for split, m in self.result["splits"].items():
             for name, r in m["raters"].items():
+                flags = flag_text(r)
                 lines.append(f"{split} {name}: alpha {fmt_est(r['alpha'])}, parsed {r['n_items'] - r['n_unparsed']}"
-                             f"/{r['n_items']}, LM errors {r.get('n_errors', 0)}")
+                             f"/{r['n_items']}, LM errors {r.get('n_errors', 0)}" + (f"; {flags}" if flags else ""))
             ceiling = (m.get("human_ceiling") or {}).get("loo_alpha")
             if ceiling:
                 lines.append(f"{split} human ceiling (LOO alpha): {fmt_est(ceiling)}")
+        failed = (self.result.get("status") or {}).get("failed_variants") or []
+        if failed:
+            lines.append("FAILED variants (parse rate below evaluate.min_parse_rate "
+                         f"{self.spec.evaluate.min_parse_rate:.0%}): " +
+                         ", ".join(f"{f['split']} {f['variant']} ({f['parsed']}/{f['n_answers']} answers parsed)"
+                                   for f in failed))
         lines.append(f"report: {self.rundir.file('report.md')} (and report.html)")
         return "\n".join(lines)

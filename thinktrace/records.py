@@ -69,13 +69,32 @@ class Prediction(Record):
     label_source: str | None = None  #: output | choice | None
 
 
+def answer_cut(finish_reason: str | None, label_source: str | None) -> bool:
+    """Was an answer cut: its call ended on max_tokens (finish reason "length"), or its label had to be written
+    under the grammar after the answer stopped short of it (label source "choice"; in attempts written before finish
+    reasons were journalled this is the only sign of a cut)?"""
+    return finish_reason == "length" or label_source == "choice"
+
+
+def record_cut(record: dict) -> bool:
+    """`answer_cut` of a journal record (an attempt or a trace): was the rationale's answer cut?"""
+    return answer_cut(record.get("finish_reason"), record.get("label_source"))
+
+
 class Attempt(Record):
     key: str
     annotator: str | None = None
     strategy: str
     attempt: int
     seed: int
-    label_source: str | None = None
+    label_source: str | None = None  #: output | choice (the label written under the grammar after a cut) | None
+    #: of the call that wrote the rationale (blind: the answer; hinted: the rationale, not the check): stop, length
+    #: (cut by max_tokens) or None (the LM did not say, or an attempt written before this field existed)
+    finish_reason: str | None = None
+    #: the label matched the human label (within `sampling.tolerance`); None in attempts written before it existed
+    label_match: bool | None = None
+    #: accepted as a trace under the settings it was sampled with; a resumed run derives acceptance again from the
+    #: record under its own settings (thinktrace.teleprompt.RejectionSampling.settle)
     accepted: bool = False
 
 
@@ -93,11 +112,16 @@ class Trace(BaseModel):
     rationale: str
     strategy: str
     attempt: int
+    #: where the label came from and how the rationale's answer ended (see `Attempt`); None in traces.jsonl files
+    #: written before these were kept
+    label_source: str | None = None
+    finish_reason: str | None = None
 
 
 class TraceRead(Record):
-    """The trace-quality reader on one unit: `condition` with_trace / without_trace / rejected_trace, `unit` its
-    id within the condition (trace id, item id, example key; thinktrace.trace_quality.units)."""
+    """The trace-quality reader on one unit: `condition` masked_trace / with_trace / without_trace /
+    masked_rejected_trace / rejected_trace, `unit` its id within the condition (trace id, item id, example key;
+    thinktrace.trace_quality.units); `trace_sha` (records written since masking began) a hash of the trace shown."""
 
     condition: str
     unit: str
@@ -183,8 +207,10 @@ class SplitScores(_Open):
 
 class ReadGroup(_Open):
     """Trace-quality rates of one group of traces (all, or one human label): the reader's rate of returning the
-    human label with the trace and without it on the same traces, their paired difference, the verdict, and the
-    rejected-trace subset (traces whose example also has a rejected trace: with vs rejected, same traces)."""
+    human label with the masked trace (`masked_trace`), the raw trace and without one on the same traces, their
+    paired differences, the verdict (masked − without), and the rejected-trace subset (traces whose example also has
+    a rejected trace: accepted vs rejected, masked and raw, same traces). Runs checked before masking have no
+    masked keys."""
 
     n: int = 0
     with_trace: Estimate | None = None
@@ -217,7 +243,7 @@ class VariantInfo(_Open):
 
 
 class RunStatus(_Open):
-    state: str = "complete"  #: complete | incomplete | failures_over_threshold
+    state: str = "complete"  #: complete | incomplete | failures_over_threshold | variants_failed
     stage: str | None = None
     reason: str | None = None
     message: str | None = None

@@ -8,7 +8,7 @@ The results folder holds metrics.json, spec.resolved.yaml, report.md with its fi
 findings table (the paper's questions, see `thinktrace.report.sections.findings`) and the per-variant scores. Journals,
 adapters and report.html (figures inlined as base64) stay in the run folder. With `--readme`, the text between
 `<!-- results:NAME -->` and `<!-- /results:NAME -->` (NAME: the results folder's name) is replaced by
-`readme_block`; the markers must already be in the file. Only a complete run is published. Exit codes: 0 done;
+`readme_block`; the markers must already be in the file. Only a finished run is published (complete, or complete with variants flagged as failed). Exit codes: 0 done;
 2 not a complete run folder, or the README lacks the markers (one line on stderr).
 """
 
@@ -20,13 +20,17 @@ import shutil
 import sys
 from pathlib import Path
 
+from thinktrace.report.flags import flag_text
 from thinktrace.report.format import fmt_est
 from thinktrace.report.model import Heading, Report, Section, Table
 from thinktrace.report.render import FIGURE_DIR, render_markdown
 from thinktrace.report.sections import findings
+from thinktrace.report.sections.reading import reading_blocks, what_ran
 from thinktrace.rundir import write_atomic
 from thinktrace.runview import RunError, RunView
 
+#: run states that are published: finished runs (a variant that failed its parse-rate check is flagged in the summary)
+FINISHED = ("complete", "variants_failed")
 #: what a results folder keeps from the run folder (report.md's figures come with it)
 KEPT = ("metrics.json", "spec.resolved.yaml", "report.md")
 
@@ -39,15 +43,16 @@ def scores_table(run: RunView, split: str) -> Table:
         m = raters.get(v["name"])
         if m is not None:
             rows.append([v["name"], v.get("kind", ""), fmt_est(m.get("alpha")), fmt_est(m.get("kendall_tau_b")),
-                         fmt_est(m.get("icc")), f"{m.get('n_label_by_choice', 0)}/{m.get('n_items', 0)}"])
-    return Table(["variant", "kind", "α (95% CI)", "τ-b (95% CI)", "ICC(3,1) (95% CI)", "label by choice"], rows)
+                         fmt_est(m.get("icc")), f"{m.get('n_label_by_choice', 0)}/{m.get('n_items', 0)}",
+                         flag_text(m) or "—"])
+    return Table(["variant", "kind", "α (95% CI)", "τ-b (95% CI)", "ICC(3,1) (95% CI)", "label by choice", "flags"],
+                 rows)
 
 
 def summary_report(run: RunView) -> Report:
-    """The findings and the per-variant scores; no timing, so a resume that redoes nothing publishes the same
-    text (metrics.json keeps each stage's time of the last session)."""
+    """The findings, their reading, what ran and the per-variant scores, every number read off the run's files."""
     split = run.main_split()
-    blocks = findings.findings(run)
+    blocks = [*findings.findings(run), *reading_blocks(run), *what_ran(run)]
     if split is not None:
         blocks = [*blocks, Heading(f"Scores per variant ({split} split, vs the aggregated human label)"),
                   scores_table(run, split)]
@@ -63,7 +68,7 @@ def readme_block(run: RunView) -> str:
 def publish(run_dir: Path, out: Path) -> list[Path]:
     run = RunView(run_dir)
     state = (run.metrics.get("status") or {}).get("state", "complete")
-    if state != "complete":
+    if state not in FINISHED:
         raise RunError(run_dir, f"the run is {state}: resume it to the end before publishing its results")
     out.mkdir(parents=True, exist_ok=True)
     written = []

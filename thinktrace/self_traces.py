@@ -3,9 +3,9 @@ fine-tuning base, the model the adapters are trained on - so that fine-tuning ca
 "a stronger teacher's traces help".
 
 Stage `self_traces` (after `traces`): the teacher's rejection sampling again (`RejectionSampling`, the same k,
-keep, temperature, strategy, tolerance and seed scheme `attempt_seed(seed, key, strategy, attempt)`), with the
-student as generator (and judge of hinted attempts), on the train examples the teacher explained: only those can
-be common to both corpora. Every attempt is journalled in `self/attempts.jsonl` with the semantics of
+keep, temperature, strategy, tolerance, accept_cut and seed scheme `attempt_seed(seed, key, strategy, attempt)`),
+with the student as generator (and judge of hinted attempts), on the train examples the teacher explained: only
+those can be common to both corpora. Every attempt is journalled in `self/attempts.jsonl` with the semantics of
 `attempts.jsonl` (settled attempts are replayed on resume, retryable failures made again). It writes
 
 - `self/traces.jsonl`: the student's accepted traces;
@@ -127,7 +127,7 @@ def run_self_traces(p: Pipeline) -> dict:
     tele = RejectionSampling(p.corpus.label_set, generator=p.lm(model, field), k=cfg.k, keep=cfg.keep,
                              temperature=cfg.temperature, strategy=cfg.strategy, tolerance=cfg.tolerance,
                              seed=p.spec.seed, num_threads=cfg.num_threads or model.num_threads, attempts_log=log,
-                             max_demos=0, adapter=p.adapter)
+                             max_demos=0, adapter=p.adapter, accept_cut=cfg.accept_cut)
     attempts = tele.sample(infer, examples, log.read())
     if tele.pending:
         first = next(iter(tele.pending.values()))

@@ -75,6 +75,10 @@ class SamplingConfig(Section):
         "unexplained.")
     tolerance: float = Field(0.0, ge=0.0, description="Ordinal/interval only: accept a sampled label within this "
                              "distance (in label value units) of the human label. 0 = exact match.")
+    accept_cut: bool = Field(False, description="Accept an attempt whose answer was cut (finish reason `length`: "
+                             "max_tokens hit inside it; or its label written under the grammar after it stopped short "
+                             "of it) when its label matches. False: such an attempt is journalled with its finish "
+                             "reason and counted, never a trace (its rationale may end mid-thought).")
     max_items: int | None = Field(None, ge=1, description="Sample traces for at most this many train items.")
     per_annotator: bool = Field(False, description="One trace per (item, annotator label) instead of per item, so "
                                 "annotators who disagree get different traces (needs per-annotator labels).")
@@ -127,6 +131,16 @@ class EvaluateConfig(Section):
     bootstrap: int = Field(1000, ge=0, le=100_000, description="Bootstrap resamples for 95% CIs (0 = no CIs).")
     max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items per split "
                                   "(deterministic: the first in split order).")
+    min_parse_rate: float = Field(0.9, ge=0.0, le=1.0, description="A variant whose answers parse to a label less "
+                                  "often than this (parsed / answers; LM errors are `calls.max_failed`'s) failed: "
+                                  "flagged at the top of the report, and the run exits 4. 0 = never.")
+    collapse_share: float = Field(0.9, gt=0.0, le=1.0, description="A variant whose most frequent answer covers at "
+                                  "least this share of its parsed answers, and `collapse_spread` holds, is flagged "
+                                  "as collapsed (answers almost one label) in the report.")
+    collapse_spread: float = Field(1 / 3, ge=0.0, le=1.0, description="Relative part of the collapse rule: flagged "
+                                   "only when the variant leaves at most this fraction as many answers off its top "
+                                   "label as the gold leaves items off the gold's top label (gold 78 % one label: "
+                                   "the variant needs >= 92.7 % at 1/3), so a concentrated gold is no collapse.")
 
 
 class Spec(Section):

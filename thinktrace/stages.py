@@ -6,11 +6,13 @@ what the run does.
 1. traces: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal; traces.jsonl,
    sft.jsonl and the compiled program program.json are rebuilt from it).
    trace_quality: does each accepted trace carry its label? A reader (the untuned student) labels each item with
-   the trace, without it and with a rejected trace (trace_quality.jsonl is the journal).
+   the trace (its label statements masked, and raw), without it and with a rejected trace (trace_quality.jsonl is
+   the journal).
    self_traces (`sampling.self_traces`): the student's own traces, sampled like the teacher's on the examples the
    teacher explained (self/attempts.jsonl is the journal; thinktrace.self_traces).
-2. finetune (use 1): LoRA SFT of the base model on the traces and the label-only ablation (checkpointed); with
-   self-traces also on the teacher's and the student's own traces of the examples both explained.
+2. finetune (use 1): LoRA SFT of the base model on the traces, the label-only ablation and the shuffled-trace
+   control (each rationale on another item of its label; checkpointed); with self-traces also on the teacher's and
+   the student's own traces of the examples both explained.
 3. prompts: every rater under each `evaluate.prompts` variant on dev; the best original prompt per rater.
 4. guidelines (use 2): candidates synthesized from the traces, scored on dev across all raters (each candidate's
    ratings journalled); guideline.md and one compiled program per rater.
@@ -35,6 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.pipeline import Pipeline
 
 __all__ = ["STAGES", "PlanContext", "Stage", "plan_stages"]
+
+#: the shuffled-trace control: trace-sft's rows, each rationale moved to another item of the same label
+SHUFFLED = "shuffled-trace-sft"
 
 
 class TracesStage(Stage):
@@ -72,7 +77,8 @@ class TracesStage(Stage):
         tele = RejectionSampling(p.corpus.label_set, generator=p.lm(gen_cfg), k=cfg.k, keep=cfg.keep,
                                  temperature=cfg.temperature, strategy=cfg.strategy, tolerance=cfg.tolerance,
                                  seed=p.spec.seed, num_threads=cfg.num_threads or gen_cfg.num_threads,
-                                 attempts_log=log, max_demos=cfg.max_demos, adapter=p.adapter)
+                                 attempts_log=log, max_demos=cfg.max_demos, adapter=p.adapter,
+                                 accept_cut=cfg.accept_cut)
         compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
         if tele.pending:
             first = next(iter(tele.pending.values()))
@@ -82,7 +88,7 @@ class TracesStage(Stage):
         write_jsonl(p.rundir.file("traces.jsonl"), traces, model=Trace)
         write_jsonl(p.rundir.file("sft.jsonl"), sft_rows(traces, judge_predictor(student).signature, p.adapter))
         compiled.save(str(p.rundir.file("program.json")))
-        stats = acceptance_stats(tele.attempts, examples)
+        stats = {**acceptance_stats(tele.attempts, examples), "accept_cut": cfg.accept_cut}
         if cfg.max_demos:  # the compiled program's demos, used: every rater is also evaluated with them
             demos = select_demos(traces, p.corpus.label_set, cfg.max_demos)
             stats["demos"] = len(demos)
@@ -100,12 +106,13 @@ class TraceQualityStage(Stage):
         return spec.sampling.enabled and spec.trace_quality.active(spec)
 
     def plan(self, ctx: PlanContext) -> dict:
-        """At most: per accepted trace one call with it and one with a rejected trace, per item one without."""
+        """At most: per accepted trace one call with it masked and one raw, one with a rejected trace masked and one
+        raw; per item one without (a masked trace the mask leaves unchanged is not read again)."""
         from thinktrace.trace_quality.run import reader_name
 
         n = len(ctx.examples) * ctx.spec.sampling.keep
         n = min(n, ctx.spec.trace_quality.max_traces or n)
-        return {"reader": reader_name(ctx.spec), "traces_max": n, "lm_calls_max": 3 * n}
+        return {"reader": reader_name(ctx.spec), "traces_max": n, "lm_calls_max": 5 * n}
 
     def run(self, p: Pipeline) -> dict:
         from thinktrace.trace_quality.run import run_trace_quality
@@ -115,10 +122,11 @@ class TraceQualityStage(Stage):
 
 class FinetuneStage(Stage):
     name = "finetune"
-    artifacts = ("sft_label_only.jsonl", "finetune/")
+    artifacts = ("sft_label_only.jsonl", "sft_shuffled.jsonl", "finetune/")
     #: paired differences besides `− base` (Δ = the kind − each listed kind): traces vs labels only on the same
-    #: items; the teacher's vs the student's own traces on the items both explained (same rows count)
-    against = {"trace-sft": ("label-sft",), COMMON_KINDS[0]: (COMMON_KINDS[1],)}
+    #: items; traces vs the same rows with each rationale on another item of its label (shuffled); the teacher's
+    #: vs the student's own traces on the items both explained (same rows count)
+    against = {"trace-sft": ("label-sft", SHUFFLED), COMMON_KINDS[0]: (COMMON_KINDS[1],)}
 
     def enabled(self, spec) -> bool:
         return spec.finetune.enabled
@@ -130,6 +138,7 @@ class FinetuneStage(Stage):
         spec = ctx.spec
         n_rows = len(ctx.examples) * spec.sampling.keep
         kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
+        kinds += [SHUFFLED] if spec.finetune.ablation_shuffled else []
         kinds += list(COMMON_KINDS) if spec.sampling.self_traces else []
         # named after the configured local rater on the base model, as the run names them
         key = canonical_name(spec.finetune.base) or spec.finetune.base
@@ -142,18 +151,18 @@ class FinetuneStage(Stage):
                 "lm_calls_max": 0}
 
     def run(self, p: Pipeline) -> dict:
-        """Use 1: train the trace-SFT rater and the label-only ablation on the same train items (and, with
-        `sampling.self_traces`, the teacher's and the student's own traces on the items both explained); return
-        their training results (each with the rows it trained on) and the variants that evaluate them (paired
-        differences to base and `against`). Each adapter is a job in the run folder (`python -m
-        thinktrace.finetune RUN_DIR --adapter NAME`), trained in a child process or through `finetune.launcher`;
-        the base is evaluated in the dtype it was trained in."""
+        """Use 1: train the trace-SFT rater, the label-only ablation and the shuffled-trace control on the same
+        train rows (and, with `sampling.self_traces`, the teacher's and the student's own traces on the items both
+        explained); return their training results (each with the rows it trained on) and the variants that
+        evaluate them (paired differences to base and `against`). Each adapter is a job in the run folder
+        (`python -m thinktrace.finetune RUN_DIR --adapter NAME`), trained in a child process or through
+        `finetune.launcher`; the base is evaluated in the dtype it was trained in."""
         traces = p.rundir.log("traces.jsonl").read()
         from thinktrace.finetune import train_adapter_subprocess
         from thinktrace.finetune.launch import launch, write_job
         from thinktrace.rundir import write_jsonl
         from thinktrace.teleprompt import judge_predictor
-        from thinktrace.traces import sft_rows
+        from thinktrace.traces import sft_rows, shuffled_rationales
 
         cfg = p.spec.finetune
         if not traces:  # nothing to train on: a finished run that says so, not a crash
@@ -162,7 +171,7 @@ class FinetuneStage(Stage):
             return {"skipped": why, "warnings": [f"finetune skipped: {why}"]}
         signature = judge_predictor(p.rater_program(p.loaded.guideline)).signature
         rows = {"trace-sft": sft_rows(traces, signature, p.adapter)}  # = sft.jsonl (the traces stage wrote it)
-        files = {"trace-sft": "sft.jsonl", "label-sft": "sft_label_only.jsonl"}
+        files = {"trace-sft": "sft.jsonl", "label-sft": "sft_label_only.jsonl", SHUFFLED: "sft_shuffled.jsonl"}
         trained_on = {"trace-sft": rows_trained_on(rows["trace-sft"], "the teacher's accepted traces",
                                                    "every example the teacher explained")}
         if cfg.ablation_label_only:
@@ -170,6 +179,15 @@ class FinetuneStage(Stage):
             write_jsonl(p.rundir.file(files["label-sft"]), rows["label-sft"])
             trained_on["label-sft"] = rows_trained_on(rows["label-sft"], "the labels of the teacher's accepted "
                                                       "traces", "the examples of trace-sft")
+        if cfg.ablation_shuffled:  # the same rows, each rationale on another item of its label (seeded)
+            shuffled = shuffled_rationales(traces, p.spec.seed)
+            rows[SHUFFLED] = [{**row, "rationale_item_id": t["rationale_item_id"]}
+                              for row, t in zip(sft_rows(shuffled, signature, p.adapter), shuffled)]
+            write_jsonl(p.rundir.file(files[SHUFFLED]), rows[SHUFFLED])
+            moved = sum(t["rationale_moved"] for t in shuffled)
+            trained_on[SHUFFLED] = rows_trained_on(
+                rows[SHUFFLED], "the teacher's accepted traces, each rationale moved to another item of its label",
+                "the rows of trace-sft", rationales_moved=moved, rationales_kept=len(shuffled) - moved)
         if p.spec.sampling.self_traces:  # written by the self_traces stage; without common rows none is trained
             for kind, (file, kind_rows, info) in common_jobs(p).items():
                 rows[kind], files[kind], trained_on[kind] = kind_rows, file, info

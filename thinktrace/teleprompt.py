@@ -2,8 +2,11 @@
 
 For each training example (an item and a human label), sample up to `k` (rationale, label) pairs from the
 generator LM at temperature `T`, each attempt with its own rollout id and seed; accept a rationale iff its parsed
-label equals the human label (or lies within `tolerance` on an ordinal/interval scale). Sampling stops for an
-example once `keep` traces are accepted. Strategies:
+label equals the human label (or lies within `tolerance` on an ordinal/interval scale) and its answer was not cut
+(`accept_cut`, default False: an answer cut by max_tokens, or one whose label had to be written under the grammar
+after it stopped short of it, has a rationale that may end mid-thought and a label the model never wrote freely, so
+it never becomes a trace; it is journalled with its finish reason and counted). Sampling stops for an example once
+`keep` traces are accepted. Strategies:
 
 - blind: the generator sees guideline and item only (the paper).
 - hinted: InferRationale sees the human label; the rationale is accepted only if a blind judge, given the item
@@ -12,7 +15,12 @@ example once `keep` traces are accepted. Strategies:
 
 Every attempt is appended to a journal (attempts.jsonl) the moment it finishes; on resume, settled attempts are
 replayed, never repeated, and an attempt whose call failed retryably (connection, 429, 5xx: see
-thinktrace.journal) is made again with the same seed: it used up none of the example's k attempts. The compiled program is the student with accepted traces as demos.
+thinktrace.journal) is made again with the same seed: it used up none of the example's k attempts. A replayed
+attempt's acceptance is derived again from what the record holds (label, rationale, error, finish reason, label
+source) under this run's settings (`settle`), never taken from its stored `accepted`: an attempt journalled by an
+older version without a finish reason counts as cut when its label source is "choice" (the label was written after
+a cut), so a resumed old journal does not keep a cut attempt as a trace; its hinted attempts recorded no sign of a
+cut and count as uncut. The compiled program is the student with accepted traces as demos.
 Only this process writes the journal: attempts made on Ray workers (thinktrace.execution) come back here first.
 """
 
@@ -32,7 +40,8 @@ from thinktrace.errors import EndpointDown
 from thinktrace.evaluate import usage_tokens
 from thinktrace.journal import answered, begin_call, failed, latest_settled, retryable
 from thinktrace.labels import LabelSet
-from thinktrace.records import ITEM, LABEL, RATIONALE
+from thinktrace.lm.guard import forget_finish, last_finish
+from thinktrace.records import ITEM, LABEL, RATIONALE, record_cut
 from thinktrace.rundir import JsonlLog
 
 STRATEGIES = ("blind", "hinted", "blind_then_hinted")
@@ -51,7 +60,7 @@ class RejectionSampling(Teleprompter):
     def __init__(self, label_set: LabelSet, *, generator: dspy.LM, judge: dspy.LM | None = None, k: int = 8,
                  keep: int = 1, temperature: float = 1.0, strategy: str = "blind", tolerance: float = 0.0,
                  seed: int = 0, num_threads: int = 4, attempts_log: JsonlLog | None = None, max_demos: int = 4,
-                 progress: bool = True, adapter: dspy.Adapter | None = None):
+                 progress: bool = True, adapter: dspy.Adapter | None = None, accept_cut: bool = False):
         super().__init__()
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -63,7 +72,7 @@ class RejectionSampling(Teleprompter):
         self.k, self.keep, self.temperature, self.strategy = k, keep, temperature, strategy
         self.tolerance, self.seed, self.num_threads = tolerance, seed, num_threads
         self.attempts_log, self.max_demos, self.progress = attempts_log, max_demos, progress
-        self.adapter = adapter
+        self.adapter, self.accept_cut = adapter, accept_cut
         self.attempts: list[dict] = []
         self.pending: dict[str, str] = {}  #: examples left short by a retryable failure -> its error
 
@@ -76,6 +85,16 @@ class RejectionSampling(Teleprompter):
         if self.tolerance:
             return abs(self.label_set.value(sampled) - self.label_set.value(human)) <= self.tolerance + 1e-9
         return False
+
+    def settle(self, record: dict) -> dict:
+        """Set the record's `label_match` and `accepted` from what it holds, under this sampler's settings: an
+        answered attempt with a rationale whose label matches, and whose answer was not cut unless `accept_cut`
+        (`thinktrace.records.record_cut`). Used for new attempts and for replayed ones alike."""
+        match = self.accepts(record.get("label"), record["human"])
+        record["label_match"] = match
+        record["accepted"] = not record.get("error") and bool(record.get("rationale")) and match and \
+            (self.accept_cut or not record_cut(record))
+        return record
 
     # -- one attempt -----------------------------------------------------------------------------------------
     def _lm(self, seed: int, generator: dspy.LM | None = None) -> dspy.LM:
@@ -92,34 +111,40 @@ class RejectionSampling(Teleprompter):
         start = time.perf_counter()
         tokens = {"prompt": 0, "completion": 0}
         begin_call()
+        forget_finish()
         try:
+            # finish_reason: of the call that wrote the rationale, as the program reports it (before any label
+            # written under the grammar), else the LM's last one (thinktrace.lm.guard.last_finish)
             if strategy == "blind":
                 with dspy.context(lm=self._lm(seed, generator), adapter=self.adapter, track_usage=True):
                     pred = teacher.blind(item=example.item)
                 tokens = usage_tokens(pred)
                 record.update(rationale=pred.get("rationale") or None, label=pred.label,
                               label_source=pred.get("label_source"), raw_label=pred.get("raw_label"),
-                              raw=pred.get("raw"), error=None)
+                              raw=pred.get("raw"), finish_reason=pred.get("finish_reason", last_finish()),
+                              error=None)
             else:
                 with dspy.context(lm=self._lm(seed, generator), adapter=self.adapter, track_usage=True):
                     hint = teacher.rationalize(example.item, example.label)
                 tokens = usage_tokens(hint)
                 rationale = (hint.get("rationale") or "").strip() or None
-                record.update(rationale=rationale, raw=hint.get("raw"), label=None, raw_label=None, error=None)
+                record.update(rationale=rationale, raw=hint.get("raw"), label=None, raw_label=None,
+                              label_source=None, finish_reason=hint.get("finish_reason", last_finish()), error=None)
                 if rationale:
                     with dspy.context(lm=judge.copy(temperature=0.0), adapter=self.adapter, track_usage=True):
                         check = teacher.verify(example.item, rationale)
                     more = usage_tokens(check)
                     tokens = {k: tokens[k] + more[k] for k in tokens}
-                    record.update(label=check.label, raw_label=check.get("raw_label"))
+                    record.update(label=check.label, raw_label=check.get("raw_label"),
+                                  label_source=check.get("label_source",
+                                                         "output" if check.label is not None else None))
             answered(record)
         except EndpointDown:
             raise
         except Exception as err:  # a faulty attempt is recorded; a retryable one uses up no attempt (journal.py)
-            record.update(rationale=None, label=None, raw_label=None, raw=None)
+            record.update(rationale=None, label=None, raw_label=None, raw=None, finish_reason=None)
             failed(record, err)
-        record["accepted"] = not record["error"] and bool(record.get("rationale")) and \
-            self.accepts(record["label"], example.label)
+        self.settle(record)
         record["tokens"] = tokens
         record["latency_s"] = round(time.perf_counter() - start, 3)
         return record
@@ -147,6 +172,8 @@ class RejectionSampling(Teleprompter):
                     if retryable(record):
                         self.pending[example.key] = record["error"]
                         return records
+                else:  # replayed: accepted or not under this run's settings, whatever the journal says
+                    record = self.settle(dict(record))
                 records.append(record)
                 accepted += record["accepted"]
         return records
@@ -253,7 +280,8 @@ def judge_predictor(program: dspy.Module):
 
 
 def accepted_traces(attempts: Sequence[dict], trainset: Sequence[dspy.Example]) -> list[dict]:
-    """The trace corpus: one row per accepted attempt, in trainset order."""
+    """The trace corpus: one row per accepted attempt, in trainset order, with where its label came from and how
+    its rationale's answer ended (`label_source`, `finish_reason`: a cut one is there only under `accept_cut`)."""
     items = {ex.key: ex for ex in trainset}
     rows = []
     for r in attempts:
@@ -262,7 +290,8 @@ def accepted_traces(attempts: Sequence[dict], trainset: Sequence[dspy.Example]) 
             rows.append({"key": r["key"], "item_id": r["item_id"], "annotator": r.get("annotator"), "item": ex.item,
                          "human": r["human"], "human_labels": list(ex.get("human_labels") or [r["human"]]),
                          "label": r["label"], "rationale": r["rationale"], "strategy": r["strategy"],
-                         "attempt": r["attempt"]})
+                         "attempt": r["attempt"], "label_source": r.get("label_source"),
+                         "finish_reason": r.get("finish_reason")})
     return rows
 
 

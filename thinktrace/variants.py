@@ -15,8 +15,8 @@ class Variant:
     name: str  #: unique; the `rater` of its prediction records
     model: ModelConfig
     guideline: str
-    #: baseline | prompt | trace-demos | trace-sft | label-sft | trace-sft-common | self-trace-sft |
-    #: refined-guideline | guideline-*
+    #: baseline | prompt | trace-demos | trace-sft | label-sft | shuffled-trace-sft | trace-sft-common |
+    #: self-trace-sft | refined-guideline | guideline-*
     kind: str = "baseline"
     rater: str = ""  #: the configured rater it derives from
     label_only: bool = False  #: prompted without a rationale (the label-only ablation)

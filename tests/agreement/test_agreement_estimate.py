@@ -12,7 +12,7 @@ from thinktrace.agreement._bootstrap import check_n_boot, estimate, percentile_c
 
 def test_as_dict_is_json_safe():
     d = Estimate(value=float("nan"), low=np.float64(0.1), high=float("inf"), n=np.int64(3)).as_dict()
-    assert d == {"value": None, "ci": [0.1, None], "n": 3}
+    assert d == {"value": None, "ci": [0.1, None], "n": 3, "n_boot": 0, "n_valid": 0, "ci_undefined": False}
     json.dumps(d)
     assert type(d["ci"][0]) is float and type(d["n"]) is int
 

@@ -20,13 +20,13 @@ def test_matches_alpha_on_rater_matrix_with_missing():
     matrix = np.array([[np.nan if x is None else code[x] for x in r] for r in ratings.values()])
     assert out["value"] == pytest.approx(alpha(matrix, "ordinal"))
     assert out["raters"] == ["m1", "m2", "m3"] and out["n"] == 6
-    assert set(out) == {"value", "ci", "n", "raters"}
+    assert set(out) == {"value", "ci", "n", "n_boot", "n_valid", "ci_undefined", "raters"}
 
 
 def test_identical_raters_and_undefined_case():
-    same = ["low", "mid", "high", "low"]
+    same = ["low", "mid", "high", "low"] * 3  # 12 items: a resample with one label only (α undefined) is rare
     out = inter_rater_alpha({"a": same, "b": list(same)}, LS, n_boot=50)
-    assert out["value"] == 1.0 and out["ci"] == [1.0, 1.0]
+    assert out["value"] == 1.0 and out["ci"] == [1.0, 1.0] and out["n_valid"] == out["n_boot"] == 50
     out = inter_rater_alpha({"a": ["low", None], "b": [None, "mid"]}, LS)
     assert out["value"] is None and out["n"] == 0
 

@@ -45,23 +45,27 @@ def test_ordinal_document_carries_tau_and_icc():
     human = [it.label for it in items]
     for name, rater in doc["raters"].items():
         for key in ("kendall_tau_b", "icc"):
-            assert set(rater[key]) == {"value", "ci", "n"} and isinstance(rater[key]["value"], float)
+            assert set(rater[key]) == {"value", "ci", "n", "n_boot", "n_valid", "ci_undefined"}
+            assert isinstance(rater[key]["value"], float)
             assert rater[key]["n"] == 39
         assert rater["icc"] == rater_vs_human(human, _labels(items, records, name), ORD, n_boot=100)["icc"]
     comp = doc["comparisons"][0]
     assert (comp["a"], comp["b"]) == ("a", "a+refined")
     for key, metric in (("kendall_tau_b_diff", "kendall_tau_b"), ("icc_diff", "icc")):
-        assert set(comp[key]) == {"value_a", "value_b", "diff", "ci", "p_b_not_better", "n"}
+        assert set(comp[key]) == {"value_a", "value_b", "diff", "ci", "p_b_not_better", "p_two_sided", "n", "n_boot",
+                                  "n_valid", "ci_undefined"}
         assert comp[key]["value_a"] == doc["raters"]["a"][metric]["value"]
         assert comp[key]["value_b"] == doc["raters"]["a+refined"][metric]["value"]
         la, lb = _labels(items, records, "a"), _labels(items, records, "a+refined")
         assert comp[key]["ci"] == paired_difference(human, la, lb, ORD, metric=metric, n_boot=100)["ci"]
     for group, names in GROUPS.items():
         icc = doc["inter_rater"][group]["icc"]
-        assert set(icc) == {"value", "ci", "n", "raters", "n_incomplete"} and icc["raters"] == names
+        assert set(icc) == {"value", "ci", "n", "n_boot", "n_valid", "ci_undefined", "raters", "n_incomplete"}
+        assert icc["raters"] == names
         assert icc == inter_rater_icc({n: _labels(items, records, n) for n in names}, ORD, n_boot=100)
     change = doc["inter_rater_change"]["icc_diff"]
-    assert set(change) == {"before", "after", "diff", "ci", "p_after_not_better", "n"}
+    assert set(change) == {"before", "after", "diff", "ci", "p_after_not_better", "p_two_sided", "n", "n_boot",
+                           "n_valid", "ci_undefined"}
     assert change["before"] is not None and change["n"] == 38  # items complete in both groups
 
 

@@ -20,7 +20,8 @@ def _human(label_set, n=60, seed=0):
 def test_perfect_rater_alpha_one_and_ci_collapses():
     human = _human(NOMINAL)
     out = rater_vs_human(human, list(human), NOMINAL, n_boot=200)
-    assert out["alpha"] == {"value": 1.0, "ci": [1.0, 1.0], "n": 60}
+    assert out["alpha"] == {"value": 1.0, "ci": [1.0, 1.0], "n": 60, "n_boot": 200, "n_valid": 200,
+                            "ci_undefined": False}
     assert out["accuracy"]["value"] == 1.0 and out["accuracy"]["ci"] == [1.0, 1.0]
     assert out["macro_f1"]["value"] == 1.0
     assert out["coverage"] == 1.0 and out["n_unparsed"] == 0

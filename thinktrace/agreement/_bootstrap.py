@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from thinktrace.agreement._estimate import Estimate
+from thinktrace.agreement._estimate import Estimate, ci_undefined, json_float
 
 # Upper bound on resamples x items drawn at once (memory of the index array, ~32 MB of int64).
 _CHUNK_DRAWS = 4_000_000
@@ -73,6 +73,42 @@ def percentile_ci(boot: np.ndarray) -> tuple[float, float]:
 
 
 def estimate(value: float, boot: np.ndarray, n: int) -> Estimate:
-    """An `Estimate` from the point value and the bootstrap values."""
-    low, high = percentile_ci(boot)
-    return Estimate(value=float(value), low=low, high=high, n=int(n))
+    """An `Estimate` from the point value and the bootstrap values (one per resample drawn, nan = undefined on
+    that resample): it carries how many were drawn and how many were defined; its CI is nan when fewer than 95 %
+    were (`thinktrace.agreement._estimate.ci_undefined`)."""
+    boot = np.asarray(boot, dtype=float).reshape(-1)
+    n_boot, n_valid = int(boot.size), int(np.isfinite(boot).sum())
+    low, high = (float("nan"), float("nan")) if ci_undefined(n_boot, n_valid) else percentile_ci(boot)
+    return Estimate(value=float(value), low=low, high=high, n=int(n), n_boot=n_boot, n_valid=n_valid)
+
+
+def p_two_sided(defined: np.ndarray) -> float:
+    """Two-sided percentile-bootstrap p of "the difference is 0": ``min(1, 2 * min(share(d <= 0), share(d >= 0)))``
+    over the defined resampled differences d (nan when there are none). It is about the smallest level at which
+    the equal-tailed percentile CI excludes 0 (p < 0.05 <=> the 95 % CI lies on one side of 0, ties aside)."""
+    defined = np.asarray(defined, dtype=float)
+    if defined.size == 0:
+        return float("nan")
+    return float(min(1.0, 2.0 * min((defined <= 0).mean(), (defined >= 0).mean())))
+
+
+def paired_summary(diffs: np.ndarray, p_key: str, higher_is_better: bool = True) -> dict:
+    """What a paired bootstrap reports about its resampled differences (one per resample drawn, nan = undefined):
+    ``{"ci": [lo, hi], p_key, "p_two_sided", "n_boot", "n_valid", "ci_undefined"}``.
+
+    p_key: the one-sided p, the share of defined resamples where b is not better (diff <= 0; >= 0 when lower is
+    better). Both p-values use the defined resamples only and are reported even when the CI is undefined (fewer
+    than 95 % defined; ci is then [None, None]); None when no resample is defined."""
+    diffs = np.asarray(diffs, dtype=float).reshape(-1)
+    defined = diffs[np.isfinite(diffs)]
+    n_boot, n_valid = int(diffs.size), int(defined.size)
+    undefined = ci_undefined(n_boot, n_valid)
+    low, high = (float("nan"), float("nan")) if undefined else percentile_ci(defined)
+    if n_valid:
+        not_better = defined <= 0 if higher_is_better else defined >= 0
+        p_one = float(not_better.mean())
+    else:
+        p_one = float("nan")
+    return {"ci": [json_float(low), json_float(high)], p_key: json_float(p_one),
+            "p_two_sided": json_float(p_two_sided(defined)), "n_boot": n_boot, "n_valid": n_valid,
+            "ci_undefined": undefined}

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from thinktrace.agreement._alpha import alpha_from_counts
-from thinktrace.agreement._bootstrap import check_n_boot, estimate, percentile_ci, resample_weights
+from thinktrace.agreement._bootstrap import check_n_boot, estimate, paired_summary, resample_weights
 from thinktrace.agreement._encode import MISSING, domain, encode
 from thinktrace.agreement._estimate import json_float
 from thinktrace.labels import LabelSet
@@ -44,7 +44,10 @@ def paired_inter_rater_difference(
     `before` on the same items (each group needs >= 2 raters), with a paired bootstrap: each resample draws items
     and recomputes BOTH α on them. Only items labelled by >= 2 raters in both groups count (n).
 
-    Returns ``{"before", "after", "diff", "ci": [lo, hi], "p_after_not_better", "n"}``; None where undefined.
+    Returns ``{"before", "after", "diff", "ci": [lo, hi], "p_after_not_better", "p_two_sided", "n", "n_boot",
+    "n_valid", "ci_undefined"}``; None where undefined. p_after_not_better: share of the defined resamples with
+    diff <= 0; p_two_sided, n_boot, n_valid, ci_undefined as in `paired_difference` (below 95 % of the resamples
+    defined, ci is [None, None]).
     """
     n_boot = check_n_boot(n_boot)
     for name, group in (("before", before), ("after", after)):
@@ -58,16 +61,16 @@ def paired_inter_rater_difference(
     cb, ca = cb[keep], ca[keep]
     n = int(keep.sum())
     if n == 0:
-        return {"before": None, "after": None, "diff": None, "ci": [None, None], "p_after_not_better": None, "n": 0}
+        return {"before": None, "after": None, "diff": None, "ci": [None, None], "p_after_not_better": None,
+                "p_two_sided": None, "n": 0, "n_boot": 0, "n_valid": 0, "ci_undefined": False}
     values, level = domain(label_set), label_set.level
     a_before, a_after = alpha_from_counts(cb, values, level), alpha_from_counts(ca, values, level)
     diffs = np.array([alpha_from_counts(ca, values, level, w[k]) - alpha_from_counts(cb, values, level, w[k])
                       for w in resample_weights(n, n_boot, seed) for k in range(w.shape[0])])
-    low, high = percentile_ci(diffs) if diffs.size else (float("nan"), float("nan"))
-    defined = diffs[np.isfinite(diffs)]
+    summary = paired_summary(diffs, "p_after_not_better")
     return {"before": json_float(a_before), "after": json_float(a_after), "diff": json_float(a_after - a_before),
-            "ci": [json_float(low), json_float(high)],
-            "p_after_not_better": json_float(float((defined <= 0).mean())) if defined.size else None, "n": n}
+            "ci": summary.pop("ci"), "p_after_not_better": summary.pop("p_after_not_better"),
+            "p_two_sided": summary.pop("p_two_sided"), "n": n, **summary}
 
 
 def inter_rater_alpha(
@@ -76,8 +79,9 @@ def inter_rater_alpha(
     """Krippendorff's α among LLM raters (coders = raters, items = units; None = unparsed = missing).
 
     High α means the raters label alike (consistency, not correctness). Returns the `Estimate` dict
-    ``{"value", "ci": [low, high], "n"}`` plus ``"raters"`` (names in input order); n = items labelled by >= 2
-    raters, which are the items the bootstrap resamples. value/ci are None when α is undefined.
+    ``{"value", "ci": [low, high], "n", "n_boot", "n_valid", "ci_undefined"}`` plus ``"raters"`` (names in input
+    order); n = items labelled by >= 2 raters, which are the items the bootstrap resamples. value/ci are None when
+    α is undefined; ci is [None, None] when fewer than 95 % of the resamples gave a defined α.
     """
     n_boot = check_n_boot(n_boot)
     names = check_raters(ratings, "inter_rater_alpha needs at least two raters")
@@ -85,7 +89,8 @@ def inter_rater_alpha(
     usable = counts[counts.sum(axis=1) >= 2]
     values, level = domain(label_set), label_set.level
     if usable.shape[0] == 0:
-        return {"value": None, "ci": [None, None], "n": 0, "raters": names}
+        return {"value": None, "ci": [None, None], "n": 0, "n_boot": 0, "n_valid": 0, "ci_undefined": False,
+                "raters": names}
     point = alpha_from_counts(usable, values, level)
     boot = [
         alpha_from_counts(usable, values, level, w[k])

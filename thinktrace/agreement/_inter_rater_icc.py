@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from thinktrace.agreement._bootstrap import check_n_boot, estimate, percentile_ci, resampled_totals
+from thinktrace.agreement._bootstrap import check_n_boot, estimate, paired_summary, resampled_totals
 from thinktrace.agreement._encode import MISSING, domain, encode
 from thinktrace.agreement._estimate import json_float
 from thinktrace.agreement._icc import icc3_1, icc_moment_rows
@@ -43,9 +43,10 @@ def inter_rater_icc(
     """ICC(3,1) among LLM raters (judges = raters, targets = items; None = unparsed), with a bootstrap 95 % CI.
 
     High ICC means the raters order and space the items alike (consistency, not correctness; a rater's constant
-    offset does not lower it). Returns the `Estimate` dict ``{"value", "ci": [low, high], "n"}`` plus "raters"
-    (names in input order) and "n_incomplete" (items some rater left unparsed, excluded). value/ci are None when
-    ICC is undefined, and always on nominal labels (n/a).
+    offset does not lower it). Returns the `Estimate` dict ``{"value", "ci": [low, high], "n", "n_boot", "n_valid",
+    "ci_undefined"}`` plus "raters" (names in input order) and "n_incomplete" (items some rater left unparsed,
+    excluded). value/ci are None when ICC is undefined, and always on nominal labels (n/a); ci is [None, None] when
+    fewer than 95 % of the resamples gave a defined ICC.
     """
     n_boot = check_n_boot(n_boot)
     names = list(ratings)
@@ -55,7 +56,8 @@ def inter_rater_icc(
     resampled = _labelled(matrix)
     n_used = int(complete.sum())
     if label_set.level == "nominal" or not resampled.any():
-        return {"value": None, "ci": [None, None], "n": n_used, **base}
+        return {"value": None, "ci": [None, None], "n": n_used, "n_boot": 0, "n_valid": 0, "ci_undefined": False,
+                **base}
     rows = icc_moment_rows(matrix[resampled])
     (boot,) = resampled_totals([rows], n_boot, seed)
     return {**estimate(icc3_1(rows.sum(axis=0)), icc3_1(boot), n_used).as_dict(), **base}
@@ -69,8 +71,10 @@ def paired_inter_rater_icc_difference(
 
     Items resampled: labelled by >= 2 raters in both groups (the items of `paired_inter_rater_difference`, same
     resamples); items used (n): complete in both groups. Each resample scores both groups on the same items.
-    Returns ``{"before", "after", "diff", "ci": [lo, hi], "p_after_not_better", "n"}``: p is the share of resamples
-    with diff <= 0 among those where it is defined. None where undefined, and everywhere on nominal labels (n/a).
+    Returns ``{"before", "after", "diff", "ci": [lo, hi], "p_after_not_better", "p_two_sided", "n", "n_boot",
+    "n_valid", "ci_undefined"}``: p_after_not_better is the share of resamples with diff <= 0 among those where it
+    is defined; the others as in `paired_difference` (below 95 % of the resamples defined, ci is [None, None]).
+    None where undefined, and everywhere on nominal labels (n/a).
     """
     n_boot = check_n_boot(n_boot)
     mb, ma = value_matrix(before, label_set, "before"), value_matrix(after, label_set, "after")
@@ -81,14 +85,13 @@ def paired_inter_rater_icc_difference(
     n_used = int(both.sum())
     if label_set.level == "nominal" or not resampled.any():
         return {"before": None, "after": None, "diff": None, "ci": [None, None], "p_after_not_better": None,
-                "n": n_used}
+                "p_two_sided": None, "n": n_used, "n_boot": 0, "n_valid": 0, "ci_undefined": False}
     excluded = np.where(both[resampled, None], 0.0, np.nan)  # items incomplete in either group drop from both
     rows_b, rows_a = icc_moment_rows(mb[resampled] + excluded), icc_moment_rows(ma[resampled] + excluded)
     icc_b, icc_a = icc3_1(rows_b.sum(axis=0)), icc3_1(rows_a.sum(axis=0))
     boot_b, boot_a = resampled_totals([rows_b, rows_a], n_boot, seed)
     diffs = icc3_1(boot_a) - icc3_1(boot_b)
-    low, high = percentile_ci(diffs)
-    defined = diffs[np.isfinite(diffs)]
+    summary = paired_summary(diffs, "p_after_not_better")
     return {"before": json_float(icc_b), "after": json_float(icc_a), "diff": json_float(icc_a - icc_b),
-            "ci": [json_float(low), json_float(high)],
-            "p_after_not_better": json_float(float((defined <= 0).mean())) if defined.size else None, "n": n_used}
+            "ci": summary.pop("ci"), "p_after_not_better": summary.pop("p_after_not_better"),
+            "p_two_sided": summary.pop("p_two_sided"), "n": n_used, **summary}

@@ -6,10 +6,11 @@ from typing import Sequence
 
 import numpy as np
 
-from thinktrace.agreement._bootstrap import check_n_boot, percentile_ci, resampled_totals
+from thinktrace.agreement._bootstrap import check_n_boot, paired_summary, resampled_totals
 from thinktrace.agreement._encode import encode
 from thinktrace.agreement._estimate import json_float
-from thinktrace.agreement._rater import HIGHER_IS_BETTER, METRICS, confusion_rows, encode_pair, table_metric
+from thinktrace.agreement._rater import (HIGHER_IS_BETTER, METRICS, SCALE_ONLY, confusion_rows, encode_pair,
+                                         table_metric)
 from thinktrace.labels import LabelSet
 
 
@@ -31,10 +32,15 @@ def paired_difference(
     diff, ci and the p-value are None (n/a). All metrics draw the same resamples for the same (n items, n_boot,
     seed), so differences in different metrics are paired on the same resamples too.
 
-    Returns ``{"metric", "a", "b", "diff", "ci": [lo, hi], "p_b_not_better", "n"}``: a, b the metric on all items,
-    diff = b - a, ci its 95 % percentile bootstrap interval, p_b_not_better the share of resamples in which b is not
-    better than a (diff <= 0; for MAE diff >= 0) among resamples where the diff is defined: a one-sided bootstrap
-    p-value, small when b is reliably better. n: number of items. nan values come back as None.
+    Returns ``{"metric", "a", "b", "diff", "ci": [lo, hi], "p_b_not_better", "p_two_sided", "n", "n_boot",
+    "n_valid", "ci_undefined"}``: a, b the metric on all items, diff = b - a, ci its 95 % percentile bootstrap
+    interval, p_b_not_better the share of resamples in which b is not better than a (diff <= 0; for MAE diff >= 0)
+    among resamples where the diff is defined: a one-sided bootstrap p-value, small when b is reliably better.
+    p_two_sided: ``min(1, 2 * min(share(diff <= 0), share(diff >= 0)))`` over the same defined resamples (for a
+    multiple-comparison adjustment such as Holm's). n: number of items. n_boot: resamples drawn; n_valid: those
+    where the diff is defined (e.g. τ-b of a rater that gave one label on every resampled item is not); below 95 %
+    valid the CI is undefined: ci is [None, None] and ci_undefined is true (the p-values stay). nan values come
+    back as None.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {list(METRICS)}")
@@ -53,19 +59,36 @@ def paired_difference(
     diffs = table_metric(boot_b.reshape(-1, v, v + 1), metric, label_set) - table_metric(
         boot_a.reshape(-1, v, v + 1), metric, label_set
     )
-    low, high = percentile_ci(diffs)
-    defined = diffs[np.isfinite(diffs)]
-    if defined.size:
-        not_better = defined <= 0 if HIGHER_IS_BETTER[metric] else defined >= 0
-        p = float(not_better.mean())
-    else:
-        p = float("nan")
+    if metric in SCALE_ONLY and label_set.level == "nominal":
+        diffs = np.zeros(0)  # n/a, not undefined: no resamples to count
+    summary = paired_summary(diffs, "p_b_not_better", HIGHER_IS_BETTER[metric])
     return {
         "metric": metric,
         "a": json_float(value_a),
         "b": json_float(value_b),
         "diff": json_float(value_b - value_a),
-        "ci": [json_float(low), json_float(high)],
-        "p_b_not_better": json_float(p),
+        "ci": summary["ci"],
+        "p_b_not_better": summary["p_b_not_better"],
+        "p_two_sided": summary["p_two_sided"],
         "n": len(h),
+        "n_boot": summary["n_boot"],
+        "n_valid": summary["n_valid"],
+        "ci_undefined": summary["ci_undefined"],
     }
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values of one family of tests, in the input order.
+
+    With the m p-values sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max over j <= i of
+    min(1, (m - j + 1) * p_(j)) (step-down; rejecting where the adjusted p < level controls the family-wise error
+    rate at that level under any dependence). A None (no p: no bootstrap, undefined) still counts in m and is taken
+    as p = 1, so it never shrinks the others' adjustment; it comes back as None.
+    """
+    p = np.array([1.0 if x is None else float(x) for x in p_values])
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order])) if m else p
+    out = np.empty(m)
+    out[order] = adjusted
+    return [None if x is None else float(a) for x, a in zip(p_values, out)]

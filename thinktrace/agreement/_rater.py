@@ -102,8 +102,11 @@ def rater_vs_human(
         human and rater as the two judges. Both on parsed items only (an unparsed item is left out, as in α; n says
         how many were used), on label_set.value (rank for ordinal, the number for interval). On nominal labels
         they are not defined: value and ci are None (n/a), never a number.
-    Each metric is an `Estimate` dict ``{"value", "ci": [low, high], "n"}``: CIs are 95 % percentile bootstrap
-    intervals, all metrics computed on the same `n_boot` resamples of items (seeded by `seed`).
+    Each metric is an `Estimate` dict ``{"value", "ci": [low, high], "n", "n_boot", "n_valid", "ci_undefined"}``:
+    CIs are 95 % percentile bootstrap intervals, all metrics computed on the same `n_boot` resamples of items (seeded
+    by `seed`); n_valid counts the resamples on which the metric is defined (τ-b is not on a resample where the
+    rater gave one label throughout). Below 95 % valid the CI is undefined: ci [None, None], ci_undefined true, the
+    value stays. (n/a metrics on nominal labels: n_boot 0.)
     """
     n_boot = check_n_boot(n_boot)
     h, r = encode_pair(human, rater, label_set)
@@ -124,5 +127,7 @@ def rater_vs_human(
     for metric in metrics_for(label_set):
         n_used = n_items if metric in ("accuracy", "macro_f1") else n_parsed  # others: parsed items only
         value = float(table_metric(point, metric, label_set))
-        out[metric] = estimate(value, table_metric(boot, metric, label_set), n_used).as_dict()
+        na = metric in SCALE_ONLY and label_set.level == "nominal"  # n/a, not undefined: no resamples to count
+        resampled = np.zeros(0) if na else table_metric(boot, metric, label_set)
+        out[metric] = estimate(value, resampled, n_used).as_dict()
     return out

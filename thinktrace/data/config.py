@@ -121,11 +121,22 @@ class DataConfig(Section):
     )
     aggregate: Literal["majority", "mean", "median", "each"] = Field(
         "majority",
-        description="How an item's human labels become its gold label. majority: the most frequent label, ties going "
-        "to the label earliest in `label_set`; mean / median (ordinal or interval only): mean or median of the "
-        "label values (ranks on an ordinal scale, the numbers on an interval scale), mapped to the nearest label; "
-        "each: every human label is its own training example (for per-annotator trace inference) while the gold "
-        "label for evaluation is the majority.",
+        description="How an item's human labels become its gold label. majority: the most frequent label; mean / "
+        "median (ordinal or interval only): mean or median of the label values (ranks on an ordinal scale, the "
+        "numbers on an interval scale), mapped to the nearest label; each: every human label is its own training "
+        "example (for per-annotator trace inference) while the gold label for evaluation is the majority. Ties "
+        "follow `tie_break`; the human ceiling builds its leave-one-out targets with the same rule.",
+    )
+    tie_break: Literal["half_even", "lower", "upper"] = Field(
+        "half_even",
+        description="How a tie becomes a gold label (counted per kind in the corpus stats and the report's Data "
+        "section). half_even (symmetric): a mean or median exactly halfway between two labels goes to the label of "
+        "even rank (position on the scale counted from 0; round half to even: along the scale the ties alternate up and down, so neither end is favoured); a "
+        "majority tie goes, on an ordinal or interval scale, to the median of the tied labels (rounded the same "
+        "way), and on a nominal scale to the tied label picked by a hash of the item id (deterministic, favours no "
+        "label). lower: midpoints to the lower value, majority ties to the tied label earliest in `label_set` (the "
+        "rule before this field existed, pinned for run folders made then; it leans toward one end of the scale). "
+        "upper: the mirror of lower (higher value, latest in `label_set`).",
     )
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/dev/test fractions, by item.")
     limit: Optional[int] = Field(

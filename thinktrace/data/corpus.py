@@ -3,7 +3,9 @@
 `load_corpus(cfg, base_dir, seed)` reads the source (see `DataConfig.source`), turns every format into one human
 label per row, checks every label against `label_set` (labels outside it are an error, never dropped), groups the
 rows into items, drops items with fewer than `min_labels_per_item` labels (counted in `Corpus.stats`), orders the
-items by a seeded hash of their id, keeps the first `limit`, and cuts train/dev/test by the split fractions.
+items by a seeded hash of their id, keeps the first `limit`, and cuts train/dev/test by the split fractions. Each
+item's gold label comes from `thinktrace.gold.gold_label` (`data.aggregate`, ties by `data.tie_break`), the function
+that also builds the human ceiling's leave-one-out targets.
 
 Splits are assigned per item, never per row: the items are ordered by ``sha1(f"{seed}:{item_id}")`` and the first
 ``round(train * N)`` go to train, the next ``round(dev * N)`` to dev and the rest to test (largest-remainder
@@ -24,6 +26,7 @@ import pandas as pd
 
 from thinktrace.data import sources as _sources
 from thinktrace.errors import DataError
+from thinktrace.gold import TIE_KINDS, gold_label
 from thinktrace.labels import LabelSet
 from thinktrace.data.config import SPLITS, DataConfig, SplitConfig
 from thinktrace.data.formats import _check_labels, _check_texts, _frame_rows, _Rows, _vader_rows
@@ -48,7 +51,8 @@ class Corpus:
 
     `items` are in the seeded hash order used for `limit` and splitting (independent of row order in the file).
     `per_annotator` is True when every label has an annotator id and some item has at least two labels.
-    `stats` counts what was read, dropped (and why), ties broken, items per split and label distributions.
+    `stats` counts what was read, dropped (and why), ties broken (`ties`: per kind, majority and midpoint, under
+    the rule `tie_break`; `ties_broken`: their total), items per split and label distributions.
     """
 
     items: list[Item]
@@ -56,6 +60,7 @@ class Corpus:
     per_annotator: bool
     stats: dict
     aggregate: str = "majority"
+    tie_break: str = "half_even"  #: `data.tie_break`: how ties became gold labels (the human ceiling uses it too)
 
     def split(self, name: str) -> list[Item]:
         """The items of split `name` ("train", "dev" or "test")."""
@@ -145,19 +150,14 @@ def load_corpus(cfg: DataConfig, base_dir: Path, seed: int) -> Corpus:
     assigned = [name for name, n in zip(SPLITS, counts) for _ in range(n)]
 
     items: list[Item] = []
-    ties = 0
-    majority = _agreement_majority() if cfg.aggregate in ("majority", "each") else None
+    ties = dict.fromkeys(TIE_KINDS, 0)
+    rule = "majority" if cfg.aggregate == "each" else cfg.aggregate
     for item_id, split in zip(order, assigned):
         text, item_labels, item_annotators = kept[item_id]
-        score = None
-        if cfg.aggregate in ("mean", "median"):
-            values = [label_set.value(x) for x in item_labels]
-            score = statistics.fmean(values) if cfg.aggregate == "mean" else float(statistics.median(values))
-            gold = label_set.nearest(score)
-        else:
-            gold, tie = _majority(item_labels, label_set, majority)
-            ties += tie
-        items.append(Item(item_id, text, gold, list(item_labels), list(item_annotators), split, score))
+        gold = gold_label(item_labels, label_set, rule, cfg.tie_break, key=item_id)
+        if gold.tie:
+            ties[gold.tie] += 1
+        items.append(Item(item_id, text, gold.label, list(item_labels), list(item_annotators), split, gold.score))
 
     all_labels = [x for it in items for x in it.labels]
     label_counts = Counter(all_labels)
@@ -167,7 +167,9 @@ def load_corpus(cfg: DataConfig, base_dir: Path, seed: int) -> Corpus:
         dropped=dropped,
         items=len(items),
         labels=len(all_labels),
-        ties_broken=ties,
+        ties_broken=sum(ties.values()),
+        ties=ties,
+        tie_break=cfg.tie_break,
         per_split=dict(zip(SPLITS, counts)),
         label_distribution={lab: label_counts[lab] for lab in label_set if label_counts[lab]},
         gold_distribution=dict(Counter(it.label for it in items).most_common()),
@@ -179,7 +181,8 @@ def load_corpus(cfg: DataConfig, base_dir: Path, seed: int) -> Corpus:
         seed=seed,
     )
     stats["gold_distribution"] = {lab: stats["gold_distribution"][lab] for lab in label_set if lab in stats["gold_distribution"]}
-    return Corpus(items=items, label_set=label_set, per_annotator=per_annotator, stats=stats, aggregate=cfg.aggregate)
+    return Corpus(items=items, label_set=label_set, per_annotator=per_annotator, stats=stats, aggregate=cfg.aggregate,
+                  tie_break=cfg.tie_break)
 
 
 def _group(rows: _Rows, texts: list[str], labels: list, file: str):
@@ -215,26 +218,6 @@ def _group(rows: _Rows, texts: list[str], labels: list, file: str):
         entry[1].append(label)
         entry[2].append(ann)
     return items, dup_rows, repeats
-
-
-def _majority(labels: list[str], label_set: LabelSet, majority=None) -> tuple[str, int]:
-    """Most frequent label; a tie goes to the tied label earliest in label_set order. Returns (label, 1 if tied).
-
-    `majority` is `thinktrace.agreement.majority` (the same rule, shared with the human ceiling) when available.
-    """
-    counts = Counter(labels)
-    top = max(counts.values())
-    tied = [lab for lab in label_set.labels if counts.get(lab) == top]
-    gold = majority(labels, label_set) if majority is not None else tied[0]
-    return gold, int(len(tied) > 1)
-
-
-def _agreement_majority():
-    try:
-        from thinktrace.agreement import majority
-    except ImportError:
-        return None
-    return majority
 
 
 def _hash(seed: int, item_id: str) -> str:

@@ -90,6 +90,11 @@ class FinetuneConfig(Section):
                             "from the last one.")
     ablation_label_only: bool = Field(True, description="Also train the label-only ablation (same items, answer "
                                       "without the trace), so the effect of the traces is measured.")
+    ablation_shuffled: bool = Field(True, description="Also train the shuffled-trace control `<base>+shuffled-trace-"
+                                    "sft`: trace-sft's rows with each rationale moved to another item of the same "
+                                    "label (a derangement seeded by the spec's seed; a rationale stays only where its "
+                                    "label has no other item, counted), paired trace-sft − shuffled-trace-sft, so "
+                                    "\"traces help\" must beat explanations that do not fit the item.")
     max_rows: int | None = Field(None, ge=1, description="Train on at most this many rows (the first ones, in "
                                  "trace order). Null: all.")
     num_threads: int | None = Field(None, ge=1, le=1024, description="Torch CPU threads while training (restored "

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"python -m {MODULE}", description="Train one LoRA adapter of a run folder "
                                  "(alone, or in every process of accelerate launch / torchrun).")
     ap.add_argument("run_dir", help="the compile's run folder")
-    ap.add_argument("--adapter", required=True, help="which adapter: trace-sft or label-sft")
+    ap.add_argument("--adapter", required=True, help="which adapter: trace-sft, label-sft, shuffled-trace-sft, ...")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if os.environ.get(_DIE_WITH_PARENT) == "1":

@@ -106,7 +106,8 @@ def _fingerprint(cfg: FinetuneConfig, rows: Sequence[dict], seed: int, dtype: st
     The base dtype and the process count (it sets the effective batch) are added only when they differ from the
     one-process fp32 run, so folders trained before they existed still resume."""
     keep = cfg.model_dump(exclude={"enabled", "save_steps", "num_threads", "ablation_label_only", "seed",
-                                   "shared_prefix", "device", "precision", "gradient_checkpointing", "launcher"})
+                                   "shared_prefix", "device", "precision", "gradient_checkpointing", "launcher",
+                                   "ablation_shuffled"})
     if dtype != "float32":
         keep["base_dtype"] = dtype
     if processes != 1:

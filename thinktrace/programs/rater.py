@@ -4,9 +4,12 @@
 `order="label_first"` the answer states the label before its rationale (a prompt variant, `evaluate.prompts`). Output: a Prediction with
 `rationale` (None when the output had none), `label` (a canonical label, or None when the output could not be
 parsed - counted, never guessed), `raw_label` (the label as the LM wrote it), `raw` (the LM's whole completion
-when the adapter could not parse it) and `label_source`: "output" (parsed from the answer), "choice" (the answer
+when the adapter could not parse it), `label_source`: "output" (parsed from the answer), "choice" (the answer
 was cut before its label, e.g. by max_tokens, and a local model completed it under a grammar that allows only
-the label set) or None.
+the label set) or None, `finish_reason` (of the answer's own call, before any completion under the grammar:
+"stop", "length" = cut by max_tokens, or None when the LM does not say) and `cut` (`answer_cut`: the answer was
+cut by max_tokens or stopped before its label, so its rationale may be unfinished; rejection sampling does not
+accept such an answer as a trace unless `sampling.accept_cut`).
 
 On local models (llama.cpp) the answer is constrained by a grammar (thinktrace.lm.constrain): the label field can
 only hold a label of the label set, so every uncut answer parses. Remote LMs answer freely and are parsed leniently.
@@ -22,7 +25,9 @@ from dspy.utils.exceptions import AdapterParseError
 from thinktrace.adapters import choose_field
 from thinktrace.labels import LabelSet
 from thinktrace.lm.constrain import constrained_config
+from thinktrace.lm.guard import forget_finish, last_finish
 from thinktrace.loader import load_relative
+from thinktrace.records import answer_cut
 
 Judge = load_relative(__file__, "../signatures/judge.py", "Judge")
 
@@ -64,10 +69,13 @@ class Rater(dspy.Module):
             guideline_instructions(guideline, label_set)))
 
     def forward(self, item: str) -> dspy.Prediction:
+        forget_finish()  # the finish reason read below is this answer's (a GuardedLM sets it; None otherwise)
         try:
             out = self.judge(item=item, config=self.label_constraint(self.judge))
             rationale, raw_label, raw = out.get("rationale") or None, out.get("label"), None
+            finish = last_finish()
         except AdapterParseError as err:
+            finish = last_finish()
             # Small models often break the format; keep what was parsed and look for a stated label line.
             raw = err.lm_response or ""
             partial = err.parsed_result if isinstance(err.parsed_result, dict) else {}
@@ -80,7 +88,8 @@ class Rater(dspy.Module):
         if label is None and (rationale or "rationale" not in self.judge.signature.output_fields):
             label = self.choose(item, rationale)
             source = "choice" if label is not None else None
-        return dspy.Prediction(rationale=rationale, label=label, raw_label=raw_label, raw=raw, label_source=source)
+        return dspy.Prediction(rationale=rationale, label=label, raw_label=raw_label, raw=raw, label_source=source,
+                               finish_reason=finish, cut=answer_cut(finish, source))
 
     def label_constraint(self, predictor) -> dict:
         """Per-call config that limits the label field to the label set on LMs that take a grammar."""

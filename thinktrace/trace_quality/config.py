@@ -9,8 +9,9 @@ from thinktrace.config import Section
 
 class TraceQualityConfig(Section):
     """Does each accepted trace carry its label? A reader model is shown the item and the trace (never the trace's
-    label) and asked for the label alone; its rate of returning the human label with the trace is compared, on the
-    same traces, with its rate on the item alone and with a rejected trace of the same example (bootstrap CIs)."""
+    label, and with every statement of a label in the trace masked: `thinktrace.leak`) and asked for the label
+    alone; its rate of returning the human label with the masked trace is compared, on the same traces, with its
+    rate with the raw trace, on the item alone and with a rejected trace of the same example (bootstrap CIs)."""
 
     enabled: bool | None = Field(
         None, description="Run the check. Null: on when `sampling` and `finetune` are both enabled (the reader is "

@@ -1,5 +1,6 @@
 """The trace-quality stage's work: pick the reader, make each reader call once (journalled in trace_quality.jsonl:
-settled units are skipped on resume, retryable failures are made again), and compute the numbers."""
+settled units are skipped on resume, retryable failures are made again; a journal from a run made before the masked
+conditions existed replays as it is, and only the masked units are read), and compute the numbers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 from thinktrace.errors import RunIncomplete
 from thinktrace.journal import latest_settled
 from thinktrace.lm.config import ModelConfig
-from thinktrace.trace_quality.stats import quality_metrics
+from thinktrace.trace_quality.stats import leak_stats, quality_metrics
 from thinktrace.trace_quality.units import Unit, build_units
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +67,7 @@ def read_units(reader, lm, units: Sequence[Unit], log, *, name: str, threads: in
     def call(u: Unit) -> dict:
         program = lambda item: reader(item=item, trace=u.trace)  # noqa: E731
         return {"condition": u.condition, "unit": u.unit, "key": u.key, "reader": name,
-                "trace_strategy": u.trace_strategy, "trace_attempt": u.trace_attempt,
+                "trace_strategy": u.trace_strategy, "trace_attempt": u.trace_attempt, "trace_sha": u.trace_sha,
                 **rate_one(program, lm, u, adapter)}
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
@@ -93,22 +94,43 @@ def run_trace_quality(p: Pipeline) -> dict:
     cfg = p.spec.trace_quality
     traces = p.rundir.log("traces.jsonl").read()
     traces = traces[: cfg.max_traces] if cfg.max_traces else traces
-    units = build_units(traces, p.rundir.log("attempts.jsonl").read())
+    attempts = p.rundir.log("attempts.jsonl").read()
+    label_set = p.corpus.label_set
+    units = build_units(traces, attempts, label_set)
     model = reader_model(p)
     reader = load_object(p.spec.programs.reader, [p.loaded.base_dir], "programs.reader")(
         guideline=p.loaded.guideline, label_set=p.corpus.label_set)
     log = JsonlLog(p.rundir.file(JOURNAL), model=TraceRead)
     records = log.read()
-    done = latest_settled(records, read_key)
-    todo = [u for u in units if (u.condition, u.unit) not in done]
+    done = settled_for(records, units)
+    todo = [u for u in units if (u.condition, u.unit) not in done and u.same_as is None]
     if todo:
         records += read_units(reader, p.lm(model), todo, log, name=model.name, threads=model.num_threads,
                               adapter=p.adapter_for(model))
-    done = latest_settled(records, read_key)
+    done = with_twins(settled_for(records, units), units)
     left = [u for u in units if (u.condition, u.unit) not in done]
     if left:
         raise RunIncomplete("trace_quality", f"{len(left)} of {len(units)} reader calls failed retryably after "
                             "their retries")
     wanted = {(u.condition, u.unit) for u in units}
-    return quality_metrics(traces, {k: r for k, r in done.items() if k in wanted}, p.corpus.label_set.labels,
-                           reader=model.name, n_boot=p.spec.evaluate.bootstrap, seed=p.spec.seed)
+    return quality_metrics(traces, {k: r for k, r in done.items() if k in wanted}, label_set.labels,
+                           reader=model.name, n_boot=p.spec.evaluate.bootstrap, seed=p.spec.seed,
+                           leaks=leak_stats(traces, attempts, label_set))
+
+
+def settled_for(records: Sequence[dict], units: Sequence[Unit]) -> dict:
+    """{(condition, unit): its last settled record}, without records of another trace than the unit shows now (a
+    record carries the hash of the trace it was shown since masking began; older records carry none and count)."""
+    shown = {(u.condition, u.unit): u.trace_sha for u in units}
+    return {k: r for k, r in latest_settled(records, read_key).items()
+            if r.get("trace_sha") is None or r.get("trace_sha") == shown.get(k)}
+
+
+def with_twins(done: dict, units: Sequence[Unit]) -> dict:
+    """`done` plus, for each masked unit the mask left unchanged, its raw twin's settled record under its own
+    (condition, unit): the same prompt, so the same answer, read once."""
+    out = dict(done)
+    for u in units:
+        if u.same_as is not None and u.same_as in done and (u.condition, u.unit) not in done:
+            out[(u.condition, u.unit)] = {**done[u.same_as], "condition": u.condition, "same_as": list(u.same_as)}
+    return out

@@ -7,6 +7,7 @@ import re
 from typing import Sequence
 
 from thinktrace import _plots
+from thinktrace.report.flags import flag_text, rater_flags
 from thinktrace.report.format import fmt_diff, fmt_est, fmt_p
 from thinktrace.report.model import Block, Figure, Gallery, Heading, Strong, Table, Text
 from thinktrace.runview import RunView
@@ -45,6 +46,7 @@ def agreement(run: RunView) -> list[Block]:
         scale = [(k, h) for k, h in SCALE_METRICS if any(k in m for m in raters.values())]
         blocks.append(Heading(f"{split_name} split ({split.get('n_items', '?')} items)"))
         rows, plot_rows = [], []
+        flagged = any(rater_flags(m) for m in raters.values())  # a flags column only when a variant has one
         for v in run.variants(split_name):
             m = raters.get(v["name"])
             if m is None:
@@ -58,18 +60,23 @@ def agreement(run: RunView) -> list[Block]:
             rows.append([v["name"], v.get("kind", ""), v.get("model") or "", fmt_est(a),
                          *[fmt_est(m.get(k)) for k, _ in scale], *[fmt_est(m.get(k)) for k in second],
                          f"{n - m.get('n_unparsed', 0)}/{n}", m.get("n_label_by_choice", 0), m.get("n_errors", 0),
-                         f"{tok.get('prompt', 0)}/{tok.get('completion', 0)}"])
+                         f"{tok.get('prompt', 0)}/{tok.get('completion', 0)}", *([flag_text(m)] if flagged else [])])
         if plot_rows:
             blocks.append(Figure(_plots.alpha_forest(plot_rows, _ceiling(split), f"α vs human, {split_name} split"),
                                  f"alpha-{slug(split_name)}.png", f"alpha per variant, {split_name} split"))
         blocks.append(Table(["variant", "kind", "model", "α (95% CI)", *[h for _, h in scale], *second, "parsed",
-                             "by choice", "LM errors", "tokens in/out"], rows))
+                             "by choice", "LM errors", "tokens in/out", *(["flags"] if flagged else [])], rows))
         blocks.append(Text(
             "α: Krippendorff's alpha between the rater and the aggregated human label at the "
             f"{run.level} level (1 = perfect agreement, 0 = chance level; unparsed outputs are missing values). "
-            "Accuracy counts unparsed outputs as wrong. CIs: percentile bootstrap over items. by choice: answers cut "
+            "Accuracy counts unparsed outputs as wrong. CIs: percentile bootstrap over items; a CI is undefined when "
+            "fewer than 95 % of the resamples gave a defined value (shown as valid/drawn). by choice: answers cut "
             "before their label (by max_tokens), whose label a local model then wrote under a grammar that allows "
-            "only the label set." + (" τ-b and ICC need ordered labels: n/a on nominal data." if scale else ""),
+            "only the label set." + (" τ-b and ICC need ordered labels: n/a on nominal data." if scale else "")
+            + (" flags: failed = parse rate below evaluate.min_parse_rate (parsed / answers without an LM error); "
+               "collapsed = the variant's most frequent answer covers far more of its answers than the gold's most "
+               "frequent label covers of the items (evaluate.collapse_share, evaluate.collapse_spread)."
+               if flagged else ""),
             "note"))
         ceiling = split.get("human_ceiling")
         if ceiling:

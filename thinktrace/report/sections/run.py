@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+from thinktrace.report.flags import collapse_flag
 from thinktrace.report.model import Block, Bullets, Details, Strong, Table, Text
 from thinktrace.runview import RunView
 
 
 def status_banner(metrics: dict) -> list[Block]:
-    """A warning at the top of a report whose run is not complete (nothing for a complete run)."""
+    """Warnings at the top of a report whose run is not complete, has variants that failed (answers that do not
+    parse) or collapsed (answers almost one label); nothing for a complete run whose variants are all fine."""
     status = metrics.get("status") or {}
     if status.get("state") == "incomplete":
         return [Text([Strong("INCOMPLETE RUN: no agreement numbers."), f" {status.get('message', '')}"], "warn")]
+    blocks: list[Block] = []
+    failed = status.get("failed_variants") or []
     if status.get("state") == "failures_over_threshold":
-        return [Text([Strong("Too many failed LM calls:"), f" {status.get('message', '')}. The numbers below treat "
-                      "each failed call as a missing label; read them with that in mind."], "warn")]
-    return []
+        message = status.get("message", "")
+        if failed and status.get("stages"):  # the message names the failed variants too: they get their own line
+            max_failed = (metrics.get("calls") or {}).get("max_failed", 0)
+            message = (f"final failures above calls.max_failed ({max_failed:.0%}): " +
+                       ", ".join(f"{k} {v:.1%}" for k, v in status["stages"].items()))
+        blocks.append(Text([Strong("Too many failed LM calls:"), f" {message}. The numbers below treat each failed "
+                            "call as a missing label; read them with that in mind."], "warn"))
+    several = len(metrics.get("splits") or {}) > 1
+    if failed:
+        rate = status.get("min_parse_rate")
+        names = ", ".join(f"{f.get('variant')}" + (f" ({f.get('split')})" if several else "") +
+                          f" parsed {f.get('parsed')}/{f.get('n_answers')} answers" for f in failed)
+        blocks.append(Text([Strong("Failed variants:"), f" {names}: parse rate below evaluate.min_parse_rate"
+                            + (f" ({rate:.0%})" if isinstance(rate, (int, float)) else "") + ". They did not "
+                            "work as raters: their agreement numbers stand only on the answers that parsed (the "
+                            "confusion matrices' unparsed column shows the rest)."], "warn"))
+    collapsed = []
+    for split, m in (metrics.get("splits") or {}).items():
+        for name, r in ((m or {}).get("raters") or {}).items():
+            flag = collapse_flag(r or {})
+            if flag:
+                gold = (r.get("collapse") or {}).get("gold_top_share")
+                collapsed.append(f"{name}{f' ({split})' if several else ''} {flag}"
+                                 + (f" (the gold's most frequent label: {gold:.0%})" if gold is not None else ""))
+    if collapsed:
+        blocks.append(Text([Strong("Collapsed variants:"), f" {'; '.join(collapsed)}. Their answers are far less "
+                            "spread than the human labels: a rater that answers (almost) one label."], "warn"))
+    return blocks
 
 
 def header(run: RunView) -> list[Block]:
@@ -39,12 +68,26 @@ def data(run: RunView) -> list[Block]:
             ("annotators", stats.get("annotators", "n/a")),
             ("gold label distribution",
              ", ".join(f"{k}: {v}" for k, v in (stats.get("gold_distribution") or {}).items()) or "n/a"),
+            ("ties broken", ties_broken(stats)),
             ("source", stats.get("file") or (run.spec.get("data") or {}).get("source") or "?")]
     blocks: list[Block] = [Table(None, rows)]
     codebook = run.spec.get("codebook")
     if codebook:
         blocks.append(Details("annotation guideline used", str(codebook)))
     return blocks
+
+
+def ties_broken(stats: dict) -> str:
+    """How many gold labels were ties, per kind, and the rule that broke them (`data.tie_break`)."""
+    ties = stats.get("ties")
+    if isinstance(ties, dict):
+        return (f"{stats.get('ties_broken', sum(ties.values()))} of {stats.get('items', '?')} items: "
+                f"{ties.get('majority', 0)} majority ties, {ties.get('midpoint', 0)} means/medians halfway between two "
+                f"labels; rule `data.tie_break: {stats.get('tie_break', '?')}`")
+    if "ties_broken" in stats:  # a run from before data.tie_break: only majority ties were counted
+        return (f"{stats['ties_broken']} majority ties (means/medians halfway between two labels not counted in this "
+                "older run); rule: lower (ties to the lower / earliest label)")
+    return "n/a"
 
 
 def calls(run: RunView) -> list[Block]:

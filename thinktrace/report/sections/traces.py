@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from thinktrace import _plots
 from thinktrace.report.format import fmt_diff, fmt_est, fmt_p, num, pct
-from thinktrace.report.model import Block, Figure, Heading, Quote, Table, Text
+from thinktrace.report.model import Block, Figure, Heading, Quote, Strong, Table, Text
 from thinktrace.runview import RunView
 
 
@@ -40,6 +40,7 @@ def traces(run: RunView) -> list[Block]:
               if "demos" in t else []),
             ("failed attempts", f"{failed.get('errors', 0)} LM errors{by_type}, {failed.get('unparsed', 0)} "
                                 f"unparseable labels, {failed.get('no_rationale', 0)} without a rationale"),
+            *([("cut answers (max_tokens)", _cut_row(t["cut"], t.get("accept_cut")))] if "cut" in t else []),
         ]))
     points = _by_attempt(run)
     if points:
@@ -58,8 +59,12 @@ def traces(run: RunView) -> list[Block]:
                               s.get("attempts"), pct(s.get("rate"))] for k, s in per_label.items()]))
     per_strategy = (t or {}).get("per_strategy") or {}
     if per_strategy:
-        blocks.append(Table(["strategy", "attempts", "accepted", "rate", "examples explained"],
-                            [[k, s.get("attempts"), s.get("accepted"), pct(s.get("rate")), s.get("examples_explained")]
+        cut = any("cut" in s for s in per_strategy.values())  # runs made before cuts were counted have none
+        blocks.append(Table(["strategy", "attempts", "accepted", "rate", "examples explained",
+                             *(["cut", "cut, label matched"] if cut else [])],
+                            [[k, s.get("attempts"), s.get("accepted"), pct(s.get("rate")), s.get("examples_explained"),
+                              *([(s.get("cut") or {}).get("attempts", 0),
+                                 (s.get("cut") or {}).get("label_matched_rejected", 0)] if cut else [])]
                              for k, s in per_strategy.items()]))
     unexplained = (t or {}).get("unexplained") or []
     if unexplained:
@@ -68,44 +73,102 @@ def traces(run: RunView) -> list[Block]:
     return blocks
 
 
+def _cut_row(cut: dict, accept_cut) -> str:
+    """The acceptance table's line on cut answers (metrics `traces.cut`)."""
+    n, forced = cut.get("attempts", 0), cut.get("label_source_choice", 0)
+    text = f"{n} attempts cut ({forced} with the label written under the grammar after the cut)"
+    if accept_cut:
+        return text + f"; {cut.get('accepted', 0)} accepted as traces (sampling.accept_cut)"
+    return text + (f"; none accepted: {cut.get('label_matched_rejected', 0)} matched the human label and were "
+                   "rejected for the cut (sampling.accept_cut false)")
+
+
 def _verdict(flag) -> str:
     return {True: "yes", False: "no"}.get(flag, "n/a")
 
 
+MASKED_KEY, RAW_KEY = "masked_trace_minus_without_trace", "with_trace_minus_without_trace"
+AR_KEY = "masked_trace_minus_masked_rejected_trace"
+
+
+def accepted_vs_rejected(diff: dict | None) -> str | None:
+    """Accepted − rejected (masked), in words: more / less only when the 95 % CI excludes 0."""
+    if not diff or diff.get("diff") is None:
+        return None
+    low, high = diff.get("ci") or [None, None]
+    if low is None or high is None:
+        return ("an accepted trace lifts the reader more than a rejected one" if diff["diff"] > 0 else
+                "a rejected trace lifts the reader as much as an accepted one or more") + \
+            " (no CI: evaluate.bootstrap 0)"
+    if low > 0:
+        return "an accepted trace lifts the reader more than a rejected one (the CI lies above 0)"
+    if high < 0:
+        return "a rejected trace lifts the reader more than an accepted one (the CI lies below 0)"
+    return "a rejected trace lifts the reader about as much as an accepted one (the CI includes 0)"
+
+
+def _leak_text(leaks: dict) -> str:
+    acc, rej = leaks.get("accepted") or {}, leaks.get("rejected") or {}
+    text = (f"Label statements (thinktrace.leak): {acc.get('states_own_label', 0)} of {acc.get('n', 0)} accepted "
+            f"traces state their own label ({pct(acc.get('share_states_own_label'))})")
+    if rej.get("n"):
+        text += (f", {rej.get('states_own_label', 0)} of {rej['n']} rejected traces theirs "
+                 f"({pct(rej.get('share_states_own_label'))}; {rej.get('states_human_label', 0)} state the human "
+                 "label)")
+    return (text + f". The mask ({leaks.get('placeholder', '[label]')} for each statement) changed "
+            f"{acc.get('masked', 0)} accepted and {rej.get('masked', 0)} rejected traces; label leaks left after "
+            f"masking: {leaks.get('residual_after_mask', 0)}.")
+
+
 def trace_quality(run: RunView) -> list[Block]:
-    """Does each accepted trace carry its label? The reader's rate of returning the human label with the trace,
-    without it, and with a rejected trace of the same example (metrics `trace_quality`)."""
+    """Does each accepted trace carry its label? The reader's rate of returning the human label with the trace
+    (its label statements masked: the main condition; and raw), without it, and with a rejected trace of the same
+    example (metrics `trace_quality`)."""
     q = run.metrics.get("trace_quality")
     if not q:
         return [Text("no trace-quality check in this run (trace_quality off, or no sampling)", "note")]
+    overall = q.get("overall") or {}
     blocks: list[Block] = [Text(
-        f"The reader model {q.get('reader')} was shown each accepted trace's item and the "
-        "trace, never the trace's label, and asked for the label alone; the same reader labelled the item without "
-        "any trace. Rates of returning the human label, with 95 % bootstrap CIs; differences are paired on the same "
-        f"traces ({q.get('n_traces')} traces of {q.get('n_items')} items).")]
+        f"The reader model {q.get('reader')} was shown each accepted trace's item and the trace, never the trace's "
+        "label, and asked for the label alone; the same reader labelled the item without any trace. The main "
+        "condition shows the trace with every statement of a label masked (a trace that writes \"I label this as "
+        "-2\" lets the reader copy the number), the same mask for accepted and rejected traces; the raw trace is a "
+        "second condition. Rates of returning the human label, with 95 % bootstrap CIs; differences are paired on "
+        f"the same traces ({q.get('n_traces')} traces of {q.get('n_items')} items).")]
+    if q.get("leaks"):
+        blocks.append(Text(_leak_text(q["leaks"])))
+    if "masked_trace" not in overall:
+        blocks.append(Text("This run was checked before label statements were masked: its verdict reads the raw "
+                           "trace, which the reader can copy; resume it to add the masked conditions.", "warn"))
     blocks += [Text(str(w), "warn") for w in q.get("warnings") or []]
-    groups = [("all", q.get("overall") or {})] + list((q.get("per_label") or {}).items())
-    key = "with_trace_minus_without_trace"
-    blocks.append(Table(["human label", "traces", "with trace", "without trace", "with − without",
-                         "p (not better)", "traces help?"],
-                        [[lab, g.get("n", 0), fmt_est(g.get("with_trace")), fmt_est(g.get("without_trace")),
-                          fmt_diff(g.get(key)), fmt_p((g.get(key) or {}).get("p_b_not_better")),
-                          _verdict(g.get("moves_toward_human"))] for lab, g in groups]))
-    rejected = (q.get("overall") or {}).get("rejected") or {}
+    groups = [("all", overall)] + list((q.get("per_label") or {}).items())
+    blocks.append(Table(["human label", "traces", "masked trace", "raw trace", "without trace", "masked − without",
+                         "p (not better)", "raw − without", "traces help? (masked)"],
+                        [[lab, g.get("n", 0), fmt_est(g.get("masked_trace")), fmt_est(g.get("with_trace")),
+                          fmt_est(g.get("without_trace")), fmt_diff(g.get(MASKED_KEY)),
+                          fmt_p((g.get(MASKED_KEY) or {}).get("p_b_not_better")), fmt_diff(g.get(RAW_KEY)),
+                          _verdict(g.get("moves_toward_human") if "masked_trace" in g else None)]
+                         for lab, g in groups]))
+    rejected = overall.get("rejected") or {}
     if rejected.get("n"):
         by = ", ".join(f"{k} {v}" for k, v in (rejected.get("by_strategy") or {}).items())
+        reading = accepted_vs_rejected(rejected.get(AR_KEY))
         blocks.append(Text(
             f"Rejected-trace subset: the {rejected['n']} accepted traces (of {rejected.get('n_items')} items) whose "
             f"example also has a rejected attempt with a rationale (the first one; strategy: {by}). The same "
-            "reader on the same traces, with the accepted trace, with the rejected one, and without a trace."))
+            "reader on the same traces, with the accepted trace, with the rejected one (each masked, and raw), and "
+            "without a trace." + (f" Masked: {reading}, accepted − rejected {fmt_diff(rejected.get(AR_KEY))}."
+                                  if reading else "")))
         rows = []
         for lab, g in groups:
             r = g.get("rejected") or {}
             if r.get("n"):
-                rows.append([lab, r["n"], fmt_est(r.get("with_trace")), fmt_est(r.get("rejected_trace")),
-                             fmt_est(r.get("without_trace")), fmt_diff(r.get("with_trace_minus_rejected_trace"))])
-        blocks.append(Table(["human label", "traces", "accepted trace", "rejected trace", "without trace",
-                             "accepted − rejected"], rows))
+                rows.append([lab, r["n"], fmt_est(r.get("masked_trace")), fmt_est(r.get("masked_rejected_trace")),
+                             fmt_diff(r.get(AR_KEY)), fmt_est(r.get("with_trace")), fmt_est(r.get("rejected_trace")),
+                             fmt_diff(r.get("with_trace_minus_rejected_trace")), fmt_est(r.get("without_trace"))])
+        blocks.append(Table(["human label", "traces", "accepted (masked)", "rejected (masked)",
+                             "accepted − rejected (masked)", "accepted (raw)", "rejected (raw)",
+                             "accepted − rejected (raw)", "without trace"], rows))
     else:
         blocks.append(Text("no example has both an accepted and a rejected trace: no rejected-trace comparison",
                            "note"))
@@ -116,6 +179,36 @@ def trace_quality(run: RunView) -> list[Block]:
                            f"left out of the comparisons they belong to): {errors or 0}", "note"))
     blocks.append(Text(f"Rule: {q.get('rule')}.", "note"))
     return blocks
+
+
+def trace_quality_finding(q: dict | None) -> Text | None:
+    """The findings' paragraph on trace quality: the masked trace vs none (the verdict), accepted vs rejected
+    (masked), and the raw trace beside them; None when the run made no check."""
+    overall = (q or {}).get("overall") or {}
+    if not overall.get("n"):
+        return None
+    moves = overall.get("moves_toward_human")
+    if "masked_trace" not in overall:  # a run checked before masking: the raw trace only
+        return Text([Strong("Trace quality:"), f" the untuned reader returned the human label "
+                     f"{fmt_est(overall.get('with_trace'))} of the time with the accepted trace vs "
+                     f"{fmt_est(overall.get('without_trace'))} without it (Δ {fmt_diff(overall.get(RAW_KEY))}, "
+                     f"{overall['n']} traces), label statements not masked: a reader can copy a stated label, so this "
+                     "is no evidence that the reasoning carries it."], "warn")
+    text = (f" with every statement of a label masked, the untuned reader returned the human label "
+            f"{fmt_est(overall.get('masked_trace'))} of the time with the accepted trace vs "
+            f"{fmt_est(overall.get('without_trace'))} without it (Δ {fmt_diff(overall.get(MASKED_KEY))}, "
+            f"{overall['n']} traces): the " + ("traces move the reader toward the human label." if moves else
+                                               "traces do not clearly move the reader toward the human label."))
+    rejected = overall.get("rejected") or {}
+    reading = accepted_vs_rejected(rejected.get(AR_KEY)) if rejected.get("n") else None
+    if reading:
+        text += (f" Accepted vs rejected (masked, {rejected['n']} traces): {reading}, Δ "
+                 f"{fmt_diff(rejected.get(AR_KEY))}.")
+    acc = ((q or {}).get("leaks") or {}).get("accepted") or {}
+    stated = f" ({acc['states_own_label']} of {acc['n']} accepted traces state their label)" if acc.get("n") else ""
+    text += (f" With the raw trace{stated}: {fmt_est(overall.get('with_trace'))} (Δ vs without "
+             f"{fmt_diff(overall.get(RAW_KEY))}).")
+    return Text([Strong("Trace quality:"), text], "para" if moves else "warn")
 
 
 def samples(run: RunView, per_label: int = 3) -> list[Block]:
@@ -171,6 +264,14 @@ def finetune(run: RunView) -> list[Block]:
             blocks.append(Text("rows / items: the rows the adapter was given and the items they cover; train rows: "
                                "those it trained on (after `finetune.max_rows` and rows dropped for length).",
                                "note"))
+        shuffled = (results.get("shuffled-trace-sft") or {}).get("trained_on") or {}
+        if "rationales_moved" in shuffled:
+            blocks.append(Text(
+                f"shuffled-trace-sft (the control): trace-sft's rows with each rationale moved to another item of "
+                f"the same label; {shuffled['rationales_moved']} rationales moved, "
+                f"{shuffled.get('rationales_kept', 0)} kept on their own item (their label has no other item to "
+                "take them), so trace-sft − shuffled-trace-sft is what fitting the item adds to a rationale.",
+                "note"))
     if curves:
         rows = [[name, len(pts), pts[-1][0], f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}",
                  f"{min(v for _, v in pts):.4f}"] for name, pts in curves.items()]

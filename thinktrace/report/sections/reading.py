@@ -1,0 +1,171 @@
+"""The plain reading of a run's findings: sentences whose every number is read off metrics.json, so the prose under a
+published results table can never outrun the data (issue: "prose outruns the data").
+
+For each paired comparison of the findings table: both variants' α, the difference with its CI and what the CI
+says, how often each variant's answer was cut before its label (its label then written under the label grammar),
+and the flags of a variant that failed or collapsed. Then each of the paper's claims as *shown* (every comparison
+that tests it reads better), *contradicted* (one reads worse) or *not shown*; the change of agreement among LLM
+raters; the human ceiling against the best rater. What a reading does not show is said with it: a CI that spans 0
+is no evidence of no effect, and a collapsed variant's α is not a rater's agreement.
+"""
+
+from __future__ import annotations
+
+from thinktrace.report.flags import rater_flags
+from thinktrace.report.format import fmt_diff, fmt_est
+from thinktrace.report.model import Block, Bullets, Strong, Text
+from thinktrace.report.sections.findings import QUESTIONS, reading
+from thinktrace.runview import RunView
+
+#: the paper's claims, each with the (kind of b, kind of a) comparisons that test it; a claim is shown only when
+#: every one of them that the run made reads better; a per-rater claim is read for each rater (the comparison's a)
+CLAIMS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool], ...] = (
+    ("(1)", "an open rater fine-tuned on inferred traces agrees with humans better than one fine-tuned on labels "
+     "alone, and better than one fine-tuned on the same rows with the rationales shuffled",
+     (("trace-sft", "label-sft"), ("trace-sft", "shuffled-trace-sft")), False),
+    ("(2)", "a guideline refined from the traces raises LLM-human agreement", (("refined-guideline", "baseline"),),
+     True),
+)
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{round(x, 3) + 0.0:.3f}"
+
+
+def _cut(m: dict | None) -> str:
+    if not m:
+        return "n/a"
+    return f"{m.get('n_label_by_choice', 0)}/{m.get('n_items', 0)}"
+
+
+def _flags(m: dict | None) -> list[str]:
+    """Short flags of a variant (failed on parse rate, collapsed) read off its metrics entry."""
+    if not m:
+        return []
+    return rater_flags(m)
+
+
+def comparison_sentences(run: RunView, split: str) -> list[tuple[str, str, str, str, list]]:
+    """(kind of b, kind of a, name of a, reading, sentence parts) per findings comparison, in findings order."""
+    kinds = {v["name"]: v.get("kind", "") for v in run.variants(split)}
+    data = run.split(split)
+    raters = data.get("raters") or {}
+    out = []
+    for b_kind, a_kind, question in QUESTIONS:
+        for c in data.get("comparisons") or []:
+            if kinds.get(c.get("b")) != b_kind or kinds.get(c.get("a")) != a_kind:
+                continue
+            a, b = c["a"], c["b"]
+            ma, mb = raters.get(a), raters.get(b)
+            says = reading(c)
+            parts: list = [Strong(f"{question[0].upper()}{question[1:]}"),
+                           f" ({b} − {a}): α {_num(c.get('value_a'))} → {_num(c.get('value_b'))}, Δα {fmt_diff(c)}, "
+                           f"{says}. Answers cut before their label: {a} {_cut(ma)}, {b} {_cut(mb)}."]
+            for name, m in ((a, ma), (b, mb)):
+                flags = _flags(m)
+                if flags:
+                    parts.append(f" {name}: {'; '.join(flags)} — its α is not a rater's agreement.")
+            out.append((b_kind, a_kind, a, says, parts))
+    return out
+
+
+def claim_verdict(readings: list[str]) -> str:
+    """shown / contradicted / not shown / not tested, from the readings of the comparisons that test a claim."""
+    if not readings:
+        return "not tested by this run"
+    if any(r.startswith("worse") for r in readings):
+        return "contradicted (a comparison reads worse)"
+    if all(r.startswith("better") for r in readings):
+        return "shown (every comparison that tests it reads better)"
+    return "not shown (a comparison's CI spans 0 or is undefined; that is no evidence of no effect either)"
+
+
+def reading_blocks(run: RunView) -> list[Block]:
+    """The reading of the run's main split: comparisons, claims, agreement among LLMs, the human ceiling."""
+    split = run.main_split()
+    if split is None:
+        return []
+    sentences = comparison_sentences(run, split)
+    items: list = [parts for *_, parts in sentences]
+    for name, claim, tests, per_rater in CLAIMS:
+        made = [(a_name, says) for b, a, a_name, says, _ in sentences if (b, a) in tests]
+        if per_rater and made:
+            raters = list(dict.fromkeys(a_name for a_name, _ in made))
+            verdict = "; ".join(f"for {r}, {claim_verdict([s for n, s in made if n == r])}" for r in raters)
+        else:
+            verdict = claim_verdict([s for _, s in made])
+        items.append([Strong(f"Claim {name}"), f", {claim}: {verdict}."])
+    data = run.split(split)
+    change = data.get("inter_rater_change")
+    for ch in change if isinstance(change, list) else [change] if change else []:
+        items.append([Strong("Agreement among LLM raters"), f", refined vs original guideline: Δα {fmt_diff(ch)}, "
+                      f"{reading(ch)}."])
+    ceiling = ((data.get("human_ceiling") or {}).get("loo_alpha")) or {}
+    raters = {n: m for n, m in (data.get("raters") or {}).items() if (m.get("alpha") or {}).get("value") is not None}
+    if ceiling.get("value") is not None and raters:
+        best = max(raters, key=lambda n: raters[n]["alpha"]["value"])
+        est = raters[best]["alpha"]
+        low = (ceiling.get("ci") or [None])[0]
+        where = ("below the ceiling's CI" if low is not None and est["value"] < low else
+                 "within or above the ceiling's CI" if low is not None else "(the ceiling has no CI)")
+        items.append([Strong("Human ceiling"), f" (leave-one-annotator-out α): {fmt_est(ceiling)}. The best rater "
+                      f"here, {best} (α {fmt_est(est)}), is {where}."])
+    if not items:
+        return []
+    return [Text([Strong("Reading"), f" ({split} split; every number below is read off metrics.json):"]),
+            Bullets(items)]
+
+
+def _num_text(x) -> str:
+    return "n/a" if x is None else f"{x:g}"
+
+
+def _minutes(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def what_ran(run: RunView) -> list[Block]:
+    """What the run did, in numbers read off metrics.json and the resolved spec: data and gold ties, traces (cut
+    attempts among them), trace leaks, fine-tuning rows and steps, stage times (summed over the run's sessions; a
+    resume adds the seconds it spends). Peak memory is per session, so a resume would misstate it: it stays in the
+    report, not here."""
+    m, spec = run.metrics, run.spec
+    items: list = []
+    stats = (m.get("data") or {}).get("stats") or {}
+    per_split = stats.get("per_split") or {}
+    if per_split:
+        ties = stats.get("ties") or {}
+        tie_text = (f"; gold ties broken: {ties.get('midpoint', 0)} mean/median midpoints and {ties.get('majority', 0)} "
+                    f"majority ties, rule `{stats.get('tie_break', 'lower')}`" if ties else
+                    "; gold ties: not counted (a run from before the tie count: mean/median midpoints went to the lower label "
+                    "uncounted, majority ties to the label first in label_set)")
+        data_cfg = spec.get("data") or {}
+        items.append([Strong("Data"), f": {stats.get('items', sum(per_split.values()))} items ("
+                      + ", ".join(f"{k} {v}" for k, v in per_split.items())
+                      + f"), {_num_text((stats.get('labels_per_item') or {}).get('median'))} human labels per "
+                      f"item (median), gold = {data_cfg.get('aggregate', 'n/a')}{tie_text}."])
+    t = m.get("traces") or {}
+    if t.get("examples"):
+        s = spec.get("sampling") or {}
+        cut = t.get("cut") or {}
+        cut_text = (f"; {cut.get('attempts', 0)} samples were cut by max_tokens ({cut.get('label_matched_rejected', 0)} of "
+                    f"them matched the human label and were rejected as cut)" if cut else "")
+        items.append([Strong("Traces"), f": strategy {s.get('strategy', 'n/a')}, k = {s.get('k', 'n/a')}, temperature "
+                      f"{s.get('temperature', 'n/a')}; {t.get('explained', 0)} of {t['examples']} train items explained, "
+                      f"{t.get('accepted', 0)} of {t.get('attempts', 0)} samples accepted{cut_text}."])
+    leaks = (m.get("trace_quality") or {}).get("leaks") or {}
+    if leaks.get("accepted"):
+        acc, rej = leaks["accepted"], leaks.get("rejected") or {}
+        items.append([Strong("Traces that state their label"), f": {acc.get('states_own_label', 0)} of {acc.get('n', 0)} "
+                      f"accepted" + (f", {rej.get('states_own_label', 0)} of {rej.get('n', 0)} rejected" if rej else "")
+                      + f"; leaks left after masking: {leaks.get('residual_after_mask', 'n/a')}."])
+    ft = {k: v for k, v in (m.get("finetune") or {}).items() if isinstance(v, dict) and v.get("rows")}
+    if ft:
+        items.append([Strong("Fine-tuning"), ": " + "; ".join(
+            f"{k} {v['rows']} rows, {v.get('steps', 'n/a')} steps" for k, v in ft.items()) + "."])
+    timing = run.timing()
+    if timing:
+        items.append([Strong("Wall time of the stages"), f" (summed over the run's sessions): "
+                      f"{_minutes(sum(timing.values()))}: " + ", ".join(f"{k} {_minutes(v)}" for k, v in timing.items())
+                      + "."])
+    return [Text([Strong("What ran"), " (read off metrics.json and spec.resolved.yaml):"]), Bullets(items)] if items else []
