@@ -64,7 +64,7 @@ def test_claim_one_is_shown_only_when_traces_beat_labels_and_shuffled_traces(tmp
     assert "**Claim (1)**" in text and "not shown (a comparison's CI spans 0" in text.split("**Claim (1)**")[1].split("\n")[0]
     assert "for q, shown" in text.split("**Claim (2)**")[1].split("\n")[0]
     # the numbers of a comparison sentence are the metrics' own
-    assert "α 0.450 → 0.500, Δα 0.050 [-0.050, 0.150], no clear difference (CI spans 0)" in text
+    assert "α 0.450 → 0.500, Δα 0.050 [-0.050, 0.150], no clear difference (CI spans 0); Holm over the table" in text
     assert "Answers cut before their label: s+label-sft 0/50, s+trace-sft 1/50." in text
 
 
@@ -97,8 +97,15 @@ def test_every_number_in_the_published_reading_is_in_the_metrics():
     blocks = reading_blocks(run)
     assert blocks, "the published run has no reading"
     rendered = render_markdown(summary_report(run))
-    reading = rendered.split("**Reading**")[1].split("### Scores per variant")[0]
+    reading = rendered.split("**Reading**")[1].split("**What ran**")[0]
+    reading = re.sub(r"\(p_adj [^)]*\)", "", reading)  # Holm-adjusted p's: derived, tested in test_results.py
     metrics_text = json.dumps(run.metrics)
     for number in set(re.findall(r"-?\d+\.\d{3}", reading)):
         value = float(number)
         assert any(abs(float(x) - value) < 5e-4 for x in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", metrics_text)), number
+
+
+def test_a_claim_shown_by_raw_cis_but_not_after_holm_says_so():
+    assert claim_verdict(["better (CI above 0)"], ["no clear difference (p_adj 0.096)"]) == (
+        "shown (every comparison that tests it reads better); not after Holm's adjustment over the table's rows")
+    assert claim_verdict(["better (CI above 0)"], ["better (p_adj 0.010)"]).endswith("reads better)")

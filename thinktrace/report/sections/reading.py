@@ -14,7 +14,7 @@ from __future__ import annotations
 from thinktrace.report.flags import rater_flags
 from thinktrace.report.format import fmt_diff, fmt_est
 from thinktrace.report.model import Block, Bullets, Strong, Text
-from thinktrace.report.sections.findings import QUESTIONS, reading
+from thinktrace.report.sections.findings import QUESTIONS, reading, rows
 from thinktrace.runview import RunView
 
 #: the paper's claims, each with the (kind of b, kind of a) comparisons that test it; a claim is shown only when
@@ -50,6 +50,7 @@ def comparison_sentences(run: RunView, split: str) -> list[tuple[str, str, str, 
     kinds = {v["name"]: v.get("kind", "") for v in run.variants(split)}
     data = run.split(split)
     raters = data.get("raters") or {}
+    holm = {row[1]: row[-1] for row in rows(run, split)}  # the findings table's Holm reading per comparison
     out = []
     for b_kind, a_kind, question in QUESTIONS:
         for c in data.get("comparisons") or []:
@@ -57,26 +58,35 @@ def comparison_sentences(run: RunView, split: str) -> list[tuple[str, str, str, 
                 continue
             a, b = c["a"], c["b"]
             ma, mb = raters.get(a), raters.get(b)
-            says = reading(c)
+            says, adjusted = reading(c), holm.get(f"{b} − {a}", "n/a")
             parts: list = [Strong(f"{question[0].upper()}{question[1:]}"),
                            f" ({b} − {a}): α {_num(c.get('value_a'))} → {_num(c.get('value_b'))}, Δα {fmt_diff(c)}, "
-                           f"{says}. Answers cut before their label: {a} {_cut(ma)}, {b} {_cut(mb)}."]
+                           f"{says}; Holm over the table's rows: {adjusted}. Answers cut before their label: {a} "
+                           f"{_cut(ma)}, {b} {_cut(mb)}."]
             for name, m in ((a, ma), (b, mb)):
                 flags = _flags(m)
                 if flags:
                     parts.append(f" {name}: {'; '.join(flags)} — its α is not a rater's agreement.")
-            out.append((b_kind, a_kind, a, says, parts))
+            out.append((b_kind, a_kind, a, (says, adjusted), parts))
     return out
 
 
-def claim_verdict(readings: list[str]) -> str:
-    """shown / contradicted / not shown / not tested, from the readings of the comparisons that test a claim."""
+def claim_verdict(readings: list[str], adjusted: list[str] | None = None) -> str:
+    """shown / contradicted / not shown / not tested, from the readings (raw 95 % CIs) of the comparisons that test
+    a claim; `adjusted`: their Holm readings (over the findings table's rows), which qualify a raw verdict they
+    do not share."""
     if not readings:
         return "not tested by this run"
+    holm_note = ""
+    if adjusted is not None:
+        if any(r.startswith("worse") for r in readings) and not any(h.startswith("worse") for h in adjusted):
+            holm_note = "; not after Holm's adjustment over the table's rows"
+        elif all(r.startswith("better") for r in readings) and not all(h.startswith("better") for h in adjusted):
+            holm_note = "; not after Holm's adjustment over the table's rows"
     if any(r.startswith("worse") for r in readings):
-        return "contradicted (a comparison reads worse)"
+        return f"contradicted (a comparison reads worse){holm_note}"
     if all(r.startswith("better") for r in readings):
-        return "shown (every comparison that tests it reads better)"
+        return f"shown (every comparison that tests it reads better){holm_note}"
     return "not shown (a comparison's CI spans 0 or is undefined; that is no evidence of no effect either)"
 
 
@@ -89,11 +99,15 @@ def reading_blocks(run: RunView) -> list[Block]:
     items: list = [parts for *_, parts in sentences]
     for name, claim, tests, per_rater in CLAIMS:
         made = [(a_name, says) for b, a, a_name, says, _ in sentences if (b, a) in tests]
+
+        def verdict_of(found: list[tuple[str, str]]) -> str:
+            return claim_verdict([raw for raw, _ in found], [adj for _, adj in found])
+
         if per_rater and made:
-            raters = list(dict.fromkeys(a_name for a_name, _ in made))
-            verdict = "; ".join(f"for {r}, {claim_verdict([s for n, s in made if n == r])}" for r in raters)
+            names = list(dict.fromkeys(a_name for a_name, _ in made))
+            verdict = "; ".join(f"for {r}, {verdict_of([s for n, s in made if n == r])}" for r in names)
         else:
-            verdict = claim_verdict([s for _, s in made])
+            verdict = verdict_of([s for _, s in made])
         items.append([Strong(f"Claim {name}"), f", {claim}: {verdict}."])
     data = run.split(split)
     change = data.get("inter_rater_change")
