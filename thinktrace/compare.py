@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from thinktrace.report import fmt_est, pct
+from thinktrace.report.format import undefined_ci
 from thinktrace.report.model import Bullets, Figure, Report, Section, Table, Text
 from thinktrace.report.render import render_html, render_markdown
 from thinktrace.runview import RunError, RunView
@@ -134,7 +135,7 @@ def fmt_diff(d: dict | None, note: str = "") -> str:
     ci = d.get("ci") or [None, None]
     text = f"{d['diff']:+.3f}"
     if d.get("ci_undefined"):
-        text += f" [CI undefined ({d.get('n_valid')}/{d.get('n_boot')} valid resamples)]"
+        text += f" [{undefined_ci(d)}]"
     elif ci[0] is not None and ci[1] is not None:
         text += f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"
     if d.get("p") is not None:

@@ -8,9 +8,9 @@ One function builds every target a rater or a human is scored against: the corpu
 Ties, by kind:
   midpoint  a mean or median that lies exactly halfway between two neighbouring labels (e.g. a median of 2.5 on a
             1..5 scale). `half_even`: the label of even rank (rank = position on the scale counted from 0;
-            label_set order, or the order of the values on an interval scale), i.e. round half to even in rank space,
-            which sends as many ties up as down across the scale (mirror-symmetric when the scale has an odd number
-            of labels); `lower` / `upper`: the label of lower / higher value.
+            label_set order, or the order of the values on an interval scale), i.e. round half to even in rank space:
+            along the scale the ties alternate up and down, so neither end is favoured (mirror-symmetric when the
+            scale has an odd number of labels), but odd ranks never win a tie; `lower` / `upper`: the label of lower / higher value.
   majority  two or more labels share the highest count. `half_even`, ordinal and interval: the median of the tied
             labels' values, mapped to the nearest label with the midpoint rule (a tie between the two ends of a
             scale goes to its middle); nominal (no order): the tied label whose hash with the item id is smallest,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def ci_undefined(est: dict | None) -> bool:
+def ci_is_undefined(est: dict | None) -> bool:
     """Whether an estimate's or paired difference's CI is undefined: fewer than 95 % of its bootstrap resamples gave
     a defined value (`thinktrace.agreement`). A document written before the flag existed lacks it: defined."""
     return bool((est or {}).get("ci_undefined"))
@@ -23,7 +23,7 @@ def fmt_est(est: dict | None, digits: int = 3) -> str:
     def num(x) -> str:  # -0.000 reads as a sign that is not there
         return f"{round(x, digits) + 0.0:.{digits}f}"
 
-    if ci_undefined(est):
+    if ci_is_undefined(est):
         return f"{num(est['value'])} [{undefined_ci(est)}]"
     ci = est.get("ci") or [None, None]
     if ci[0] is None or ci[1] is None:

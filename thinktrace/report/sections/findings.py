@@ -9,7 +9,7 @@ self-traces, ...) are simply absent."""
 from __future__ import annotations
 
 from thinktrace.agreement import holm
-from thinktrace.report.format import ci_undefined, fmt_diff, pct
+from thinktrace.report.format import ci_is_undefined, fmt_diff, pct
 from thinktrace.report.model import Block, Strong, Table, Text
 from thinktrace.report.flags import variant_flags
 from thinktrace.runview import RunView
@@ -37,7 +37,7 @@ def reading(diff: dict | None) -> str:
     ci = (diff or {}).get("ci") or [None, None]
     if not diff or diff.get("diff") is None:
         return "n/a"
-    if ci_undefined(diff):
+    if ci_is_undefined(diff):
         return "undefined"
     if ci[0] is None or ci[1] is None:
         return "no CI (evaluate.bootstrap 0)"
@@ -51,7 +51,7 @@ def reading(diff: dict | None) -> str:
 def _p_two_sided(diff: dict | None) -> float | None:
     """The two-sided bootstrap p a row enters the Holm family with; None (taken as 1) when it has none: no
     difference, an undefined CI, no bootstrap, or a metrics.json written before p_two_sided existed."""
-    if not diff or diff.get("diff") is None or ci_undefined(diff):
+    if not diff or diff.get("diff") is None or ci_is_undefined(diff):
         return None
     return diff.get("p_two_sided")
 
@@ -68,7 +68,7 @@ def holm_readings(diffs: list[dict | None], level: float = LEVEL) -> list[str]:
     for d, adj in zip(diffs, adjusted):
         if not d or d.get("diff") is None:
             out.append("n/a")
-        elif ci_undefined(d):
+        elif ci_is_undefined(d):
             out.append("undefined")
         elif adj is None:
             out.append("n/a (no two-sided p)")

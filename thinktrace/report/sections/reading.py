@@ -28,21 +28,10 @@ CLAIMS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool], ...] = (
 )
 
 
-def _num(x) -> str:
-    return "n/a" if x is None else f"{round(x, 3) + 0.0:.3f}"
-
-
 def _cut(m: dict | None) -> str:
     if not m:
         return "n/a"
     return f"{m.get('n_label_by_choice', 0)}/{m.get('n_items', 0)}"
-
-
-def _flags(m: dict | None) -> list[str]:
-    """Short flags of a variant (failed on parse rate, collapsed) read off its metrics entry."""
-    if not m:
-        return []
-    return rater_flags(m)
 
 
 def comparison_sentences(run: RunView, split: str) -> list[tuple[str, str, str, str, list]]:
@@ -60,11 +49,11 @@ def comparison_sentences(run: RunView, split: str) -> list[tuple[str, str, str, 
             ma, mb = raters.get(a), raters.get(b)
             says, adjusted = reading(c), holm.get(f"{b} − {a}", "n/a")
             parts: list = [Strong(f"{question[0].upper()}{question[1:]}"),
-                           f" ({b} − {a}): α {_num(c.get('value_a'))} → {_num(c.get('value_b'))}, Δα {fmt_diff(c)}, "
+                           f" ({b} − {a}): α {fmt_est({'value': c.get('value_a')})} → {fmt_est({'value': c.get('value_b')})}, Δα {fmt_diff(c)}, "
                            f"{says}; Holm over the table's rows: {adjusted}. Answers cut before their label: {a} "
                            f"{_cut(ma)}, {b} {_cut(mb)}."]
             for name, m in ((a, ma), (b, mb)):
-                flags = _flags(m)
+                flags = rater_flags(m)
                 if flags:
                     parts.append(f" {name}: {'; '.join(flags)} — its α is not a rater's agreement.")
             out.append((b_kind, a_kind, a, (says, adjusted), parts))
