@@ -60,12 +60,12 @@ def program(loaded, corpus, which: str):
 def judge_setup(n_requests: int, k: int):
     """(predictor, adapter, [(word, seed)]): the rater's Judge with the quickstart guideline, n_requests jobs."""
     import dspy
-    from thinktrace.adapters import make_adapter
+    from thinktrace.prompt_formats import make_prompt_format
     loaded, corpus = quickstart(max(64, -(-n_requests // k)))
     rater = program(loaded, corpus, "rater")
     words = [it.text for it in corpus.items]
     jobs = [(words[i // k], 1000 + i) for i in range(n_requests)]
-    return dspy.Predict(rater.judge.signature), make_adapter(loaded.spec.programs.adapter), jobs
+    return dspy.Predict(rater.judge.signature), make_prompt_format(loaded.spec.programs.adapter), jobs
 
 
 def child_yardstick(c: dict) -> dict:
@@ -144,7 +144,7 @@ def child_llama(c: dict) -> dict:
 
 
 def child_traces(c: dict) -> dict:
-    from thinktrace.adapters import make_adapter
+    from thinktrace.prompt_formats import make_prompt_format
     from thinktrace.teleprompt import RejectionSampling
     from thinktrace.traces import trainset
     loaded, corpus = quickstart(64)
@@ -156,7 +156,7 @@ def child_traces(c: dict) -> dict:
     base = rss_mib()
     engine.server.complete({"prompt": [1, 2, 3], "max_tokens": 1, "temperature": 0.0})  # load the model now
     tele = RejectionSampling(corpus.label_set, generator=lm, k=c["k"], keep=1, temperature=1.0, strategy="blind",
-                             seed=spec.seed, num_threads=c["threads"], adapter=make_adapter(spec.programs.adapter),
+                             seed=spec.seed, num_threads=c["threads"], adapter=make_prompt_format(spec.programs.adapter),
                              progress=False)
     before, t0 = engine.stats(), time.perf_counter()
     tele.compile(student, trainset=examples, teacher=teacher)

@@ -43,7 +43,7 @@ def workload(items: int):
     """(teacher program, training examples, label set, adapter) from the quickstart spec and corpus."""
     import tempfile
 
-    from thinktrace.adapters import make_adapter
+    from thinktrace.prompt_formats import make_prompt_format
     from thinktrace.data import load_corpus
     from thinktrace.loader import load_object
     from thinktrace.spec import load_spec
@@ -55,7 +55,7 @@ def workload(items: int):
     teacher = infer(guideline=loaded.guideline, label_set=corpus.label_set)
     examples = trainset(corpus)
     # two warm-up words (one per worker or server: each loads its model on its first call), then the timed ones
-    return teacher, examples[2: items + 2], examples[:2], corpus.label_set, make_adapter(loaded.spec.programs.adapter)
+    return teacher, examples[2: items + 2], examples[:2], corpus.label_set, make_prompt_format(loaded.spec.programs.adapter)
 
 
 def sample(work, lm, k: int, threads: int, executor=None) -> dict:
@@ -149,9 +149,9 @@ def fake_work(items: int):
                                     label_set=["negative", "neutral", "positive"]), ROOT, seed=0)
     teacher = load_object("thinktrace.programs.trace:TraceInferrer", [], "programs.infer")("Rate.", corpus.label_set)
     examples = trainset(corpus)
-    from thinktrace.adapters import make_adapter
+    from thinktrace.prompt_formats import make_prompt_format
 
-    return teacher, examples[2: items + 2], examples[:2], corpus.label_set, make_adapter("plain")
+    return teacher, examples[2: items + 2], examples[:2], corpus.label_set, make_prompt_format("plain")
 
 
 def slow_server(delay: float):

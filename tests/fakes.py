@@ -9,7 +9,8 @@ from thinktrace.lm.scripted import ScriptedEngine
 
 def fake_lm(rule, name: str = "fake") -> tuple[dspy.LM, ScriptedEngine]:
     """A GuardedLM (thinktrace's retry policy, finish reasons) over a ScriptedEngine."""
-    from thinktrace.lm.guard import CallsConfig, Endpoint, GuardedLM
+    from thinktrace.lm.guard import CallsConfig, Endpoint
+    from thinktrace.lm.guarded import GuardedLM
 
     engine = ScriptedEngine(rule)
     endpoint = Endpoint(name, "scripted", CallsConfig(backoff_s=0.0, connect_pause_s=0.0))

@@ -116,12 +116,12 @@ def test_cli_bad_path_no_traceback(tmp_path):
 
 
 def test_a_comparison_carries_its_resample_count_and_prints_an_undefined_ci_as_undefined(runs):
-    from thinktrace.compare import fmt_diff
+    from thinktrace.compare import fmt_delta_alpha
 
     r1, r2, _ = runs
     sft = rows_by(compare([RunView(r1), RunView(r2)]))[("toy/r1", "kw-sft")]["vs_baseline"]
     assert sft["n_boot"] == 50 and sft["n_valid"] <= 50 and sft["ci_undefined"] == (sft["n_valid"] < 47.5)
     undefined = {"diff": -0.1, "ci": [None, None], "p": 0.9, "n": 150, "n_boot": 1000, "n_valid": 646,
                  "ci_undefined": True}
-    assert fmt_diff(undefined) == "-0.100 [CI undefined (646/1000 valid resamples)] p=0.900"
-    assert fmt_diff({"diff": -0.1, "ci": [-0.2, 0.0], "p": 0.9}) == "-0.100 [-0.200, +0.000] p=0.900"  # old
+    assert fmt_delta_alpha(undefined) == "-0.100 [CI undefined (646/1000 valid resamples)] p=0.900"
+    assert fmt_delta_alpha({"diff": -0.1, "ci": [-0.2, 0.0], "p": 0.9}) == "-0.100 [-0.200, +0.000] p=0.900"  # old

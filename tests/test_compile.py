@@ -61,7 +61,7 @@ def test_stage_times_add_up_over_a_run_and_its_resumes(tmp_path, monkeypatch):
     import json
     import time
 
-    from thinktrace.pipeline import Pipeline
+    from thinktrace.run.pipeline import Pipeline
 
     monkeypatch.chdir(tmp_path)
     spec = write_spec(tmp_path, toy_spec())
@@ -252,18 +252,18 @@ def test_the_compiled_programs_demos_are_evaluated_as_a_variant(tmp_path, monkey
     max_demos 0 there are neither demos nor the variant."""
     import dspy
 
-    from thinktrace.pipeline import Pipeline
+    from thinktrace.run.context import RunContext
 
     monkeypatch.chdir(tmp_path)
     seen = []
-    original = Pipeline.program_for
+    original = RunContext.program_for
 
     def spy(self, v, guideline=None):
         program = original(self, v, guideline)
         seen.append((v.name, [dict(d) for p in program.predictors() for d in p.demos]))
         return program
 
-    monkeypatch.setattr(Pipeline, "program_for", spy)
+    monkeypatch.setattr(RunContext, "program_for", spy)
     out = tmp_path / "run"
     assert main([str(write_spec(tmp_path, toy_spec(**{"sampling.max_demos": max_demos}))), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

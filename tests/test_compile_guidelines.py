@@ -198,7 +198,7 @@ def test_the_plan_names_the_variants_the_run_evaluates(tmp_path, monkeypatch, ca
 def test_every_stage_writes_the_artifacts_it_declares(tmp_path, monkeypatch):
     from thinktrace.data import load_corpus
     from thinktrace.spec import load_spec
-    from thinktrace.stages import plan_stages
+    from thinktrace.run.stages import plan_stages
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"

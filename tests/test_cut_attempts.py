@@ -12,9 +12,9 @@ import dspy
 import pytest
 from fakes import fake_lm, seed_of
 
-from thinktrace.adapters import PlainAdapter
+from thinktrace.prompt_formats import PlainAdapter
 from thinktrace.labels import LabelSet
-from thinktrace.lm.constrain import GRAMMAR_KEY, _constrainable, mark_constrainable
+from thinktrace.lm.grammar import GRAMMAR_KEY, _constrainable, mark_constrainable
 from thinktrace.lm.scripted import text_of
 from thinktrace.loader import load_object
 from thinktrace.records import Attempt, Trace, dump, record_cut
@@ -38,7 +38,7 @@ def truth(item: str) -> str:
 
 
 def is_choice(request) -> bool:
-    """The completion of a cut answer under the label-set grammar (thinktrace.adapters.choose_field)."""
+    """The completion of a cut answer under the label-set grammar (thinktrace.prompt_formats.choose_field)."""
     meta = (request.config.extensions or {}).get("metadata") or {}
     return str(meta.get(GRAMMAR_KEY, "")).startswith('root ::= " "?')
 

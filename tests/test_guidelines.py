@@ -12,7 +12,7 @@ import pytest
 from fakes import fake_lm
 from pydantic import ValidationError
 
-from thinktrace.adapters import make_adapter
+from thinktrace.prompt_formats import make_prompt_format
 from thinktrace.data import Item
 from thinktrace.errors import SpecError
 from thinktrace.guidelines import (GuidelinesConfig, guideline_from_instructions, plan_calls, refine_guideline,
@@ -28,7 +28,7 @@ GuidelineWriter = load_object("programs/guideline.py:GuidelineWriter", [], "guid
 RULES = load_object("programs/guideline.py:RULES_HEADING", [], "guidelines")
 EXAMPLES = load_object("programs/guideline.py:EXAMPLES_HEADING", [], "guidelines")
 render = load_object("programs/guideline.py:render_guideline", [], "guidelines")
-PLAIN = make_adapter("plain")
+PLAIN = make_prompt_format("plain")
 
 
 def truth(i: int) -> str:

@@ -148,3 +148,14 @@ def test_findings_rows_add_traces_vs_shuffled_traces_and_read_an_undefined_row_a
     assert common[2] == "-0.100 [CI undefined (646/1000 valid resamples)]"
     assert common[3] == "0.020 [CI undefined (646/1000 valid resamples)]"
     assert common[-2:] == ["undefined", "undefined"]
+
+
+@pytest.mark.parametrize("folder", sorted(p for p in (ROOT / "results").iterdir() if (p / "metrics.json").is_file()),
+                         ids=lambda p: p.name)
+def test_each_published_summary_re_renders_byte_for_byte(folder):
+    """A change of code changes no published number: summary.md is what this version renders from the committed
+    metrics.json (report.md also needs the run's journals, which results/ does not keep)."""
+    from thinktrace.report.render import render_markdown
+
+    rendered = render_markdown(results.summary_report(RunView(folder)), folder)
+    assert rendered == (folder / "summary.md").read_text(encoding="utf-8")

@@ -47,7 +47,7 @@ def clean(tiny, tmp_path_factory):
     """One uninterrupted run, and its plan."""
     from thinktrace.data import load_corpus
     from thinktrace.spec import load_spec
-    from thinktrace.stages import plan_stages
+    from thinktrace.run.stages import plan_stages
 
     work = tmp_path_factory.mktemp("self-clean")
     path = write_spec(work, self_spec(tiny))
@@ -177,7 +177,7 @@ def test_an_outage_of_the_student_stops_the_stage_and_resume_finishes_it_without
 
 
 def test_common_traces_takes_as_many_of_each_examples_traces():
-    from thinktrace.self_traces import common_traces
+    from thinktrace.run.stages.self_traces import common_traces
 
     t = lambda key, n: {"key": key, "item_id": key.split("::")[0], "rationale": f"{key}-{n}"}  # noqa: E731
     teacher = [t("a", 1), t("a", 2), t("b", 1), t("c", 1)]
@@ -189,7 +189,7 @@ def test_common_traces_takes_as_many_of_each_examples_traces():
 
 
 def test_no_common_example_trains_no_pair(tmp_path):
-    from thinktrace.self_traces import SELF_ROWS, TEACHER_ROWS, common_jobs
+    from thinktrace.run.stages.self_traces import SELF_ROWS, TEACHER_ROWS, common_jobs
 
     (tmp_path / "self").mkdir()
     row = {"messages": [], "key": "a", "item_id": "a", "label": "x"}

@@ -64,7 +64,7 @@ def test_deterministic_per_seed():
 def test_the_plan_names_the_shuffled_adapter(tmp_path, ablation):
     from thinktrace.data import load_corpus
     from thinktrace.spec import load_spec
-    from thinktrace.stages import FinetuneStage, plan_stages
+    from thinktrace.run.stages import FinetuneStage, plan_stages
 
     path = write_spec(tmp_path, toy_spec(**{"finetune": {"enabled": True, "base": "smollm2-135m",
                                                          "ablation_shuffled": ablation}}))

@@ -27,7 +27,7 @@ def test_valid_spec_loads_with_defaults(tmp_path):
     (lambda s: s["sampling"].update(k="many"), "sampling.k", "integer"),
     (lambda s: s["sampling"].update(k=0), "sampling.k", "greater than or equal to 1"),
     (lambda s: s["sampling"].update(keep=9), "sampling.keep", "keep (9) cannot exceed k (4)"),
-    (lambda s: s["sampling"].update(strategy="psychic"), "sampling.strategy", "'blind'"),
+    (lambda s: s["sampling"].update(strategy="psychic"), "sampling.strategy", "one of: blind, hinted, blind_then_hinted"),
     (lambda s: s["sampling"].update(tolerance=1), "sampling.tolerance", "tolerance needs data.level ordinal or interval"),
     (lambda s: s.pop("models"), "models", "Field required"),
     (lambda s: s["models"].update(raters=[]), "models.raters", "at least 1"),

@@ -143,9 +143,9 @@ def test_sft_rows_match_inference_format():
 
 @pytest.mark.parametrize("adapter", ["plain", "chat"])
 def test_every_adapter_round_trips_through_the_teleprompter(adapter):
-    from thinktrace.adapters import make_adapter
+    from thinktrace.prompt_formats import make_prompt_format
 
-    tele, compiled, _ = run(blind_rule(2), examples(4), k=6, adapter=make_adapter(adapter))
+    tele, compiled, _ = run(blind_rule(2), examples(4), k=6, adapter=make_prompt_format(adapter))
     assert all(r["label"] == r["human"] for r in tele.attempts if r["accepted"])
     assert sum(r["accepted"] for r in tele.attempts) == 4
 

@@ -184,7 +184,7 @@ def test_units_one_without_per_item_and_the_first_rejected_trace_by_strategy_the
                    (WITHOUT, "b", None, None),
                    (MASKED_REJECTED, "b", "blind 1", (REJECTED, "b")), (REJECTED, "b", "blind 1", None)]
     assert units[3].trace_sha != units[4].trace_sha and units[2].trace_sha is None
-    from thinktrace.trace_quality.run import with_twins
+    from thinktrace.run.stages.trace_quality import with_twins
 
     done = {(WITH, "a::x|blind|0"): {"condition": WITH, "label": "pos"}}
     twins = with_twins(done, units)  # an unchanged masked trace takes its raw answer, read once
@@ -337,7 +337,7 @@ def test_max_traces_caps_the_check(tmp_path, monkeypatch):
 def test_the_plan_lists_the_stage_with_its_reader_and_artifacts(tmp_path, monkeypatch, capsys):
     from thinktrace.data import load_corpus
     from thinktrace.spec import load_spec
-    from thinktrace.stages import plan_stages
+    from thinktrace.run.stages import plan_stages
 
     monkeypatch.chdir(tmp_path)
     loaded = load_spec(write_spec(tmp_path, reader_spec("trace_reader", **{"trace_quality.max_traces": 3})))
@@ -352,15 +352,15 @@ def test_the_plan_lists_the_stage_with_its_reader_and_artifacts(tmp_path, monkey
 
 def test_by_default_the_check_runs_when_the_student_is_fine_tuned():
     from thinktrace.spec import Spec
-    from thinktrace.stages import TraceQualityStage
+    from thinktrace.run.stages import TraceQualityStage
 
     stage = TraceQualityStage()
     assert not stage.enabled(Spec.model_validate(toy_spec()))  # no fine-tuning: no student to read
     tuned = Spec.model_validate(toy_spec(**{"finetune.enabled": True}))
     assert stage.enabled(tuned)
-    from thinktrace.trace_quality.run import reader_name
+    from thinktrace.run.roles import Roles
 
-    assert reader_name(tuned) == "smollm2-135m"  # the untuned fine-tuning base
+    assert Roles(tuned).reader_name() == "smollm2-135m"  # the untuned fine-tuning base
     assert not stage.enabled(Spec.model_validate(toy_spec(**{"finetune.enabled": True,
                                                              "trace_quality.enabled": False})))
 
@@ -395,7 +395,7 @@ def test_the_dry_run_cost_counts_the_readers_calls(tmp_path):
     from thinktrace.data import load_corpus
     from thinktrace.lm.estimate import estimate
     from thinktrace.spec import load_spec
-    from thinktrace.stages import plan_stages
+    from thinktrace.run.stages import plan_stages
 
     loaded = load_spec(write_spec(tmp_path, reader_spec("trace_reader")))
     corpus = load_corpus(loaded.spec.data, loaded.base_dir, seed=0)

@@ -45,11 +45,13 @@ def init(directory: str, force: bool = False) -> int:
     a README stub. Refuses to overwrite files unless `force`."""
     import yaml
 
+    from thinktrace.loader import packaged_dir
+
     root = Path(directory)
     template = PACKAGE / "templates" / "quickstart.yaml"
     files: dict[Path, str] = {}
-    for sub in ("signatures", "programs"):
-        for src in sorted((PACKAGE / sub).glob("*.py")):
+    for sub in ("signatures", "programs"):  # the packaged defaults: thinktrace/<sub>/ installed, <sub>/ in a checkout
+        for src in sorted(packaged_dir(sub).glob("*.py")):
             files[root / sub / src.name] = src.read_text(encoding="utf-8")
     text = template.read_text(encoding="utf-8")
     spec = yaml.safe_load(text)

@@ -20,17 +20,24 @@ from typing import Sequence
 
 from thinktrace.report import fmt_est, pct
 from thinktrace.report.format import undefined_ci
-from thinktrace.report.model import Bullets, Figure, Report, Section, Table, Text
+from thinktrace.report.model import Bullets, Figure, Report, ReportSection, Table, Text
 from thinktrace.report.render import render_html, render_markdown
 from thinktrace.runview import RunError, RunView
 
 
 @dataclass
-class Comparison:
+class RunComparison:
+    """What `compare` found over several run folders: one row per (run, variant) and the notes on runs that could
+    not be paired (not the metrics document's paired `thinktrace.records.Comparison`)."""
+
     split: str
     runs: list[RunView]
     rows: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        """The comparison as `python -m thinktrace.compare` prints it."""
+        return render_markdown(build_report(self))
 
 
 def _label_set(run: RunView):
@@ -75,8 +82,8 @@ def _pairable(first: RunView, other: RunView, split: str) -> str | None:
     return None
 
 
-def compare(runs: Sequence[RunView], split: str = "test", n_boot: int | None = None) -> Comparison:
-    comp = Comparison(split=split, runs=list(runs))
+def compare(runs: Sequence[RunView], split: str = "test", n_boot: int | None = None) -> RunComparison:
+    comp = RunComparison(split=split, runs=list(runs))
     first = runs[0]
     why_not = {i: _pairable(first, run, split) for i, run in enumerate(runs) if i > 0}
     comp.notes += [w for w in why_not.values() if w]
@@ -129,7 +136,10 @@ def compare(runs: Sequence[RunView], split: str = "test", n_boot: int | None = N
 # -- formatting -----------------------------------------------------------------------------------------------
 
 
-def fmt_diff(d: dict | None, note: str = "") -> str:
+def fmt_delta_alpha(d: dict | None, note: str = "") -> str:
+    """A row's Δα as `compare`'s `paired` writes it ({diff, ci, p}): `+0.120 [-0.050, +0.300] p=0.040`; `note`
+    (or n/a) when there is none. (The report's `thinktrace.report.format.fmt_diff` formats metrics.json's paired
+    differences.)"""
     if not d or d.get("diff") is None:
         return note or "n/a"
     ci = d.get("ci") or [None, None]
@@ -143,19 +153,19 @@ def fmt_diff(d: dict | None, note: str = "") -> str:
     return text
 
 
-def variant_table(comp: Comparison) -> tuple[list[str], list[list[str]]]:
+def variant_table(comp: RunComparison) -> tuple[list[str], list[list[str]]]:
     first = comp.runs[0].label
     head = ["run", "variant", "kind", "rater", f"α [95% CI] ({comp.split})", "items", "parsed",
             "Δα vs baseline [95% CI]", f"Δα vs {first} [95% CI]"]
     rows = [[r["run"], r["variant"], r["kind"], r["rater"], fmt_est(r["alpha"]), str(r["n_items"]),
              pct(r["parse_rate"]),
-             fmt_diff(r["vs_baseline"], r["vs_baseline_note"]) + (f" ({r['vs_baseline_note']})"
+             fmt_delta_alpha(r["vs_baseline"], r["vs_baseline_note"]) + (f" ({r['vs_baseline_note']})"
                                                                    if r["vs_baseline"] else ""),
-             fmt_diff(r["vs_first"], r["vs_first_note"])] for r in comp.rows]
+             fmt_delta_alpha(r["vs_first"], r["vs_first_note"])] for r in comp.rows]
     return head, rows
 
 
-def runs_table(comp: Comparison) -> tuple[list[str], list[list[str]]]:
+def runs_table(comp: RunComparison) -> tuple[list[str], list[list[str]]]:
     head = ["#", "run", "time", f"{comp.split} items", "LM calls", "prompt tokens", "completion tokens",
             "wall time", "trace acceptance", "path"]
     rows = []
@@ -175,9 +185,9 @@ EXPLAIN = ("Δα: difference in Krippendorff's α (b − a) on the same items wi
            "the same items with the same human labels.")
 
 
-def build_report(comp: Comparison) -> Report:
+def build_report(comp: RunComparison) -> Report:
     """The comparison as a report view model (thinktrace.report.model), rendered to Markdown and HTML."""
-    from thinktrace import _plots
+    import thinktrace._plots as _plots
 
     plot_rows = []
     for r in comp.rows:
@@ -202,7 +212,18 @@ def build_report(comp: Comparison) -> Report:
         blocks.append(Bullets(comp.notes))
     blocks.append(Text(EXPLAIN))
     return Report(f"thinktrace compare ({comp.split} split)", [],
-                  [Section("variants", "Variants", blocks), Section("runs", "Runs and cost", [Table(*runs_table(comp))])])
+                  [ReportSection("variants", "Variants", blocks),
+                   ReportSection("runs", "Runs and cost", [Table(*runs_table(comp))])])
+
+
+def compare_runs(*runs, split: str = "test", n_boot: int | None = None) -> RunComparison:
+    """`compare` on run folders given as paths, `RunView`s or API `Run`s (anything with a `path`), the first the
+    reference (`thinktrace.compare(...)`); raises RunError when one is not a readable run folder. Its `markdown()`
+    is what the command prints."""
+    views = [r if isinstance(r, RunView) else RunView(Path(getattr(r, "path", r))) for r in runs]
+    if not views:
+        raise ValueError("compare needs at least one run")
+    return compare(views, split, n_boot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"html: {out}", file=sys.stderr)
     return 0
 
+
+from thinktrace._callable import callable_module  # noqa: E402
+
+callable_module(__name__, lambda: compare_runs)  # `thinktrace.compare(...)` is the API call even after this import
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
-from thinktrace import _env  # noqa: F401  (before dspy)
+import thinktrace._env  # noqa: F401  (before dspy)
 from thinktrace.errors import RunIncomplete, SpecError, ThinktraceError
+from thinktrace.run.api import FLAGGED_STATES
 
 EXIT_INCOMPLETE = 3  #: the run stopped with work left (an endpoint down): resume it
 EXIT_FAILURES = 4  #: the run finished, but a stage's final failures exceed calls.max_failed or a variant's parse
@@ -38,89 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plan(loaded, corpus) -> dict:
-    """Items per split and, per enabled stage, its plan and an upper bound on LM calls (no model is loaded): the
-    stage objects of the run plan themselves (thinktrace.stages)."""
-    from thinktrace.stages import plan_stages
-
-    from thinktrace.lm.estimate import cost_lines, estimate
-
-    spec = loaded.spec
-    stages = plan_stages(spec, corpus)
-    cost = estimate(spec, stages, corpus, loaded.guideline)
-    return {"name": spec.name, "items": {n: len(corpus.split(n)) for n in ("train", "dev", "test")},
-            "label_set": list(corpus.label_set.labels), "level": corpus.label_set.level,
-            "per_annotator": corpus.per_annotator, "stages": stages,
-            "lm_calls_max": sum(s["lm_calls_max"] for s in stages.values()),
-            "cost": cost, "cost_lines": cost_lines(cost, spec.budget)}
-
-
-def print_plan(p: dict, out=None) -> None:
-    out = out or sys.stdout
-    print(f"experiment {p['name']}: items train={p['items']['train']} dev={p['items']['dev']} "
-          f"test={p['items']['test']}; labels ({p['level']}): {', '.join(p['label_set'])}; "
-          f"per-annotator labels: {'yes' if p['per_annotator'] else 'no'}", file=out)
-    for name, stage in p["stages"].items():
-        detail = ", ".join(f"{k}={v}" for k, v in stage.items() if k != "lm_calls_max")
-        print(f"  stage {name}: {detail}; at most {stage['lm_calls_max']} LM calls", file=out)
-    print(f"  total: at most {p['lm_calls_max']} LM calls", file=out)
-    for line in p.get("cost_lines", []):
-        print(line, file=out)
-
-
 def run(args: argparse.Namespace) -> int:
-    from thinktrace.data import load_corpus
-    from thinktrace.spec import Spec, load_spec
+    """The command: `thinktrace.compile(...)` (thinktrace.run.api) with the command line's arguments."""
+    from thinktrace.run.api import compile as compile_spec, print_plan
 
     if args.schema:
         from thinktrace.schema_doc import markdown
+        from thinktrace.spec import Spec
 
         print(markdown(Spec))
         return 0
     if not args.spec:
         raise SpecError("", "missing SPEC argument (a YAML experiment spec)")
-    loaded = load_spec(args.spec, args.overrides)
-    spec = loaded.spec
-    if args.resume or args.out:  # a run folder made before a field existed keeps its old rule (e.g. data.tie_break)
-        from thinktrace.pipeline import pin_legacy_values
-
-        for note in pin_legacy_values(loaded, args.resume or args.out):
-            print(note, file=sys.stderr)
-    try:
-        corpus = load_corpus(spec.data, loaded.base_dir, spec.data.seed if spec.data.seed is not None else spec.seed)
-    except SpecError as err:
-        raise err.with_file(str(loaded.path)) from None
-    from thinktrace.loader import load_object
-
-    for field in ("rater", "infer", "writer"):
-        try:
-            load_object(getattr(spec.programs, field), [loaded.base_dir], f"programs.{field}")
-        except SpecError as err:
-            raise err.with_file(str(loaded.path)) from None
-    try:
-        the_plan = plan(loaded, corpus)
-    except SpecError as err:
-        raise err.with_file(str(loaded.path)) from None
+    run_dir = args.resume or args.out
     if args.dry_run:
-        print_plan(the_plan)
+        print_plan(compile_spec(args.spec, overrides=args.overrides, out=run_dir, dry_run=True).plan)
         return 0
-    from thinktrace.pipeline import Pipeline
-
-    try:
-        pipeline = Pipeline(loaded, corpus, run_dir=args.resume or args.out)
-        pipeline.preflight()
-    except SpecError as err:
-        raise err.with_file(str(loaded.path)) from None
-    print_plan(the_plan, out=sys.stderr)
-    pipeline.resume_command = resume_command(args, pipeline.rundir.path)
-    pipeline.run()
-    print(f"run folder: {pipeline.rundir.path}", file=sys.stderr)
-    print(pipeline.summary())
-    status = pipeline.result.get("status") or {}
-    if status.get("state") in ("failures_over_threshold", "variants_failed"):
-        where = "the report's LM calls section" if status["state"] == "failures_over_threshold" else \
+    result = compile_spec(args.spec, overrides=args.overrides, out=run_dir,
+                          resume_command=lambda folder: resume_command(args, folder))
+    print(f"run folder: {result.path}", file=sys.stderr)
+    print(result.summary)
+    status = result.metrics.status
+    if status.state in FLAGGED_STATES:
+        where = "the report's LM calls section" if status.state == "failures_over_threshold" else \
             "the top of the report"
-        print(f"error: run finished with {status['message']} (see {where})", file=sys.stderr)
+        print(f"error: run finished with {status.message} (see {where})", file=sys.stderr)
         return EXIT_FAILURES
     return 0
 
@@ -151,5 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+
+def _api():
+    from thinktrace.run.api import compile as compile_spec
+
+    return compile_spec
+
+
+from thinktrace._callable import callable_module  # noqa: E402
+
+callable_module(__name__, _api)  # `thinktrace.compile(...)` is the API call even after this module is imported
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -15,26 +15,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Hashable, Iterable
 
-#: how a call failed (thinktrace.lm.guard.classify): the endpoint is not there / try later / fix the credentials,
-#: then resume / the same call fails the same way again
-CONNECTION, TRANSIENT, REJECTED, FINAL = "connection", "transient", "rejected", "final"
-#: failures whose journal records are not results: the call is made again on resume
-RETRYABLE = (CONNECTION, TRANSIENT, REJECTED)
+# how a call failed (``error_kind``: connection / transient / rejected / final) and the guard's per-thread tally
+from thinktrace.lm.outcome import FINAL, RETRYABLE, call_tally, classify, one_line, reset_tally
 
 EMPTY_ANSWER = "EmptyAnswer: the LM returned no text"
 
 
 def begin_call() -> None:
     """Start tallying the guard's work (retries, empty answers) for the record this thread is making."""
-    from thinktrace.lm.guard import reset_tally
-
     reset_tally()
 
 
 def answered(record: dict) -> dict:
     """Add what the guard did to an answered record; an empty completion given up on is a final failure."""
-    from thinktrace.lm.guard import call_tally
-
     tally = call_tally()
     record["retries"] = tally["retries"]
     if tally["empty"] and record.get("label") is None and not record.get("rationale"):
@@ -47,8 +40,6 @@ def answered(record: dict) -> dict:
 
 def failed(record: dict, err: BaseException) -> dict:
     """Fill a record for a call that raised."""
-    from thinktrace.lm.guard import call_tally, classify, one_line
-
     record.update(error=one_line(err), error_kind=classify(err), retries=call_tally()["retries"])
     return record
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal
 
 Level = Literal["nominal", "ordinal", "interval"]
 TIE_BREAKS: tuple[str, ...] = ("half_even", "lower", "upper")  #: rules for a mean/median halfway between two labels
@@ -195,7 +195,3 @@ class LabelSet:
             return f"one of: {joined}"
         return f"one of: {joined} (an {self.level} scale, in this order)"
 
-
-def as_labels(values: Sequence[object], label_set: LabelSet) -> list[str | None]:
-    """Canonicalize a sequence of raw values; values outside the set become None."""
-    return [label_set.canonical(v) for v in values]

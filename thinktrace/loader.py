@@ -1,12 +1,15 @@
 """Load programs and signatures named by a spec: by file (`programs/rater.py:Rater`) or by module
 (`thinktrace.programs.rater:Rater`).
 
-The default signatures and programs ship inside the package (`thinktrace/signatures/`, `thinktrace/programs/`);
-`thinktrace init DIR` writes editable copies into a project (`DIR/signatures/`, `DIR/programs/`) that import each
-other by relative file path, so an edit takes effect. Either way the file is imported under a private module name
-derived from its path (a module ref is located, then loaded the same way, so a class has one identity however it
-is named). Only files a spec (or a program it names) asks for are ever imported. A relative file path is looked up
-in the spec's folder, the working directory, then the package (so `programs/rater.py` finds the packaged default).
+The default signatures and programs are the repository's top-level `signatures/` and `programs/`, shipped in the
+wheel as the packages `thinktrace.signatures` and `thinktrace.programs` (pyproject's package-dir maps them: one
+copy; installed they sit in `thinktrace/signatures/`, `thinktrace/programs/`, in a checkout at the top). Either way
+the two folders are siblings, so a program's `../signatures/judge.py` resolves in both. `thinktrace init DIR` writes
+editable copies into a project (`DIR/signatures/`, `DIR/programs/`) that import each other by relative file path,
+so an edit takes effect. A program file is imported under a private module name derived from its path (a module
+ref is located, then loaded the same way, so a class has one identity however it is named). Only files a spec (or
+a program it names) asks for are ever imported. A relative file path is looked up in the spec's folder, the working
+directory, then the package (so `programs/rater.py` finds the packaged default, installed or in a checkout).
 """
 
 from __future__ import annotations
@@ -19,16 +22,35 @@ from pathlib import Path
 
 from thinktrace.errors import SpecError
 
-#: The package folder (holding programs/ and signatures/): the last place to look for relative program paths.
+#: The package folder: the last place to look for a relative path (other than programs/..., signatures/...).
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: folder name -> the package that ships it (the folder of the packaged defaults, see packaged_dir)
+PACKAGED = {"programs": "thinktrace.programs", "signatures": "thinktrace.signatures"}
 
 _lock = threading.RLock()
 
 
+def packaged_dir(sub: str) -> Path:
+    """The folder of the packaged default `programs` or `signatures`: thinktrace/programs/ in an installed wheel,
+    the repository's top-level programs/ in a checkout (the editable install maps it). Nothing in it is imported."""
+    found = importlib.util.find_spec(PACKAGED[sub])
+    if found is None or not found.submodule_search_locations:
+        raise ImportError(f"package {PACKAGED[sub]} not found: is thinktrace installed (pip install -e .)?")
+    return Path(next(iter(found.submodule_search_locations))).resolve()
+
+
+def _packaged(path: Path) -> Path:
+    """Where a relative path falls back to in the package: programs/x.py and signatures/x.py in their packages."""
+    if len(path.parts) > 1 and path.parts[0] in PACKAGED:
+        return packaged_dir(path.parts[0]).joinpath(*path.parts[1:])
+    return PACKAGE_DIR / path
+
+
 def resolve_path(ref: str, base_dirs: list[Path], field: str) -> Path:
-    """Find a relative path under the first base dir that has it (spec dir, cwd, project root)."""
+    """Find a relative path under the first base dir that has it (spec dir, cwd, then the package)."""
     path = Path(ref)
-    candidates = [path] if path.is_absolute() else [b / path for b in [*base_dirs, Path.cwd(), PACKAGE_DIR]]
+    candidates = [path] if path.is_absolute() else [*(b / path for b in [*base_dirs, Path.cwd()]), _packaged(path)]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()

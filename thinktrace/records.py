@@ -14,6 +14,7 @@ shares are the constants below.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -143,13 +144,29 @@ def dump(model: type[BaseModel], record: dict | BaseModel) -> dict:
 METRICS_VERSION = 2
 
 
+def seconds(value) -> float | None:
+    """A timing value (a number, or a string like `12.5 s`) as seconds; None when unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = re.match(r"\s*(-?[0-9.]+)\s*(ms|s|sec|min|h)?\b", str(value))
+    if not m:
+        return None
+    try:
+        v = float(m.group(1))
+    except ValueError:
+        return None
+    return v * {"ms": 0.001, "min": 60.0, "h": 3600.0}.get(m.group(2) or "s", 1.0)
+
+
 class _Open(BaseModel):
     """A part of the metrics document: the fields below are typed and checked, others are kept as they are."""
 
     model_config = ConfigDict(extra="allow")
 
 
-class Estimate(_Open):
+class MetricsEstimate(_Open):
     """A statistic with its percentile-bootstrap 95 % interval (`thinktrace.agreement.Estimate.as_dict`); value
     None = undefined (n/a), ci [None, None] = no resamples."""
 
@@ -165,9 +182,9 @@ class RaterScores(_Open):
     n_unparsed: int = 0
     n_errors: int = 0
     n_label_by_choice: int = 0
-    alpha: Estimate | None = None
-    kendall_tau_b: Estimate | None = None  #: None on nominal labels (n/a)
-    icc: Estimate | None = None  #: ICC(3,1) rater vs human; None on nominal labels (n/a)
+    alpha: MetricsEstimate | None = None
+    kendall_tau_b: MetricsEstimate | None = None  #: None on nominal labels (n/a)
+    icc: MetricsEstimate | None = None  #: ICC(3,1) rater vs human; None on nominal labels (n/a)
     tokens: Tokens = Field(default_factory=Tokens)
 
 
@@ -189,11 +206,11 @@ class Comparison(PairedDifference):
     icc_diff: PairedDifference | None = None
 
 
-class InterRater(Estimate):
+class InterRater(MetricsEstimate):
     """α (and ICC) among a group of LLM raters on the same items."""
 
     raters: list[str] = Field(default_factory=list)
-    icc: Estimate | None = None
+    icc: MetricsEstimate | None = None
 
 
 class SplitScores(_Open):
@@ -213,8 +230,8 @@ class ReadGroup(_Open):
     masked keys."""
 
     n: int = 0
-    with_trace: Estimate | None = None
-    without_trace: Estimate | None = None
+    with_trace: MetricsEstimate | None = None
+    without_trace: MetricsEstimate | None = None
     with_trace_minus_without_trace: PairedDifference | None = None
     moves_toward_human: bool | None = None
     rejected: dict[str, Any] | None = None
@@ -276,8 +293,6 @@ class MetricsDocument(_Open):
         raters, a `plots` list (the report's files, not metrics)."""
         if not isinstance(data, dict) or "schema_version" in data:
             return data
-        from thinktrace.runview import seconds
-
         data = dict(data)
         timing = {k: seconds(v) for k, v in (data.get("timing") or {}).items()}
         data["timing"] = {k: v for k, v in timing.items() if v is not None}

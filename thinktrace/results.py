@@ -22,7 +22,7 @@ from pathlib import Path
 
 from thinktrace.report.flags import flag_text
 from thinktrace.report.format import fmt_est
-from thinktrace.report.model import Heading, Report, Section, Table
+from thinktrace.report.model import Heading, Report, ReportSection, Table
 from thinktrace.report.render import FIGURE_DIR, render_markdown
 from thinktrace.report.sections import findings
 from thinktrace.report.sections.reading import reading_blocks, what_ran
@@ -56,7 +56,7 @@ def summary_report(run: RunView) -> Report:
     if split is not None:
         blocks = [*blocks, Heading(f"Scores per variant ({split} split, vs the aggregated human label)"),
                   scores_table(run, split)]
-    return Report(f"Results: {run.name}", [], [Section("findings", "Does it work?", blocks)])
+    return Report(f"Results: {run.name}", [], [ReportSection("findings", "Does it work?", blocks)])
 
 
 def readme_block(run: RunView) -> str:

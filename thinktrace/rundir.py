@@ -127,10 +127,6 @@ class RunDir:
         write_atomic(path, text)
         return path
 
-    def read_json(self, name: str, default: Any = None) -> Any:
-        path = self.file(name)
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
-
 
 def write_jsonl(path: Path, records: Iterable[dict], model=None) -> None:
     if model is not None:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from thinktrace.journal import latest_settled
-from thinktrace.records import MetricsDocument
+from thinktrace.records import MetricsDocument, seconds
 from thinktrace.rundir import JsonlLog
 
 
@@ -24,22 +24,6 @@ class RunError(Exception):
 
     def __init__(self, path: Path | str, why: str):
         super().__init__(f"{path}: {why}")
-
-
-def seconds(value) -> float | None:
-    """A timing value (a number, or a string like `12.5 s`) as seconds; None when unreadable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = re.match(r"\s*(-?[0-9.]+)\s*(ms|s|sec|min|h)?\b", str(value))
-    if not m:
-        return None
-    try:
-        v = float(m.group(1))
-    except ValueError:
-        return None
-    return v * {"ms": 0.001, "min": 60.0, "h": 3600.0}.get(m.group(2) or "s", 1.0)
 
 
 class RunView:

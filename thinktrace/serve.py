@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from thinktrace import _env  # noqa: F401  (before dspy)
+import thinktrace._env  # noqa: F401  (before dspy)
 
 
 class LocalServer:

@@ -69,10 +69,10 @@ class SamplingConfig(Section):
     k: int = Field(8, ge=1, le=256, description="LM samples per item and strategy, at most.")
     keep: int = Field(1, ge=1, description="Stop sampling an item once this many traces are accepted.")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature of the generator.")
-    strategy: Literal["blind", "hinted", "blind_then_hinted"] = Field(
+    strategy: str = Field(
         "blind", description="blind: the generator sees guideline + item (the paper); hinted: it sees the human "
         "label and a blind judge must reproduce it; blind_then_hinted: hinted only for items blind left "
-        "unexplained.")
+        "unexplained; or a strategy registered in `thinktrace.registry.sampling_strategies` (docs/extending.md).")
     tolerance: float = Field(0.0, ge=0.0, description="Ordinal/interval only: accept a sampled label within this "
                              "distance (in label value units) of the human label. 0 = exact match.")
     accept_cut: bool = Field(False, description="Accept an attempt whose answer was cut (finish reason `length`: "
@@ -95,6 +95,13 @@ class SamplingConfig(Section):
     self_generator: str | None = Field(None, description="With `self_traces`: the model (a name in `models`) that "
                                        "samples them. Null: the local rater on `finetune.base`, else that base.")
 
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, name: str) -> str:
+        from thinktrace.sampling import check_sampling_strategy
+
+        return check_sampling_strategy(name)
+
     @model_validator(mode="after")
     def _keep_le_k(self) -> "SamplingConfig":
         if self.keep > self.k:
@@ -103,7 +110,9 @@ class SamplingConfig(Section):
 
     def calls_per_example(self) -> int:
         """LM calls one example can cost at most (a hinted attempt is a rationale plus a check)."""
-        return {"blind": self.k, "hinted": 2 * self.k, "blind_then_hinted": 3 * self.k}[self.strategy]
+        from thinktrace.sampling import sampling_strategy
+
+        return sampling_strategy(self.strategy, self.k).calls_per_example(self.k)
 
 
 class PromptVariant(Section):
@@ -213,9 +222,9 @@ class Spec(Section):
 
     @model_validator(mode="after")
     def _self_traces(self) -> "Spec":
-        from thinktrace.self_traces import spec_problem
+        from thinktrace.run.roles import self_traces_problem
 
-        problem = spec_problem(self)
+        problem = self_traces_problem(self)
         if problem:
             raise ValueError(problem)
         return self
@@ -257,15 +266,16 @@ class Spec(Section):
 class LoadedSpec:
     """A validated spec with where it came from and its resolved guideline."""
 
-    def __init__(self, spec: Spec, path: Path, guideline: str, raw: dict):
+    def __init__(self, spec: Spec, path: Path, guideline: str, base_dir: Path | None = None):
         self.spec = spec
-        self.path = path
+        self.path = path  #: the spec file (a mapping's: `<mapping>` in base_dir)
         self.guideline = guideline
-        self.raw = raw
+        self._base_dir = base_dir
 
     @property
     def base_dir(self) -> Path:
-        return self.path.parent
+        """What relative paths in the spec resolve against: the spec file's folder (a mapping's: the folder given)."""
+        return self._base_dir or self.path.parent
 
 
 def _field_path(loc: tuple) -> str:
@@ -375,6 +385,22 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> LoadedSpe
         raise SpecError("", f"invalid YAML{where}: {problem}", shown) from None
     if not isinstance(raw, dict):
         raise SpecError("", "a spec is a YAML mapping (key: value lines)", shown)
+    return _validated(raw, path, overrides)
+
+
+def load_spec_mapping(raw: dict, overrides: list[str] | None = None, base_dir: str | Path = ".") -> LoadedSpec:
+    """A spec given as a mapping (the Python API): validated like a file's; relative paths resolve against
+    `base_dir`; errors name `<mapping>` as the file."""
+    import copy
+
+    base = Path(base_dir)
+    return _validated(copy.deepcopy(raw), base / "<mapping>", overrides, base)
+
+
+def _validated(raw: dict, path: Path, overrides: list[str] | None, base_dir: Path | None = None) -> LoadedSpec:
+    shown = str(path) if base_dir is None else "<mapping>"
+    if not isinstance(raw, dict):
+        raise SpecError("", "a spec is a YAML mapping (key: value lines)", shown)
     for assignment in overrides or []:
         try:
             apply_override(raw, assignment)
@@ -397,7 +423,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> LoadedSpe
         from thinktrace.loader import resolve_path
 
         try:
-            guideline = resolve_path(spec.codebook_file, [path.parent], "codebook_file").read_text(encoding="utf-8")
+            guideline = resolve_path(spec.codebook_file, [base_dir or path.parent], "codebook_file").read_text(
+                encoding="utf-8")
         except SpecError as err:
             raise err.with_file(shown) from None
     else:
@@ -408,4 +435,4 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> LoadedSpe
         spec.data.labels()
     except ValueError as err:
         raise SpecError("data.label_set", str(err), shown) from None
-    return LoadedSpec(spec, path, guideline, raw)
+    return LoadedSpec(spec, path, guideline, base_dir)

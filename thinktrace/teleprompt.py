@@ -13,6 +13,10 @@ it never becomes a trace; it is journalled with its finish reason and counted). 
   and the rationale but not the label, returns the human label.
 - blind_then_hinted: hinted attempts only for examples that blind sampling left short of `keep` after k attempts.
 
+A strategy is a `SamplingStrategy` registered by name in `thinktrace.registry.sampling_strategies` (the three above
+are registered in thinktrace.sampling): the (attempt kind, attempt index) slots an example may use, in order; an attempt kind is
+`blind` or `hinted` (ATTEMPT_KINDS). `RejectionSampling` looks the strategy up by name (`sampling.strategy`).
+
 Every attempt is appended to a journal (attempts.jsonl) the moment it finishes; on resume, settled attempts are
 replayed, never repeated, and an attempt whose call failed retryably (connection, 429, 5xx: see
 thinktrace.journal) is made again with the same seed: it used up none of the example's k attempts. A replayed
@@ -29,23 +33,22 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from functools import partial
-from typing import Generator, Iterable, Sequence
+from typing import Generator, Iterable, Iterator, Sequence
 
 import dspy
 from dspy.teleprompt import Teleprompter
 from tqdm.auto import tqdm
 
-from thinktrace.errors import EndpointDown
+from thinktrace.errors import EndpointDown, SpecError
 from thinktrace.evaluate import usage_tokens
 from thinktrace.journal import answered, begin_call, failed, latest_settled, retryable
 from thinktrace.labels import LabelSet
 from thinktrace.lm.guard import forget_finish, last_finish
 from thinktrace.records import ITEM, LABEL, RATIONALE, record_cut
+from thinktrace.sampling import ATTEMPT_KINDS, SamplingStrategy, sampling_strategy  # noqa: F401  (re-exported)
 from thinktrace.rundir import JsonlLog
-
-STRATEGIES = ("blind", "hinted", "blind_then_hinted")
-
 
 def attempt_seed(seed: int, key: str, strategy: str, attempt: int) -> int:
     """A stable 31-bit seed per (run seed, example, strategy, attempt): distinct rollouts, same on resume."""
@@ -62,8 +65,7 @@ class RejectionSampling(Teleprompter):
                  seed: int = 0, num_threads: int = 4, attempts_log: JsonlLog | None = None, max_demos: int = 4,
                  progress: bool = True, adapter: dspy.Adapter | None = None, accept_cut: bool = False):
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.sampling = sampling_strategy(strategy, k)  #: the SamplingStrategy named `strategy`
         if k < 1 or keep < 1 or keep > k:
             raise ValueError(f"need 1 <= keep <= k, got k={k}, keep={keep}")
         if tolerance and label_set.level == "nominal":
@@ -157,42 +159,24 @@ class RejectionSampling(Teleprompter):
         done = latest_settled(journal, lambda r: (r["strategy"], r["attempt"]))
         records: list[dict] = []
         accepted = 0
-        strategies = ["hinted"] if self.strategy == "hinted" else ["blind"]
-        if self.strategy == "blind_then_hinted":
-            strategies.append("hinted")
-        for strategy in strategies:
-            if strategy == "hinted" and self.strategy == "blind_then_hinted" and accepted >= self.keep:
+        for strategy, index in self.sampling.slots(self.k):  # strategy: the attempt kind (blind / hinted)
+            if accepted >= self.keep:
                 break
-            for index in range(self.k):
-                if accepted >= self.keep:
-                    break
-                record = done.get((strategy, index))
-                if record is None:
-                    record = yield strategy, index
-                    if retryable(record):
-                        self.pending[example.key] = record["error"]
-                        return records
-                else:  # replayed: accepted or not under this run's settings, whatever the journal says
-                    record = self.settle(dict(record))
-                records.append(record)
-                accepted += record["accepted"]
+            record = done.get((strategy, index))
+            if record is None:
+                record = yield strategy, index
+                if retryable(record):
+                    self.pending[example.key] = record["error"]
+                    return records
+            else:  # replayed: accepted or not under this run's settings, whatever the journal says
+                record = self.settle(dict(record))
+            records.append(record)
+            accepted += record["accepted"]
         return records
 
     def _journal(self, record: dict) -> None:
         if self.attempts_log is not None:
             self.attempts_log.append(record)
-
-    def sample_example(self, teacher, example: dspy.Example, journal: Sequence[dict]) -> list[dict]:
-        """The example's settled attempts, in order, sampled one after another in this thread."""
-        slots = self._slots(example, journal)
-        try:
-            slot = next(slots)
-            while True:
-                record = self.attempt(teacher, example, *slot)
-                self._journal(record)
-                slot = slots.send(record)
-        except StopIteration as stop:
-            return stop.value
 
     # -- the teleprompter ------------------------------------------------------------------------------------
     def sample(self, teacher, trainset: Sequence[dspy.Example], journal: Iterable[dict] = (),
@@ -236,12 +220,12 @@ class RejectionSampling(Teleprompter):
         return [r for ex in trainset for r in results[ex.key]]
 
     def __getstate__(self) -> dict:  # what a Ray worker needs: the settings, not the LMs, journal or results
-        drop = ("generator", "judge", "attempts_log", "attempts", "pending")
+        drop = ("generator", "judge", "attempts_log", "attempts", "pending", "sampling")
         return {k: v for k, v in self.__dict__.items() if k not in drop}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.generator = self.judge = self.attempts_log = None
+        self.generator = self.judge = self.attempts_log = self.sampling = None  # a worker makes single attempts
         self.attempts, self.pending = [], {}
 
     def compile(self, student, *, trainset, teacher=None, valset=None, journal: Iterable[dict] = ()):

@@ -28,3 +28,13 @@ class Variant:
 def demos_name(rater: str) -> str:
     """The variant of `rater` prompted with the compiled program's demos (accepted traces as few-shot examples)."""
     return f"{rater}+demos"
+
+
+def adapter_name(base: str, kind: str) -> str:
+    """The variant of the fine-tuning base `base` with the LoRA adapter of `kind` (e.g. `smollm2+trace-sft`)."""
+    return f"{base}+{kind}"
+
+
+def guideline_name(rater: str, part: str) -> str:
+    """The variant of `rater` with the synthesized guideline `part` (refined, or an ablation: rules, examples)."""
+    return f"{rater}+{part}"

@@ -15,7 +15,8 @@ from thinktrace.errors import BudgetReached, EndpointDown, SpecError
 from thinktrace.lm.budget import BudgetConfig, Meter, start_budget
 from thinktrace.lm.config import ModelConfig, without_resumable_model_fields
 from thinktrace.lm.fleet import Fleet
-from thinktrace.lm.guard import CallsConfig, Endpoint, GuardedLM
+from thinktrace.lm.guard import CallsConfig, Endpoint
+from thinktrace.lm.guarded import GuardedLM
 from thinktrace.lm.scripted import ScriptedEngine
 from thinktrace.spec import load_spec
 

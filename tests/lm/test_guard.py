@@ -11,8 +11,9 @@ from dspy.utils import exceptions as ex
 
 from thinktrace.errors import EndpointDown
 from thinktrace.journal import answered, begin_call, failed, latest_settled, settled, summary
-from thinktrace.lm.guard import (CONNECTION, FINAL, REJECTED, TRANSIENT, CallsConfig, Endpoint, GuardedLM,
-                                 call_tally, classify)
+from thinktrace.lm.guard import CallsConfig, Endpoint
+from thinktrace.lm.guarded import GuardedLM
+from thinktrace.lm.outcome import CONNECTION, FINAL, REJECTED, TRANSIENT, call_tally, classify
 from thinktrace.lm.scripted import ScriptedEngine
 
 

@@ -11,7 +11,7 @@ from dspy.lm15 import Config, Message, Request
 
 from thinktrace.lm import LlamaCppEngine, ModelConfig, build_lm, engine_stats
 from thinktrace.lm.factory import clear_engines, get_engine, get_server
-from thinktrace.lm.llamacpp import GRAMMAR_KEY
+from thinktrace.lm.grammar import GRAMMAR_KEY
 
 PROMPT = (Message.user("the quick brown fox"),)
 
@@ -186,7 +186,7 @@ def test_release_stops_the_server_and_the_next_call_restarts_it(tiny_model_dir):
 def test_local_rater_labels_always_in_the_label_set(tiny_model_dir):
     """A random model rates through the Rater program in every prompt format: every label is in the label set;
     answers cut by max_tokens are completed under the label grammar."""
-    from thinktrace.adapters import make_adapter
+    from thinktrace.prompt_formats import make_prompt_format
     from thinktrace.labels import LabelSet
     from thinktrace.loader import load_object
 
@@ -202,7 +202,7 @@ def test_local_rater_labels_always_in_the_label_set(tiny_model_dir):
             lm = build_lm(ModelConfig(name=f"t-{fmt}-{max_tokens}", model=str(tiny_model_dir), temperature=1.0,
                                       max_tokens=max_tokens, cache=False, llama={"threads": 1}))
             rater = cls("Rate the sentiment.", labels)
-            with dspy.context(lm=lm, adapter=make_adapter(fmt)):
+            with dspy.context(lm=lm, adapter=make_prompt_format(fmt)):
                 preds = [rater(item=i) for i in items]
             assert all(p.label in labels.labels for p in preds), (fmt, [p.raw for p in preds])
             assert {p.label_source for p in preds} <= sources, (fmt, cls.__name__, max_tokens)

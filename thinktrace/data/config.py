@@ -206,8 +206,3 @@ class DataConfig(Section):
     def labels(self) -> LabelSet:
         """The `LabelSet` of this section: canonical labels, level and synonyms."""
         return LabelSet.of(self.label_set, level=self.level, synonyms=self.label_synonyms)
-
-    @property
-    def label_set_obj(self) -> LabelSet:
-        """Same as `labels()`."""
-        return self.labels()

@@ -2,7 +2,7 @@
 
 import sys
 
-from thinktrace import _env  # noqa: F401  (offline settings before any library import)
+import thinktrace._env  # noqa: F401  (offline settings before any library import)
 from thinktrace.finetune.launch import main
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ revise it.
   train/dev examples, starting from the best guideline so far; the optimized instructions are read back as the
   guideline and scored on dev exactly like trace candidates. The rater program they optimize runs every rater on
   each item (metric: the fraction of raters that give the human label).
+- any other optimizer registered by name in `thinktrace.registry.guideline_optimizers` (see
+  thinktrace.guidelines.strategies for what one is, and docs/extending.md).
 
 Everything is written under `log_dir` as it happens, so a rerun resumes: `candidates/<round>-<index>.md` (the
 text) with `<id>.json` (how it was made: parent, writer calls, fallbacks, rules), `ratings/<id>.jsonl` (one dev
@@ -25,14 +27,14 @@ neither regenerated nor rescored; a candidate killed while being scored keeps it
 """
 
 
-from thinktrace.guidelines.config import (DEFAULT_WRITER, OPTIMIZERS, GuidelinesConfig, check_optimizer,
-                                          plan_calls)
+from thinktrace.guidelines.config import DEFAULT_WRITER, GuidelinesConfig, check_optimizer, optimizer_of, plan_calls
 from thinktrace.guidelines.rater_programs import (adapter_of, factory_of, guideline_from_instructions,
                                                   write_rater_programs)
 from thinktrace.guidelines.refine import refine_guideline
-from thinktrace.guidelines.strategies import STRATEGIES, priority_from_ratings, priority_from_traces
+from thinktrace.guidelines.strategies import BUILTIN_OPTIMIZERS, priority_from_ratings, priority_from_traces
 from thinktrace.guidelines.writer import rollout_seed, writer_copy, writer_limits
 
-__all__ = ["DEFAULT_WRITER", "OPTIMIZERS", "STRATEGIES", "GuidelinesConfig", "adapter_of", "check_optimizer",
-           "factory_of", "guideline_from_instructions", "plan_calls", "priority_from_ratings", "priority_from_traces",
+__all__ = ["BUILTIN_OPTIMIZERS", "DEFAULT_WRITER", "GuidelinesConfig", "adapter_of", "check_optimizer",
+           "factory_of", "guideline_from_instructions", "optimizer_of", "plan_calls", "priority_from_ratings",
+           "priority_from_traces",
            "refine_guideline", "rollout_seed", "write_rater_programs", "writer_copy", "writer_limits"]

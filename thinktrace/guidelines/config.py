@@ -1,20 +1,22 @@
-"""The `guidelines` section of the spec, the optimizers it can name, and the LM-call plan of a refinement."""
+"""The `guidelines` section of the spec, the checks and LM-call plans of the built-in optimizers, and the LM-call
+plan of a refinement. The optimizers themselves are registered by name in `thinktrace.registry.guideline_optimizers`
+(the built-ins by thinktrace.guidelines.strategies)."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from typing import Literal, Mapping
+from typing import Mapping
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from thinktrace.config import Section
 from thinktrace.errors import SpecError
 from thinktrace.lm.config import ModelConfig
+from thinktrace.registry import guideline_optimizers
 
 
 
-OPTIMIZERS = ("traces", "gepa", "mipro")
 DEFAULT_WRITER = "thinktrace.programs.guideline:GuidelineWriter"
 GEPA_GUIDANCE = ("The instruction is an annotation guideline for raters. Keep the task's scope and the definition "
                  "of every label; add decision rules that make raters give the human label.")
@@ -29,11 +31,13 @@ class GuidelinesConfig(Section):
     """Use 2: synthesize a clearer guideline from the traces and refine it on the dev split."""
 
     enabled: bool = Field(False, description="Synthesize and refine the guideline (needs a dev split).")
-    optimizer: Literal["traces", "gepa", "mipro"] = Field(
+    optimizer: str = Field(
         "traces", description="How candidates are written. traces: map-reduce over the accepted thinking traces "
         "(decision rules per label, merged into the guideline), later rounds revise the best so far from its dev "
         "errors; gepa: dspy.GEPA (the writer reflects on rater outputs); mipro: dspy.MIPROv2 instruction-only "
-        "(needs the optional package optuna). Every candidate is scored on dev the same way.")
+        "(needs the optional package optuna); or the name of an optimizer registered in "
+        "`thinktrace.registry.guideline_optimizers` (docs/extending.md). Every candidate is scored on dev the same "
+        "way.")
     writer: str | ModelConfig | None = Field(
         None, description="The LM that writes the rules: the name of an entry in `models`, or a model entry of its "
         "own (`{provider, model, ...}` like a rater; its name defaults to `writer`). Default: the generator. The "
@@ -76,6 +80,15 @@ class GuidelinesConfig(Section):
     mipro_num_trials: int = Field(4, ge=1, description="mipro: instruction trials per candidate run, each a "
                                   "full evaluation of every rater on the dev items.")
 
+    @field_validator("optimizer")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        try:
+            guideline_optimizers.get(name, "guidelines.optimizer")
+        except SpecError as err:
+            raise ValueError(err.message) from None
+        return name
+
     @model_validator(mode="after")
     def _writer_name(self) -> "GuidelinesConfig":
         if isinstance(self.writer, ModelConfig) and "name" not in self.writer.model_fields_set:
@@ -94,26 +107,45 @@ def _module_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def check_optimizer(cfg: GuidelinesConfig) -> None:
-    """Raise a SpecError naming `guidelines.optimizer` when the chosen optimizer cannot run here."""
-    if cfg.optimizer == "gepa" and not _module_available("gepa"):
+def check_gepa(cfg: GuidelinesConfig) -> None:
+    if not _module_available("gepa"):
         raise SpecError("guidelines.optimizer", "gepa needs the package `gepa` (a dependency of dspy), which is "
                         "not installed: pip install gepa; or use optimizer: traces")
-    if cfg.optimizer == "mipro" and not _module_available("optuna"):
+
+
+def check_mipro(cfg: GuidelinesConfig) -> None:
+    if not _module_available("optuna"):
         raise SpecError("guidelines.optimizer", "mipro (dspy.MIPROv2) needs the optional package optuna, which is "
                         "not installed: pip install optuna (or dspy[optuna]); or use optimizer: traces or gepa")
+
+
+def optimizer_of(cfg: GuidelinesConfig):
+    """The optimizer `guidelines.optimizer` names (a SpecError on that field, naming every registered one, if
+    none is registered under that name)."""
+    return guideline_optimizers.get(cfg.optimizer, "guidelines.optimizer")
+
+
+def check_optimizer(cfg: GuidelinesConfig) -> None:
+    """Raise a SpecError naming `guidelines.optimizer` when the chosen optimizer is not registered or cannot run
+    here (its optional `check(cfg)`)."""
+    check = getattr(optimizer_of(cfg), "check", None)
+    if check is not None:
+        check(cfg)
 
 
 def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_raters: int, n_dev: int,
                n_train: int = 0, n_labels: int | None = None) -> dict:
     """LM calls of a refinement, per round and in total (for a dry-run plan); an upper bound for a fresh run.
 
+    every round: C x n_raters x n_dev rater calls (dev scoring), plus n_raters x n_dev once for the original;
+    per candidate, the optimizer's own calls, from its optional `plan(cfg, round_, sizes)` hook (sizes: the
+    arguments here, n_dev capped by max_dev_items) -> {"writer_calls", "rater_calls"} (an optimizer without one
+    is counted as none):
     traces (B = batch_size, n_l = traces of label l, capped by max_traces_per_label):
       round 1 writer calls per candidate = sum_l [ceil(n_l / B) + reduce(ceil(n_l / B))], where
       reduce(m) = 0 for m <= 1, else floor(m / B) + [m mod B >= 2] + reduce(ceil(m / B)) (combine calls);
       round r >= 2: at most one writer call (revise) per label per candidate.
     Writer calls are counted without retries of cut or empty answers (the report counts those).
-    every round: C x n_raters x n_dev rater calls (dev scoring), plus n_raters x n_dev once for the original.
     gepa: <= gepa_max_metric_calls x n_raters rater calls inside the optimizer per candidate; writer (reflection)
       calls about one per reflective step, at most gepa_max_metric_calls / 2.
     mipro: mipro_num_trials x n_dev x n_raters rater calls per candidate; writer calls about
@@ -122,7 +154,21 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
     c = cfg.candidates
     dev = min(n_dev, cfg.max_dev_items or n_dev)
     scoring = n_raters * dev
+    plan = getattr(optimizer_of(cfg), "plan", None)
+    sizes = {"traces_per_label": dict(traces_per_label), "n_raters": n_raters, "n_dev": dev, "n_train": n_train,
+             "n_labels": n_labels}
+    rounds = []
+    for r in range(1, cfg.rounds + 1):
+        own = plan(cfg, r, sizes) if plan is not None else {}
+        writer, inner = own.get("writer_calls", 0), own.get("rater_calls", 0)
+        rounds.append({"round": r, "writer_calls": c * writer, "rater_calls": c * (scoring + inner)})
+    return {"original_rater_calls": scoring, "rounds": rounds,
+            "writer_calls": sum(r["writer_calls"] for r in rounds),
+            "rater_calls": scoring + sum(r["rater_calls"] for r in rounds)}
 
+
+def plan_traces(cfg: GuidelinesConfig, round_: int, sizes: dict) -> dict:
+    """optimizer `traces`: writer calls of one candidate (see plan_calls)."""
     def reduce_calls(m: int) -> int:
         total = 0
         while m > 1:
@@ -130,24 +176,20 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
             m = math.ceil(m / cfg.batch_size)
         return total
 
-    rounds = []
-    for r in range(1, cfg.rounds + 1):
-        if cfg.optimizer == "traces":
-            if r == 1:
-                counts = [min(n, cfg.max_traces_per_label or n) for n in traces_per_label.values() if n > 0]
-                maps = [math.ceil(n / cfg.batch_size) for n in counts]
-                writer = sum(m + reduce_calls(m) for m in maps)
-            else:
-                writer = n_labels or max(1, len(traces_per_label))
-            inner = 0
-        elif cfg.optimizer == "gepa":
-            writer = max(1, cfg.gepa_max_metric_calls // 2)
-            inner = cfg.gepa_max_metric_calls * n_raters
-        else:
-            train = min(n_train, cfg.max_train_items or n_train)
-            writer = cfg.mipro_num_candidates + math.ceil(train / 10) + 2
-            inner = cfg.mipro_num_trials * dev * n_raters
-        rounds.append({"round": r, "writer_calls": c * writer, "rater_calls": c * (scoring + inner)})
-    return {"original_rater_calls": scoring, "rounds": rounds,
-            "writer_calls": sum(r["writer_calls"] for r in rounds),
-            "rater_calls": scoring + sum(r["rater_calls"] for r in rounds)}
+    per_label = sizes["traces_per_label"]
+    if round_ == 1:
+        counts = [min(n, cfg.max_traces_per_label or n) for n in per_label.values() if n > 0]
+        maps = [math.ceil(n / cfg.batch_size) for n in counts]
+        return {"writer_calls": sum(m + reduce_calls(m) for m in maps), "rater_calls": 0}
+    return {"writer_calls": sizes["n_labels"] or max(1, len(per_label)), "rater_calls": 0}
+
+
+def plan_gepa(cfg: GuidelinesConfig, round_: int, sizes: dict) -> dict:
+    return {"writer_calls": max(1, cfg.gepa_max_metric_calls // 2),
+            "rater_calls": cfg.gepa_max_metric_calls * sizes["n_raters"]}
+
+
+def plan_mipro(cfg: GuidelinesConfig, round_: int, sizes: dict) -> dict:
+    train = min(sizes["n_train"], cfg.max_train_items or sizes["n_train"])
+    return {"writer_calls": cfg.mipro_num_candidates + math.ceil(train / 10) + 2,
+            "rater_calls": cfg.mipro_num_trials * sizes["n_dev"] * sizes["n_raters"]}

@@ -20,9 +20,9 @@ from thinktrace.loader import load_object
 from thinktrace.records import Prediction
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 
-from thinktrace.guidelines.config import DEFAULT_WRITER, KEPT_ORIGINAL_NOTE, GuidelinesConfig, check_optimizer
+from thinktrace.guidelines.config import (DEFAULT_WRITER, KEPT_ORIGINAL_NOTE, GuidelinesConfig, check_optimizer,
+                                          optimizer_of)
 from thinktrace.guidelines.rater_programs import adapter_of, factory_of
-from thinktrace.guidelines.strategies import STRATEGIES
 from thinktrace.guidelines.writer import rollout_seed, writer_limits
 
 
@@ -196,10 +196,11 @@ class _Refinement:
     def run(self) -> dict:
         original = self.candidate(0, 0, None, lambda _: (self.original, {"kind": "original", "writer_calls": 0,
                                                                          "fallbacks": []}))
+        optimizer = optimizer_of(self.cfg)  # thinktrace.registry.guideline_optimizers
         for round_ in range(1, self.cfg.rounds + 1):
             parent = self.best()
             for index in range(self.cfg.candidates):
-                make = STRATEGIES[self.cfg.optimizer](self, round_, index, parent)
+                make = optimizer(self, round_, index, parent)
                 self.candidate(round_, index, parent, make)
         best = self.best()
         refined = self.best_synthesized()

@@ -1,5 +1,17 @@
-"""How candidates are made, one strategy per `guidelines.optimizer` (a registry): from traces (map-reduce rules,
-then revisions from dev errors) or by DSPy's instruction optimizers (GEPA, MIPROv2)."""
+"""How candidates are made, one optimizer per `guidelines.optimizer`, registered by name in
+`thinktrace.registry.guideline_optimizers`: from traces (map-reduce rules, then revisions from dev errors) or by
+DSPy's instruction optimizers (GEPA, MIPROv2).
+
+A guideline optimizer is a callable `(refinement, round_, index, parent) -> make`, called once per candidate
+(round_ >= 1, index < guidelines.candidates; parent: the candidates.jsonl row of the best candidate so far, the
+original `0-0` in round 1); `make(rollout) -> (text, meta)` writes the candidate's guideline text, with `rollout` its
+stable seed / rollout id, and `meta` a JSON-able dict stored in `candidates/<id>.json` (`kind`, `writer_calls`,
+`fallbacks`: a list; optional `rules` {label: text} and `examples_text` for the rules / examples ablation). The
+refinement (`thinktrace.guidelines.refine._Refinement`) offers cfg, original, traces, dev, train_items, writer_lm,
+writer_adapter, raters, rater_factory, texts {id: text}, ratings(id), log_dir. Optional attributes of the callable:
+`check(cfg)` (raise a SpecError on `guidelines.optimizer` when it cannot run here) and `plan(cfg, round_, sizes)
+-> {"writer_calls", "rater_calls"}` per candidate, for the dry-run plan (thinktrace.guidelines.config.plan_calls).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +22,10 @@ import dspy
 
 from thinktrace.data import Item
 from thinktrace.errors import SpecError
+from thinktrace.registry import guideline_optimizers
 
-from thinktrace.guidelines.config import GEPA_GUIDANCE
+from thinktrace.guidelines.config import (GEPA_GUIDANCE, check_gepa, check_mipro, plan_gepa, plan_mipro,
+                                          plan_traces)
 from thinktrace.guidelines.panel import RaterPanel, panel_feedback_metric, panel_metric
 from thinktrace.guidelines.rater_programs import _judge, guideline_from_instructions, factory_of
 from thinktrace.guidelines.writer import writer_copy
@@ -148,10 +162,24 @@ def traces_strategy(ref, round_: int, index: int, parent: dict):
     return from_traces(ref, index) if round_ == 1 else revision(ref, parent)
 
 
-def optimizer_strategy(ref, round_: int, index: int, parent: dict):
-    """optimizer `gepa` / `mipro`: one run of DSPy's instruction optimizer from the best guideline so far."""
+def gepa_strategy(ref, round_: int, index: int, parent: dict):
+    """optimizer `gepa`: one run of dspy.GEPA from the best guideline so far."""
     return optimized(ref, parent)
 
 
-#: how each `guidelines.optimizer` makes a candidate: (refinement, round, index, parent) -> make(rollout)
-STRATEGIES = {"traces": traces_strategy, "gepa": optimizer_strategy, "mipro": optimizer_strategy}
+def mipro_strategy(ref, round_: int, index: int, parent: dict):
+    """optimizer `mipro`: one run of dspy.MIPROv2 (instructions only) from the best guideline so far."""
+    return optimized(ref, parent)
+
+
+traces_strategy.plan = plan_traces
+gepa_strategy.check, gepa_strategy.plan = check_gepa, plan_gepa
+mipro_strategy.check, mipro_strategy.plan = check_mipro, plan_mipro
+
+#: the built-in optimizers: how each `guidelines.optimizer` makes a candidate
+BUILTIN_OPTIMIZERS = {"traces": traces_strategy, "gepa": gepa_strategy, "mipro": mipro_strategy}
+for _name, _optimizer in BUILTIN_OPTIMIZERS.items():
+    try:
+        guideline_optimizers.register(_name, _optimizer)
+    except ValueError:  # the user's own, registered under a built-in name before this import: theirs is kept
+        pass

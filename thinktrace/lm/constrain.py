@@ -9,38 +9,20 @@ metadata (``thinktrace_grammar``). LMs that cannot take a grammar (remote provid
 answers are parsed leniently and parse failures are counted.
 
 An answer cut by ``max_tokens`` inside the rationale still lacks its label; ``choice_grammar`` then constrains the
-continuation of the answer so far (see ``thinktrace.adapters.choose_field``).
+continuation of the answer so far (see ``thinktrace.prompt_formats.choose_field``). The pieces that do not depend on the
+format (the metadata key, which LMs take grammars, ``choice_grammar`` and other GBNF pieces) are in
+``thinktrace.lm.grammar``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
 
-GRAMMAR_KEY = "thinktrace_grammar"
-_constrainable: set[str] = set()
+import dspy
 
-
-def mark_constrainable(model: str) -> None:
-    """Record that the dspy.LM named `model` (e.g. ``local/smollm2``) runs on an engine that honours grammars."""
-    _constrainable.add(model)
-
-
-def supports_constraints(lm) -> bool:
-    return getattr(lm, "model", None) in _constrainable
-
-
-def literal(text: str) -> str:
-    """A GBNF string literal."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-def alternatives(choices: Iterable[str]) -> str:
-    choices = list(choices)
-    if not choices or not all(isinstance(c, str) and c for c in choices):
-        raise ValueError("a constrained field needs a non-empty list of non-empty strings")
-    return "(" + " | ".join(literal(c) for c in choices) + ")"
-
+from thinktrace.prompt_formats import PlainAdapter, title
+from thinktrace.lm.grammar import GRAMMAR_KEY, alternatives, literal, supports_constraints
 
 _JSON_STRING = r'"\"" ( [^"\\\n] | "\\" ["\\/bfnrt] )* "\""'
 
@@ -48,10 +30,6 @@ _JSON_STRING = r'"\"" ( [^"\\\n] | "\\" ["\\/bfnrt] )* "\""'
 def answer_grammar(adapter, signature, constrained: dict[str, list[str]]) -> str:
     """GBNF for a whole answer of `signature` in `adapter`'s format; fields in `constrained` take one of their
     choices, every other output field one line of free text (at least one character)."""
-    import dspy
-
-    from thinktrace.adapters import PlainAdapter, title
-
     names = list(signature.output_fields)
     rules = ['text ::= [^\\n]+', f"jstr ::= {_JSON_STRING}"]
     for name, choices in constrained.items():
@@ -84,16 +62,9 @@ def answer_grammar(adapter, signature, constrained: dict[str, list[str]]) -> str
     return "\n".join([f"root ::= {' '.join(parts)}", *rules])
 
 
-def choice_grammar(choices: list[str]) -> str:
-    """GBNF for one of `choices`, after optional spaces (what follows an answer prefix such as ``Label:``)."""
-    return f'root ::= " "? {alternatives(choices)}'
-
-
 def constrained_config(lm, adapter, signature, constrained: dict[str, list[str]]) -> dict[str, Any]:
     """DSPy per-call ``config`` that constrains the answer on an LM that supports grammars; ``{}`` otherwise."""
     if lm is None or not supports_constraints(lm):
         return {}
-    import dspy
-
     grammar = answer_grammar(adapter or dspy.ChatAdapter(), signature, constrained)
     return {"metadata": {GRAMMAR_KEY: grammar}}

@@ -40,9 +40,11 @@ def _calls_per_model(spec, stages: dict) -> Counter:
             calls[rater_of(name) or name] += per
     if "guidelines" in stages:
         g = stages["guidelines"]
-        writer = spec.guidelines.writer
-        writer_name = getattr(writer, "name", None) or writer or spec.generator.name
-        calls[f"writer:{writer_name}" if not isinstance(writer, str) and writer else writer_name] += g["writer_calls"]
+        from thinktrace.run.roles import Roles
+
+        writer = Roles(spec).writer()  # its own entry is a model of its own, even under a rater's name
+        own = writer.model is spec.guidelines.writer
+        calls[f"writer:{writer.name}" if own else writer.name] += g["writer_calls"]
         for r in raters:
             calls[r] += (g["lm_calls_max"] - g["writer_calls"]) // max(1, len(raters))
     if "evaluate" in stages:

@@ -29,7 +29,7 @@ import threading
 from contextlib import contextmanager
 
 from thinktrace.errors import EndpointDown
-from thinktrace.lm.guard import CallsConfig, Endpoint, endpoint_for
+from thinktrace.lm.guard import CallsConfig, Endpoint, endpoint_for, on_reset
 
 
 class Fleet:
@@ -149,6 +149,7 @@ def fleet_of(cfg, calls: CallsConfig) -> Fleet:
         return fleet
 
 
+@on_reset  # thinktrace.lm.guard.reset_endpoints: fleets are built on the breakers it forgets
 def reset_fleets() -> None:
     with _fleets_lock:
         _fleets.clear()

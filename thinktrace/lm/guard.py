@@ -1,7 +1,8 @@
 """How LM calls fail, are retried and stop a stage: the one retry policy of every stage (sampling, guideline
 scoring, evaluation) and every provider (remote, llama.cpp, `provider: python`).
 
-- ``classify(err)`` sorts an exception raised by an LM call:
+- ``classify(err)`` (defined in ``thinktrace.lm.outcome``, importable from here) sorts an exception raised by an LM
+  call:
   ``connection`` (refused, reset, DNS: the endpoint is not there), ``transient`` (429, 5xx, timeout: try again
   later), ``rejected`` (401/403 or a missing key: fix the setup, then resume) and ``final`` (any other 4xx, an
   unknown model, a request the server refuses, an engine bug: the same call fails the same way again).
@@ -16,11 +17,10 @@ scoring, evaluation) and every provider (remote, llama.cpp, `provider: python`).
   stops within seconds of an outage with everything done so far in its journal.
 - A model served by several endpoints (``api_base`` a list) is a ``Fleet`` of breakers (``thinktrace.lm.fleet``):
   each try goes to a live endpoint, a failed try is retried on another one, and calls raise ``EndpointDown``
-  only once every endpoint of the fleet is down. ``GuardedLM`` itself is in ``thinktrace.lm.guarded``
-  (importable from here).
+  only once every endpoint of the fleet is down. ``GuardedLM`` itself is in ``thinktrace.lm.guarded``.
 
-Calls made by one thread are tallied in ``call_tally()`` (retries, empty answers), so a journal record can carry
-the retries spent on it and the counts survive a resume.
+Calls made by one thread are tallied in ``call_tally()`` (retries, empty answers; ``thinktrace.lm.outcome``), so a
+journal record can carry the retries spent on it and the counts survive a resume.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
+from typing import Callable
 
 from pydantic import Field
 
 from thinktrace.config import Section
 from thinktrace.errors import EndpointDown
-
-from thinktrace.journal import CONNECTION, FINAL, REJECTED, RETRYABLE, TRANSIENT  # noqa: F401
+from thinktrace.lm.outcome import (CONNECTION, FINAL, REJECTED, RETRYABLE, TRANSIENT, call_tally,  # noqa: F401
+                                   classify, forget_finish, last_finish, one_line, reset_tally)
 
 
 class CallsConfig(Section):
@@ -85,71 +86,6 @@ class CallsConfig(Section):
         description="A finished run exits 0 only if, in every stage, final failures (deterministic errors, empty "
         "answers) are at most this share of its calls.",
     )
-
-
-def _chain(err: BaseException):
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
-
-
-def classify(err: BaseException) -> str:
-    """connection | transient | rejected | final (see the module doc)."""
-    from dspy.utils import exceptions as ex
-
-    if isinstance(err, EndpointDown):
-        return CONNECTION
-    if isinstance(err, ex.LMTransportError):
-        return CONNECTION
-    if isinstance(err, (ex.LMRateLimitError, ex.LMTimeoutError, ex.LMServerError, ex.LMLockTimeoutError)):
-        return TRANSIENT
-    if isinstance(err, (ex.LMAuthError, ex.LMBillingError, ex.LMNotConfiguredError)):
-        return REJECTED
-    for e in _chain(err):  # engines of our own and plain HTTP clients: look at what was raised underneath
-        status = getattr(e, "status", None) or getattr(e, "status_code", None)
-        if isinstance(status, int):
-            if status == 429 or status >= 500 or status == 408:
-                return TRANSIENT
-            if status in (401, 403):
-                return REJECTED
-            if 400 <= status < 500:
-                return FINAL
-        if isinstance(e, (TimeoutError,)) or type(e).__name__ in ("Timeout", "ReadTimeout", "ConnectTimeout"):
-            return TRANSIENT
-        if isinstance(e, ConnectionError) or type(e).__name__ in ("ConnectError", "RemoteProtocolError",
-                                                                   "ReadError", "APIConnectionError"):
-            return CONNECTION
-    return FINAL
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).splitlines()[0] if str(err) else ""
-    return f"{type(err).__name__}: {text}"[:300]
-
-
-# -- per-thread tally of what the guard did for the record being made ------------------------------------------
-_tally = threading.local()
-
-
-def reset_tally() -> None:
-    _tally.retries = 0
-    _tally.empty = 0
-
-
-def last_finish() -> str | None:
-    """Finish reason of this thread's last answered LM call ("stop", "length", ...; None when unknown)."""
-    return getattr(_tally, "finish", None)
-
-
-def forget_finish() -> None:
-    _tally.finish = None
-
-
-def call_tally() -> dict:
-    """{"retries": in-call retries, "empty": empty completions given up on} since this thread's last reset."""
-    return {"retries": getattr(_tally, "retries", 0), "empty": getattr(_tally, "empty", 0)}
 
 
 class Endpoint:
@@ -250,13 +186,22 @@ def endpoint_for(key: str, name: str, where: str, calls: CallsConfig) -> Endpoin
         return ep
 
 
+_on_reset: list[Callable[[], None]] = []
+
+
+def on_reset(fn: Callable[[], None]) -> Callable[[], None]:
+    """Call `fn` whenever the breakers are reset: what is built on them (``thinktrace.lm.fleet``'s fleets) forgets
+    them too. Usable as a decorator."""
+    _on_reset.append(fn)
+    return fn
+
+
 def reset_endpoints() -> None:
     """Close every breaker and forget the counters (a new run, or a resume, starts fresh)."""
-    from thinktrace.lm.fleet import reset_fleets
-
     with _endpoints_lock:
         _endpoints.clear()
-    reset_fleets()
+    for fn in list(_on_reset):
+        fn()
 
 
 def endpoint_stats() -> dict[str, dict]:
@@ -266,13 +211,3 @@ def endpoint_stats() -> dict[str, dict]:
     names = [ep.name for ep in eps]
     return {(ep.name if names.count(ep.name) == 1 else f"{ep.name} @ {ep.where}"):
             {**ep.stats, "where": ep.where, "down": ep.reason} for ep in eps}
-
-
-def __getattr__(name: str):
-    """`from thinktrace.lm.guard import GuardedLM` still works: it lives in thinktrace.lm.guarded (which imports
-    this module), loaded on first use so either module may be imported first."""
-    if name == "GuardedLM":
-        from thinktrace.lm.guarded import GuardedLM
-
-        return GuardedLM
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,6 @@
 (``thinktrace.lm.fleet``: which server each try goes to, the concurrency cap) and the run's budget
 (``thinktrace.lm.budget``: every answered call's tokens and cost are counted; no call starts once it is spent).
 
-Import it from ``thinktrace.lm.guard``.
 """
 
 from __future__ import annotations
@@ -10,9 +9,11 @@ from __future__ import annotations
 import dspy
 
 from thinktrace.errors import EndpointDown
-from thinktrace.lm import guard
 from thinktrace.lm.budget import current_meter
-from thinktrace.lm.guard import CONNECTION, RETRYABLE, TRANSIENT, Endpoint, classify
+from thinktrace.lm.fleet import Fleet
+from thinktrace.lm.guard import Endpoint
+from thinktrace.lm.outcome import (CONNECTION, RETRYABLE, TRANSIENT, classify, count_empty, count_retry, forget_finish,
+                                   note_finish)
 
 
 def _empty(outputs) -> bool:
@@ -31,9 +32,7 @@ class GuardedLM(dspy.LM):
     """dspy.LM with thinktrace's retry policy and its endpoints' circuit breakers around every call. Give it
     `endpoint` (one server) or `fleet` (one or more, see thinktrace.lm.fleet)."""
 
-    def __init__(self, *args, endpoint: Endpoint | None = None, fleet=None, **kwargs):
-        from thinktrace.lm.fleet import Fleet
-
+    def __init__(self, *args, endpoint: Endpoint | None = None, fleet: Fleet | None = None, **kwargs):
         super().__init__(*args, num_retries=0, **kwargs)
         if fleet is None:
             if endpoint is None:
@@ -47,7 +46,7 @@ class GuardedLM(dspy.LM):
         finish = getattr(response, "finish_reason", None)
         if finish is None and getattr(response, "choices", None):
             finish = getattr(response.choices[0], "finish_reason", None)
-        guard._tally.finish = str(finish) if finish is not None else None
+        note_finish(str(finish) if finish is not None else None)
         if isinstance(entry, dict):
             current_meter().add(entry, self.model)
         super().update_history(entry)
@@ -55,7 +54,7 @@ class GuardedLM(dspy.LM):
     def __call__(self, prompt=None, *, messages=None, **kwargs):
         fleet, calls = self.fleet, self.fleet.calls
         meter = current_meter()
-        guard._tally.finish = None
+        forget_finish()
         retries = {CONNECTION: 0, TRANSIENT: 0}
         empty = 0
         failed: set[int] = set()  # endpoints this call failed on
@@ -91,7 +90,7 @@ class GuardedLM(dspy.LM):
                 fleet.wait(pause)
                 retries[kind] += 1
                 ep.count_retry(kind)
-                guard._tally.retries = getattr(guard._tally, "retries", 0) + 1
+                count_retry()
                 continue
             if _empty(outputs) and empty < calls.empty_retries:
                 empty += 1
@@ -99,6 +98,6 @@ class GuardedLM(dspy.LM):
                 kwargs = {**kwargs, "cache": False}
                 continue
             if _empty(outputs):
-                guard._tally.empty = getattr(guard._tally, "empty", 0) + 1
+                count_empty()
             ep.finished(True)
             return outputs

@@ -10,11 +10,14 @@ port or HTTP client is involved. ``python -m thinktrace.serve`` exposes the same
   selects the adapter per request). Started on the first request, stopped by ``stop()`` (the factory stops every
   server between pipeline stages, so a model holds memory only while a stage uses it). Registering an adapter
   after start restarts it once no request is in flight.
+- ``get_server(cfg)`` / ``get_engine(cfg)``: the process-wide servers, one per GGUF file, so two raters on the same
+  model (or a base model and its LoRA adapters) load it once; ``release_engines()`` stops them all,
+  ``engine_stats()`` counts their work (all importable from ``thinktrace.lm.factory`` too).
 - ``LlamaCppEngine``: DSPy's engine contract (``complete(request) -> dspy.lm15.Response``) for one model entry:
   the server, an optional adapter and the entry's sampling defaults. Every request carries its sampling settings
   explicitly (temperature, top_p, top_k, min_p, seed, max_tokens, stop): llama.cpp's server defaults (top_k 40,
   top_p 0.95, min_p 0.05) never apply silently. A request's ``metadata["thinktrace_grammar"]`` (a GBNF grammar,
-  see ``thinktrace.lm.constrain``) constrains the answer.
+  see ``thinktrace.lm.grammar``) constrains the answer.
 
 Reproducibility: the same seed, prompt and settings give the same text (llama.cpp samples each request from its own
 seeded RNG); without a seed, llama.cpp draws one. Greedy decoding (temperature 0) needs no seed. Concurrent requests
@@ -24,15 +27,18 @@ share batches, which can change floating-point sums in the last bits (a token fl
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from thinktrace import _env  # noqa: F401  (before dspy)
-from thinktrace.lm.weights import Served
+import thinktrace._env  # noqa: F401  (before dspy)
+from thinktrace.errors import SpecError
+from thinktrace.lm.config import ModelConfig
+from thinktrace.lm.grammar import GRAMMAR_KEY
+from thinktrace.lm.weights import Served, adapter_gguf, prepare
 
-GRAMMAR_KEY = "thinktrace_grammar"
 MIN_P_KEY = "thinktrace_min_p"
 
 
@@ -45,7 +51,7 @@ class LlamaServer:
         self.name = name or served.gguf.stem
         self.adapters: list[Path] = []
         self._server = None
-        self.before_start = None  # called (without locks held) before the server starts: see factory.make_room
+        self.before_start = None  # called (without locks held) before the server starts: see make_room
         self._cond = threading.Condition()
         self._inflight = 0
         self._stats = {"calls": 0, "input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "generate_s": 0.0,
@@ -260,7 +266,7 @@ class LlamaCppEngine:
         return response_to_events(self.complete(request))
 
     def close(self) -> None:
-        """Nothing per engine: the shared server is stopped by ``thinktrace.lm.factory.release_engines``."""
+        """Nothing per engine: the shared server is stopped by ``release_engines``."""
 
     def stats(self) -> dict[str, Any]:
         return self.server.stats()
@@ -274,11 +280,83 @@ class LlamaCppEngine:
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> "LlamaCppEngine":
-        from thinktrace.lm.config import ModelConfig
-        from thinktrace.lm.factory import get_engine
-
         return get_engine(ModelConfig(**state["config"]))
 
     def __repr__(self) -> str:
         adapter = f", adapter={str(self.adapter)!r}" if self.adapter else ""
         return f"LlamaCppEngine({self.name!r}{adapter})"
+
+
+# -- the process-wide servers: one per GGUF file -------------------------------------------------------------
+_registry: dict[str, Any] = {}
+_registry_lock = threading.Lock()
+MAX_RUNNING_ENV = "THINKTRACE_MAX_RUNNING_MODELS"
+
+
+def max_running() -> int:
+    """How many llama.cpp servers may hold their model at once (``$THINKTRACE_MAX_RUNNING_MODELS``, default 1).
+    Stages use their models one after another, and on a CPU two loaded models share the same cores, so one at a
+    time costs a reload now and then (seconds) and keeps peak memory at the largest model's."""
+    try:
+        return max(1, int(os.environ.get(MAX_RUNNING_ENV, "1")))
+    except ValueError:
+        raise SpecError(MAX_RUNNING_ENV, f"must be a positive integer, got {os.environ[MAX_RUNNING_ENV]!r}") from None
+
+
+def make_room(starting) -> None:
+    """Before `starting` loads its model: stop idle servers beyond ``max_running() - 1`` (oldest
+    first). A server with requests in flight is never stopped; it then runs beside the new one."""
+    with _registry_lock:
+        others = [s for s in _registry.values() if s is not starting and s.running]
+    excess = len(others) - (max_running() - 1)
+    for server in others:
+        if excess <= 0:
+            break
+        if server.stop_if_idle():
+            excess -= 1
+
+
+def get_server(cfg: ModelConfig, field: str = "model"):
+    """The process-wide llama.cpp server for cfg's weights (created on first request; weights load on first call).
+    Resolving the weights validates paths now: a missing file or adapter is a SpecError naming `field`."""
+    served = prepare(cfg.model, training_base=cfg.training_base or bool(cfg.adapter), field=f"{field}.model")
+    key = str(served.gguf)
+    with _registry_lock:
+        server = _registry.get(key)
+        if server is None:
+            server = LlamaServer(served, cfg.llama, name=cfg.model)
+            server.before_start = make_room
+            server.tokenizer  # noqa: B018  (load it now, in the building thread)
+            _registry[key] = server
+        return server
+
+
+def get_engine(cfg: ModelConfig, field: str = "model"):
+    """A DSPy engine for a local model entry: its server, its LoRA adapter (as GGUF) and its sampling defaults."""
+    server = get_server(cfg, field)
+    adapter = adapter_gguf(cfg.adapter, server.served, field=f"{field}.adapter") if cfg.adapter else None
+    return LlamaCppEngine(server, adapter=adapter, name=cfg.name, default_max_tokens=cfg.max_tokens,
+                          top_p=cfg.top_p, top_k=cfg.top_k, min_p=cfg.min_p, config=cfg)
+
+
+def engine_stats() -> dict[str, dict[str, Any]]:
+    """Per llama.cpp server (keyed by model): calls, input/cached/output tokens, generate/load seconds, starts."""
+    with _registry_lock:
+        items = list(_registry.values())
+    return {s.name if not s.adapters else f"{s.name}+{len(s.adapters)} adapters": s.stats() for s in items}
+
+
+def release_engines() -> None:
+    """Stop every llama.cpp server (after in-flight requests): memory goes back until a request needs a model
+    again. Engines and their statistics stay valid."""
+    with _registry_lock:
+        servers = list(_registry.values())
+    for server in servers:
+        server.stop()
+
+
+def clear_engines() -> None:
+    """Stop and forget all servers. For tests."""
+    release_engines()
+    with _registry_lock:
+        _registry.clear()

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Callable
 
 from thinktrace.report.format import fmt_diff, fmt_est, fmt_p, pct
-from thinktrace.report.model import Block, Report, Section, Text
+from thinktrace.report.model import Block, Report, ReportSection, Text
 from thinktrace.report.render import render_html, render_markdown
 from thinktrace.report.sections import agreement, findings, guideline, run as run_parts, traces
 from thinktrace.rundir import write_atomic
 from thinktrace.runview import RunView
 
-__all__ = ["Report", "Section", "build_run_report", "fmt_diff", "fmt_est", "fmt_p", "pct", "render_html",
+__all__ = ["Report", "ReportSection", "build_run_report", "fmt_diff", "fmt_est", "fmt_p", "pct", "render_html",
            "render_markdown", "write_reports"]
 
 SECTIONS: list[tuple[str, str, Callable[[RunView], list[Block]]]] = [
@@ -54,7 +54,7 @@ def _safe(fn: Callable[[RunView], list[Block]], view: RunView) -> list[Block]:
 def build_run_report(view: RunView) -> Report:
     """The report of one run folder (its metrics document and artifacts)."""
     incomplete = (view.metrics.get("status") or {}).get("state") == "incomplete"
-    sections = [Section(sid, heading, _safe(fn, view)) for sid, heading, fn in SECTIONS
+    sections = [ReportSection(sid, heading, _safe(fn, view)) for sid, heading, fn in SECTIONS
                 if not incomplete or sid in INCOMPLETE_SECTIONS]
     title = f"thinktrace run: {view.name}" + (" (incomplete)" if incomplete else "")
     return Report(title, run_parts.header(view), sections)

@@ -1,7 +1,7 @@
 """The report view model: what a report says, independent of how it is rendered.
 
-A `Report` is a title, a header and a list of `Section`s; a section is a list of blocks. The same model renders
-to Markdown (report.md, figures as PNG files beside it) and to a self-contained HTML page (report.html, figures
+A `Report` is a title, a header and a list of `ReportSection`s; a section is a list of blocks. The same model
+renders to Markdown (report.md, figures as PNG files beside it) and to a self-contained HTML page (report.html, figures
 inline) through the templates in `thinktrace/report/templates/`; a builder never writes Markdown or HTML itself.
 Text in blocks is plain text: each renderer escapes it for its format.
 """
@@ -111,7 +111,9 @@ Block = Union[Text, Heading, Bullets, Table, Figure, Gallery, Details, Diff, Quo
 
 
 @dataclass
-class Section:
+class ReportSection:
+    """One section of a report: an anchor id, a heading and its blocks (not a spec section, thinktrace.config)."""
+
     id: str
     heading: str
     blocks: list[Block] = field(default_factory=list)
@@ -121,7 +123,7 @@ class Section:
 class Report:
     title: str
     header: list[Block] = field(default_factory=list)
-    sections: list[Section] = field(default_factory=list)
+    sections: list[ReportSection] = field(default_factory=list)
 
     def figures(self) -> list[Figure]:
         """Every figure of the report, in order (galleries included)."""

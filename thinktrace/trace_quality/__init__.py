@@ -12,7 +12,7 @@ traces, and how many traces state their label; a corpus whose masked traces do n
 human label (RULE in `stats`) gets a warning.
 
 Modules: `config` (the spec section), `units` (the calls, from traces.jsonl and attempts.jsonl), `stats` (the
-numbers), `run` (the journalled stage work; imports DSPy).
+numbers); the stage itself is `thinktrace.run.stages.trace_quality`.
 """
 
 from thinktrace.trace_quality.config import TraceQualityConfig

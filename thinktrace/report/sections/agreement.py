@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from thinktrace import _plots
+import thinktrace._plots as _plots
 from thinktrace.report.flags import flag_text, rater_flags
 from thinktrace.report.format import fmt_diff, fmt_est, fmt_p
 from thinktrace.report.model import Block, Figure, Gallery, Heading, Strong, Table, Text

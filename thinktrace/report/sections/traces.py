@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from thinktrace import _plots
+import thinktrace._plots as _plots
 from thinktrace.report.format import fmt_diff, fmt_est, fmt_p, num, pct
 from thinktrace.report.model import Block, Figure, Heading, Quote, Strong, Table, Text
 from thinktrace.runview import RunView

@@ -1,6 +1,6 @@
 """Parse rate and agreement of the embedded model per prompt format (DSPy adapter), on the same items in one run.
 
-    python benchmarks/adapters.py [--items 20] [--spec experiments/quickstart.yaml] [--adapters plain chat json]
+    python benchmarks/prompt_formats.py [--items 20] [--spec experiments/quickstart.yaml] [--adapters plain chat json]
 
 Prints, per adapter: parseable outputs, exact-match accuracy, seconds per item, and the parse-rate ratio of each
 adapter to DSPy's ChatAdapter.
@@ -13,7 +13,7 @@ import time
 
 import thinktrace  # noqa: F401
 
-from thinktrace.adapters import make_adapter
+from thinktrace.prompt_formats import make_prompt_format
 from thinktrace.data import load_corpus
 from thinktrace.evaluate import rate_one
 from thinktrace.lm import build_lm
@@ -36,10 +36,10 @@ def main() -> None:
     lm = build_lm(cfg)
     Rater = load_object(spec.programs.rater, [loaded.base_dir], "programs.rater")
     program = Rater(guideline=loaded.guideline, label_set=corpus.label_set)
-    rate_one(program, lm, items[0], make_adapter("plain"))  # load the model outside the timings
+    rate_one(program, lm, items[0], make_prompt_format("plain"))  # load the model outside the timings
     rows = {}
     for name in args.adapters:
-        adapter = make_adapter(name)
+        adapter = make_prompt_format(name)
         start = time.perf_counter()
         records = [rate_one(program, lm, it, adapter) for it in items]
         secs = (time.perf_counter() - start) / len(items)

@@ -4,7 +4,7 @@
   the calls and small models answer it with code).
 - json: DSPy's JSONAdapter.
 - plain: `PlainAdapter`, a short `Field: value` line format that small local models follow far more often than
-  the chat markers (measured in benchmarks/adapters.py). A ChatAdapter subclass, so fine-tuning rows
+  the chat markers (measured in benchmarks/prompt_formats.py). A ChatAdapter subclass, so fine-tuning rows
   (`format_finetune_data`) come out in exactly the inference format.
 """
 
@@ -17,6 +17,8 @@ from typing import Any
 import dspy
 from dspy.adapters.utils import format_field_value
 from dspy.utils.exceptions import AdapterParseError
+
+from thinktrace.lm.grammar import GRAMMAR_KEY, choice_grammar, supports_constraints
 
 ADAPTERS = ("plain", "chat", "json")
 
@@ -78,7 +80,7 @@ class PlainAdapter(dspy.ChatAdapter):
         return found
 
 
-def make_adapter(name: str) -> dspy.Adapter:
+def make_prompt_format(name: str) -> dspy.Adapter:
     if name == "plain":
         return PlainAdapter()
     if name == "chat":
@@ -108,8 +110,6 @@ def choose_field(lm, adapter: dspy.Adapter | None, predictor, inputs: dict[str, 
     """Complete an answer that stopped before `field` (e.g. cut by max_tokens inside the rationale): the answer so
     far is given as an assistant prefix ending with `field`'s header, and a grammar lets the model write only one of
     `choices` (greedy). None when the LM takes no grammar (remote providers: their parse failures are counted)."""
-    from thinktrace.lm.constrain import GRAMMAR_KEY, choice_grammar, supports_constraints
-
     if lm is None or not supports_constraints(lm):
         return None
     adapter = adapter or dspy.ChatAdapter()

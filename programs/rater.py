@@ -22,7 +22,7 @@ import re
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
-from thinktrace.adapters import choose_field
+from thinktrace.prompt_formats import choose_field
 from thinktrace.labels import LabelSet
 from thinktrace.lm.constrain import constrained_config
 from thinktrace.lm.guard import forget_finish, last_finish

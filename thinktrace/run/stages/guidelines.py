@@ -1,0 +1,77 @@
+"""Stage `guidelines` (use 2): candidates synthesized from the traces, scored on dev across all raters (each
+candidate's ratings journalled); guideline.md and one compiled program per rater; the refined-guideline variants."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from thinktrace.run.stages.base import PlanContext, Stage, StageResult
+from thinktrace.variants import Variant, guideline_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinktrace.run.context import RunContext
+
+
+def guideline_parts(g) -> list[str]:
+    """The synthesized guidelines a run evaluates: the refined one, and its ablations (plan and run)."""
+    return ["refined"] + (["rules", "examples"] if g.ablation and g.optimizer == "traces" and g.examples_per_label
+                          else [])
+
+
+class GuidelinesStage(Stage):
+    name = "guidelines"
+    artifacts = ("guidelines/", "guideline.md", "guideline.original.md", "programs/")
+
+    def enabled(self, spec) -> bool:
+        return spec.guidelines.enabled
+
+    def plan(self, ctx: PlanContext) -> dict:
+        from thinktrace.guidelines import check_optimizer, plan_calls
+
+        spec, g = ctx.spec, ctx.spec.guidelines
+        check_optimizer(g)
+        per_label = Counter(ex.label for ex in ctx.examples)
+        calls = plan_calls(g, {k: v * spec.sampling.keep for k, v in per_label.items()}, len(spec.models.raters),
+                           ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
+        ctx.variants += [guideline_name(r.name, part) for part in guideline_parts(g) for r in spec.models.raters]
+        return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
+                "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
+
+    def run(self, ctx: RunContext) -> StageResult:
+        """Synthesize and refine the guideline from the traces (candidates scored on dev by mean α across all
+        raters); write guideline.md and one compiled program per rater; the summary: the refinement; the variants:
+        each rater under each synthesized guideline, when the writer changed it."""
+        from thinktrace.guidelines import priority_from_traces, refine_guideline, write_rater_programs
+
+        traces = ctx.rundir.log("traces.jsonl").read() if ctx.spec.sampling.enabled else []
+        cfg = ctx.spec.guidelines
+        # each configured rater with its best original prompt (chosen on dev; its own prompt without variants)
+        baselines = [ctx.best_prompt.get(v.name, v) for v in ctx.baselines()]
+        writer = ctx.roles.writer()
+        raters = {v.name: ctx.lm(v.model) for v in baselines}
+        factories = {v.name: (lambda g, v=v: ctx.program_for(v, g)) for v in baselines}
+        result = refine_guideline(
+            cfg, original=ctx.guideline, traces=traces,
+            writer_lm=ctx.lm(writer.model, writer.field, role="writer"), raters=raters,
+            rater_factory=factories, dev_items=ctx.corpus.split("dev"), label_set=ctx.corpus.label_set,
+            adapter={v.name: ctx.prompt_format_for(v.model) for v in baselines}, writer_adapter=ctx.prompt_format,
+            seed=ctx.spec.seed, n_boot=min(ctx.spec.evaluate.bootstrap, 200),
+            log_dir=ctx.rundir.file("guidelines"), priority=priority_from_traces(traces),
+            train_items=ctx.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
+            writer_program=ctx.program_class("writer"))
+        write_rater_programs(result["refined"], raters, factories, ctx.rundir.path, original=ctx.guideline)
+        if not result.get("refined_changed"):
+            return StageResult(result)  # the writer left the guideline unchanged: nothing new to evaluate
+        # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers;
+        # paired against the best original prompt (and the rater's own prompt when that is another one)
+        texts = {"refined": result["refined"], **(result.get("ablation_texts") or {})}
+        kinds = {"refined": "refined-guideline"}
+        variants = []
+        for part, text in texts.items():
+            for v in baselines:
+                against = [v.name] + ([v.rater] if v.rater != v.name else [])
+                variants.append(Variant(name=guideline_name(v.rater, part), model=v.model, guideline=text,
+                                        kind=kinds.get(part, f"guideline-{part}"), rater=v.name, order=v.order,
+                                        compare_to=against))
+        return StageResult(result, variants)

@@ -1,0 +1,93 @@
+"""Stage `traces`: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal;
+traces.jsonl, sft.jsonl and the compiled program program.json are rebuilt from it). With `sampling.max_demos`,
+every rater is also evaluated with the compiled program's demos (kind `trace-demos`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from thinktrace.errors import RunIncomplete, SpecError
+from thinktrace.run.stages.base import PlanContext, Stage, StageResult
+from thinktrace.variants import demos_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from thinktrace.run.context import RunContext
+
+
+def rejection_sampling(ctx: RunContext, generator, log, *, threads: int, max_demos: int):
+    """The teleprompter of the run's sampling settings (`sampling.*`, the run's seed and prompt format) with
+    `generator`, journalling every attempt in `log`: the teacher's and the student's own traces are sampled alike."""
+    from thinktrace.teleprompt import RejectionSampling
+
+    cfg = ctx.spec.sampling
+    return RejectionSampling(ctx.corpus.label_set, generator=generator, k=cfg.k, keep=cfg.keep,
+                             temperature=cfg.temperature, strategy=cfg.strategy, tolerance=cfg.tolerance,
+                             seed=ctx.spec.seed, num_threads=threads, attempts_log=log, max_demos=max_demos,
+                             adapter=ctx.prompt_format, accept_cut=cfg.accept_cut)
+
+
+def train_examples(ctx: RunContext):
+    """The train split's examples the traces are sampled on (`sampling.per_annotator`, `sampling.max_items`)."""
+    from thinktrace.traces import trainset
+
+    cfg = ctx.spec.sampling
+    return trainset(ctx.corpus, per_annotator=cfg.per_annotator, max_items=cfg.max_items)
+
+
+def raise_pending(stage: str, tele, n_examples: int) -> None:
+    """Stop the stage (resumable) when examples stopped on a call that failed retryably after its retries."""
+    if tele.pending:
+        first = next(iter(tele.pending.values()))
+        raise RunIncomplete(stage, f"{len(tele.pending)} of {n_examples} examples stopped on a call that failed "
+                            f"retryably after its retries ({first})")
+
+
+class TracesStage(Stage):
+    name = "traces"
+    artifacts = ("attempts.jsonl", "traces.jsonl", "sft.jsonl", "program.json")
+
+    def enabled(self, spec) -> bool:
+        return spec.sampling.enabled
+
+    def plan(self, ctx: PlanContext) -> dict:
+        from thinktrace.traces import trainset
+
+        spec = ctx.spec
+        ctx.examples = trainset(ctx.corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items)
+        if spec.sampling.max_demos:
+            ctx.variants += [demos_name(r.name) for r in spec.models.raters]
+        return {"generator": spec.generator.name, "strategy": spec.sampling.strategy, "examples": len(ctx.examples),
+                "k": spec.sampling.k, "lm_calls_max": len(ctx.examples) * spec.sampling.calls_per_example()}
+
+    def run(self, ctx: RunContext) -> StageResult:
+        from thinktrace.records import Trace
+        from thinktrace.rundir import write_jsonl
+        from thinktrace.teleprompt import accepted_traces, select_demos
+        from thinktrace.traces import acceptance_stats, sft_rows
+
+        cfg = ctx.spec.sampling
+        if cfg.per_annotator and not ctx.corpus.per_annotator:
+            raise SpecError("sampling.per_annotator", "the data has no per-annotator labels")
+        examples = train_examples(ctx)
+        teacher_role = ctx.roles.teacher()
+        teacher = ctx.program_class("infer")(guideline=ctx.guideline, label_set=ctx.corpus.label_set)
+        student = ctx.rater_program()
+        log = ctx.rundir.log("attempts.jsonl")
+        tele = rejection_sampling(ctx, ctx.lm(teacher_role.model), log,
+                                  threads=cfg.num_threads or teacher_role.model.num_threads, max_demos=cfg.max_demos)
+        compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
+        raise_pending("traces", tele, len(examples))
+        traces = accepted_traces(tele.attempts, examples)
+        write_jsonl(ctx.rundir.file("traces.jsonl"), traces, model=Trace)
+        write_jsonl(ctx.rundir.file("sft.jsonl"), sft_rows(traces, ctx.rater_signature(), ctx.prompt_format))
+        compiled.save(str(ctx.rundir.file("program.json")))
+        stats = {**acceptance_stats(tele.attempts, examples), "accept_cut": cfg.accept_cut}
+        variants = []
+        if cfg.max_demos:  # the compiled program's demos, used: every rater is also evaluated with them
+            demos = select_demos(traces, ctx.corpus.label_set, cfg.max_demos)
+            stats["demos"] = len(demos)
+            if demos:  # without an accepted trace a demos variant would be the zero-shot rater again
+                variants = [replace(base, name=demos_name(base.name), kind="trace-demos", demos=demos,
+                                    compare_to=[base.name]) for base in ctx.baselines()]
+        return StageResult(stats, variants)
