@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: quickstart test install clean distill
+.PHONY: quickstart test test-slow install clean distill
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -29,10 +29,17 @@ quickstart: install
 # when it exists: run it again after an interruption), then publishes results/distill and the README's table.
 distill: install
 	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --out runs/distill/main
-	$(BIN)/python -m thinktrace.results runs/distill/main results/distill --readme README.md
+	$(BIN)/python -m thinktrace.results runs/distill/main results/distill --readme README.md --docs docs/results/distill.md
 
+# The fast suite: every test not marked `slow`, on TEST_WORKERS processes (pytest-xdist; a module's tests stay in one
+# process, so its module fixtures are built once). `make test-slow`: the slow end-to-end ones (real embedded models,
+# killed and resumed processes, wheels, DDP), one process. CI (.ci/run) runs both.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -19,8 +19,8 @@ embedded model (make install) and `pip install 'thinktrace[ray]'`; other load on
 
 The control rows repeat both on the toy corpus with calls that take a fixed `--delay` and no CPU: the fake engine
 of the tests (provider python, THINKTRACE_FAKE_DELAY) in the Ray workers, and two one-slot fake OpenAI servers
-(tests/openai_fake.py replies, one request at a time, `--delay` each). They show what thinktrace's dispatch gives
-when the second worker or server has capacity of its own, which a shared 2-core machine may not leave it.
+(tests/support/openai_fake.py replies, one request at a time, `--delay` each). They show what thinktrace's dispatch
+gives when the second worker or server has capacity of its own, which a shared 2-core machine may not leave it.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def slow_server(delay: float):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from openai_fake import answer, send_chat_reply
+    from support.openai_fake import answer, send_chat_reply
 
     slot = threading.Lock()
 
@@ -190,8 +190,9 @@ def bench_control(items: int, k: int, delay: float) -> list:
 
     work = fake_work(items)
     os.environ["THINKTRACE_FAKE_DELAY"] = str(delay)
-    lm = build_lm(ModelConfig(name="fake", provider="python", cache=False,
-                              model=f"{ROOT / 'tests' / 'fake_engines.py'}:keyword_rater"), "models.generator")
+    engines = ROOT / "tests" / "support" / "fake_engines.py"
+    lm = build_lm(ModelConfig(name="fake", provider="python", cache=False, model=f"{engines}:keyword_rater"),
+                  "models.generator")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
     on_ray = {}
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from specs import toy_spec, write_spec
+from support.specs import toy_spec, write_spec
 
 import thinktrace
 from thinktrace.compile import main

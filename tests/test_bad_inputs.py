@@ -4,7 +4,7 @@ exit code 2, no traceback, and writes nothing."""
 import json
 
 import pytest
-from specs import TESTS, toy_spec, write_spec
+from support.specs import TESTS, toy_spec, write_spec
 
 from thinktrace.compile import main
 

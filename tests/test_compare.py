@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from toy_runs import add_later_stages, compile_run
+from support import read_jsonl
+from support.toy_runs import add_later_stages, compile_run
 
 from thinktrace.agreement import paired_difference
 from thinktrace.compare import compare, main
@@ -40,7 +41,7 @@ def test_same_items_are_paired_within_and_across_runs(runs):
     sft = rows[("toy/r1", "kw-sft")]
     assert sft["kind"] == "trace-sft" and sft["vs_baseline_note"] == "vs kw"
     # the same paired bootstrap, recomputed from the prediction records
-    preds = [json.loads(line) for line in (r1 / "predictions.jsonl").read_text().splitlines()]
+    preds = read_jsonl(r1 / "predictions.jsonl")
     items = json.loads((r1 / "data.json").read_text())["splits"]["test"]
     lab = {(p["rater"], p["item_id"]): p["label"] for p in preds}
     human = {p["item_id"]: p["human"] for p in preds}

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from specs import toy_spec, write_spec
+from support import read_jsonl
+from support.specs import toy_spec, write_spec
 
 from thinktrace.compile import main
 
@@ -33,10 +34,10 @@ def test_compile_writes_the_run_folder(tmp_path, monkeypatch, capsys):
     assert rater["n_unparsed"] == 0 and rater["alpha"]["value"] is not None
     assert rater["alpha"]["ci"][0] <= rater["alpha"]["value"] <= rater["alpha"]["ci"][1]
     assert test["human_ceiling"]["loo_alpha"]["value"] is not None
-    preds = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    preds = read_jsonl(run / "predictions.jsonl")
     data = json.loads((run / "data.json").read_text())
     assert {p["item_id"] for p in preds} == set(data["splits"]["test"])
-    traces = [json.loads(line) for line in (run / "traces.jsonl").read_text().splitlines()]
+    traces = read_jsonl(run / "traces.jsonl")
     assert traces and all(t["label"] == t["human"] for t in traces)
     assert set(t["item_id"] for t in traces) <= set(data["splits"]["train"])  # traces never come from test
     report = (run / "report.md").read_text()
@@ -115,13 +116,22 @@ def test_set_overrides_and_schema(tmp_path, capsys):
     ("programs.rater=programs/nope.py:Rater", "programs.rater"),
     ("programs.rater=programs/rater.py:Nope", "programs.rater"),
 ])
-def test_bad_spec_is_one_line_exit_2(tmp_path, override, field):
+def test_bad_spec_is_one_line_exit_2(tmp_path, override, field, capsys):
     path = write_spec(tmp_path, toy_spec())
-    proc = subprocess.run([sys.executable, "-m", "thinktrace.compile", str(path), "--dry-run", "--set", override],
+    assert main([str(path), "--dry-run", "--set", override]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and field in lines[0], err
+
+
+def test_bad_spec_from_the_command_line_is_one_line_exit_2(tmp_path):
+    """The same through `python -m thinktrace.compile` (one process start: the checks above run in this one)."""
+    path = write_spec(tmp_path, toy_spec())
+    proc = subprocess.run([sys.executable, "-m", "thinktrace.compile", str(path), "--dry-run", "--set", "sampling.k=0"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(path) in lines[0] and field in lines[0], proc.stderr
+    assert len(lines) == 1 and str(path) in lines[0] and "sampling.k" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -147,7 +157,7 @@ def test_an_older_run_folder_resumes_after_fields_were_added(tmp_path, monkeypat
     """A spec.resolved.yaml written before a field existed resumes: the missing field takes its default. A field
     that changes results still refuses the resume; `calls` and the description may change."""
     import yaml
-    from specs import toy_spec, write_spec
+    from support.specs import toy_spec, write_spec
 
     from thinktrace.compile import main
 
@@ -174,7 +184,7 @@ def test_a_run_folder_from_before_tie_break_resumes_with_its_old_rule(tmp_path, 
     import json
 
     import yaml
-    from specs import toy_spec, write_spec
+    from support.specs import toy_spec, write_spec
 
     from thinktrace.compile import main
 
@@ -208,7 +218,7 @@ def test_a_run_folder_from_before_tie_break_resumes_with_its_old_rule(tmp_path, 
 
 
 def test_the_plan_names_fine_tuned_variants_after_the_rater_on_the_base(tmp_path, monkeypatch, capsys):
-    from specs import toy_spec, write_spec
+    from support.specs import toy_spec, write_spec
 
     from thinktrace.compile import main
 
@@ -223,7 +233,7 @@ def test_the_plan_names_fine_tuned_variants_after_the_rater_on_the_base(tmp_path
 def test_metrics_json_is_written_once_and_holds_the_report_additions(tmp_path, monkeypatch):
     import json
 
-    from specs import toy_spec, write_spec
+    from support.specs import toy_spec, write_spec
 
     from thinktrace.compile import main
     from thinktrace.rundir import RunDir

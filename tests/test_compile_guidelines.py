@@ -2,13 +2,14 @@
 
 import json
 
-from specs import TESTS, toy_spec, write_spec
+from support import read_jsonl
+from support.specs import fake_model, toy_spec, write_spec
 
 from thinktrace.compile import main
 
 
 def spec(engine: str = "guideline_aware"):
-    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:{engine}", "cache": False}
+    rater = {"provider": "python", "model": fake_model(engine), "cache": False}
     return toy_spec(**{"models.raters": [dict(rater, name="a"), dict(rater, name="b")],
                        "guidelines": {"enabled": True, "candidates": 1, "rounds": 1}})
 
@@ -63,11 +64,11 @@ def test_refined_guideline_is_evaluated_on_test_even_when_it_loses_on_dev(tmp_pa
 def test_each_rater_is_prompted_in_its_own_format(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:chat_only", "cache": False}
+    rater = {"provider": "python", "model": fake_model("chat_only"), "cache": False}
     s = toy_spec(**{"models.raters": [dict(rater, name="plain"), dict(rater, name="chat", prompt_format="chat")],
                     "sampling.enabled": False})
     assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
-    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    records = read_jsonl(out / "predictions.jsonl")
     by = {name: {r["item_id"]: r for r in records if r["rater"] == name} for name in ("chat", "plain")}
     assert len(by["chat"]) == len(by["plain"]) == 10
     # the fake answers plain-line prompts with a marked wrong label, chat prompts with the keyword label
@@ -130,8 +131,8 @@ def test_an_empty_rules_section_is_flagged_not_presented_as_a_success(tmp_path, 
 def test_prompt_variants_are_chosen_on_dev_and_the_refined_guideline_is_compared_to_the_best(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:chat_only", "cache": False}
-    writer = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:guideline_aware", "cache": False}
+    rater = {"provider": "python", "model": fake_model("chat_only"), "cache": False}
+    writer = {"provider": "python", "model": fake_model("guideline_aware"), "cache": False}
     s = toy_spec(**{"models.raters": [dict(rater, name="a")],
                     "guidelines": {"enabled": True, "candidates": 1, "writer": writer},  # a writer entry of its own
                     "evaluate.prompts": [{"format": "chat"}, {"order": "label_first"}, {"format": "plain"}]})
@@ -142,7 +143,7 @@ def test_prompt_variants_are_chosen_on_dev_and_the_refined_guideline_is_compared
     assert list(p["raters"]["a"]) == ["a", "a@chat-rationale", "a@plain-label"]  # plain-rationale is its own
     assert p["best"]["a"] == "a@chat-rationale"
     assert p["raters"]["a"]["a@chat-rationale"]["alpha"]["value"] > p["raters"]["a"]["a"]["alpha"]["value"]
-    dev_rows = [json.loads(x) for x in (out / "prompts_dev.jsonl").read_text().splitlines()]
+    dev_rows = read_jsonl(out / "prompts_dev.jsonl")
     assert {r["split"] for r in dev_rows} == {"dev"} and len(dev_rows) == 3 * 10
     test = metrics["splits"]["test"]
     assert {"a", "a@chat-rationale", "a@plain-label", "a+refined"} <= set(test["raters"])
@@ -151,7 +152,7 @@ def test_prompt_variants_are_chosen_on_dev_and_the_refined_guideline_is_compared
     variant = next(v for v in metrics["variants"] if v["name"] == "a+refined")
     assert variant["rater"] == "a@chat-rationale"
     # candidates were scored with the best prompt
-    rows = [json.loads(x) for x in (out / "guidelines" / "candidates.jsonl").read_text().splitlines()]
+    rows = read_jsonl(out / "guidelines" / "candidates.jsonl")
     assert set(rows[0]["alpha"]) == {"a@chat-rationale"}
     report = (out / "report.md").read_text()
     assert "## Prompt variants" in report and "a@chat-rationale **(best on dev)**" in report

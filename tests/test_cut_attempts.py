@@ -10,7 +10,7 @@ import re
 
 import dspy
 import pytest
-from fakes import fake_lm, seed_of
+from support.fakes import fake_lm, seed_of
 
 from thinktrace.prompt_formats import PlainAdapter
 from thinktrace.labels import LabelSet
@@ -197,7 +197,7 @@ def test_a_run_folder_from_before_accept_cut_resumes_with_the_old_rule(tmp_path,
     import json
 
     import yaml
-    from specs import toy_spec, write_spec
+    from support.specs import toy_spec, write_spec
 
     from thinktrace.compile import main
 

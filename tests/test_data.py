@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from importlib import metadata
 from pathlib import Path
@@ -12,13 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 from pydantic import ValidationError
+from support import shared_datasets
 
 from thinktrace.data import sources as _sources
 from thinktrace.data import ColumnsConfig, Corpus, DataConfig, SplitConfig, load_corpus
 from thinktrace.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("THINKTRACE_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+SHARED = shared_datasets()
 SENT = ["neg", "neu", "pos"]
 VADER = "package:vaderSentiment/vaderSentiment/vader_lexicon.txt"
 

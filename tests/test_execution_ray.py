@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from specs import TESTS, toy_spec, write_spec
+from support.specs import TESTS, fake_model, toy_spec, write_spec
 
 ray = pytest.importorskip("ray", reason="ray is an optional extra: pip install 'thinktrace[ray]'")
 
@@ -49,7 +49,7 @@ def compile_run(tmp_path, name, spec, *extra):
 
 
 def guideline_spec(**kw):
-    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:guideline_aware", "cache": False}
+    rater = {"provider": "python", "model": fake_model("guideline_aware"), "cache": False}
     return toy_spec(**{"models.raters": [dict(rater, name="a"), dict(rater, name="b")],
                        "guidelines": {"enabled": True, "candidates": 1, "rounds": 1}, **kw})
 
@@ -104,7 +104,7 @@ def test_rate_items_and_sample_on_ray_equal_local(cluster, tmp_path):
 
     corpus = load_corpus(DataConfig(source=str(TESTS / "data" / "toy_long.csv"),
                                     label_set=["negative", "neutral", "positive"]), Path("."), seed=0)
-    lm = build_lm(ModelConfig(name="kw", provider="python", model=f"{TESTS / 'fake_engines.py'}:keyword_rater",
+    lm = build_lm(ModelConfig(name="kw", provider="python", model=fake_model("keyword_rater"),
                               cache=False), "models.raters.0")
     rater = load_object("programs/rater.py:Rater", [], "programs.rater")("Rate the sentiment.", corpus.label_set)
     teacher = load_object("programs/trace.py:TraceInferrer", [], "programs.infer")("Rate the sentiment.",

@@ -3,11 +3,12 @@ nothing, final ones are counted against `calls.max_failed`, no accepted trace is
 
 import json
 
-from specs import TESTS, toy_spec, write_spec
+from support import read_jsonl
+from support.specs import fake_model, toy_spec, write_spec
 
 from thinktrace.compile import EXIT_FAILURES, main
 
-RATER = {"name": "faulty", "provider": "python", "model": f"{TESTS / 'fake_engines.py'}:faulty", "cache": False}
+RATER = {"name": "faulty", "provider": "python", "model": fake_model("faulty"), "cache": False}
 
 
 def faulty_spec(**extra):
@@ -15,15 +16,12 @@ def faulty_spec(**extra):
                        "calls.backoff_s": 0.0, **extra})
 
 
-def read(path):
-    return [json.loads(x) for x in path.read_text().splitlines()]
-
 
 def test_faulty_engine_full_compile(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     assert main([str(write_spec(tmp_path, faulty_spec(**{"calls.max_failed": 0.25}))), "--out", str(out)]) == 0
-    attempts = read(out / "attempts.jsonl")
+    attempts = read_jsonl(out / "attempts.jsonl")
     errors = [a for a in attempts if a["error"]]
     # transient faults (503, timeout) were retried inside their call; what is journalled is final
     assert errors and all(e["error_kind"] == "final" for e in errors), errors[:3]
@@ -39,12 +37,12 @@ def test_faulty_engine_full_compile(tmp_path, monkeypatch):
     calls = metrics["calls"]["stages"]
     assert calls["traces"]["pending"] == 0 and calls["traces"]["final_failures"] == len(errors)
     assert calls["traces"]["in_call_retries"] == sum(a["retries"] for a in attempts)
-    preds = read(out / "predictions.jsonl")
+    preds = read_jsonl(out / "predictions.jsonl")
     rater = metrics["splits"]["test"]["raters"]["faulty"]
     assert rater["n_errors"] == sum(1 for p in preds if p["error"])
     assert rater["n_unparsed"] == sum(1 for p in preds if p["label"] is None)
     assert all(p["error_kind"] == "final" for p in preds if p["error"])
-    for trace in read(out / "traces.jsonl"):
+    for trace in read_jsonl(out / "traces.jsonl"):
         assert trace["label"] == trace["human"]
     report = (out / "report.md").read_text()
     assert "LM errors" in report and "failed attempts" in report and "## LM calls" in report

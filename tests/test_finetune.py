@@ -4,7 +4,6 @@ process and after SIGKILL). Fast tests use a tiny random Llama checkpoint; the r
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,43 +14,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from support import ROOT, TESTS, read_jsonl
+from support.tiny_model import make_rows, tiny_cfg
 
 from thinktrace.errors import SpecError, ThinktraceError
 from thinktrace.finetune import (FinetuneConfig, complete_checkpoints, encode_rows, plan_steps, prompt_ids,
                                  shared_prefix_loss, train_adapter)
-
-ROOT = Path(__file__).resolve().parent.parent
-LABELS = ["negative", "neutral", "positive"]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from lm.conftest import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama-ft"))
-
-
-def make_rows(n: int = 12, label_only: bool = False) -> list[dict]:
-    rows = []
-    for i in range(n):
-        label = LABELS[i % 3]
-        answer = f"Label: {label}" if label_only else f"Rationale: the item {i} reads as {label}\nLabel: {label}"
-        rows.append({"messages": [
-            {"role": "system", "content": "Rate the item as negative, neutral or positive.\nAnswer: Label: <label>"},
-            {"role": "user", "content": f"Item: a quick answer {i}"},
-            {"role": "assistant", "content": answer}], "key": str(i), "item_id": str(i), "label": label})
-    return rows
-
-
-def tiny_cfg(model_dir: Path, **kw) -> FinetuneConfig:
-    base = dict(enabled=True, base=str(model_dir), batch_size=4, save_steps=2, epochs=1, max_length=128,
-                lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
-    base.update(kw)
-    return FinetuneConfig(**base)
-
-
-def log_records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
 # -- config ----------------------------------------------------------------------------------------------------------
@@ -222,7 +190,7 @@ def test_training_writes_a_loadable_adapter_log_and_plot(trained, tiny_model_dir
     assert result["steps"] == 6 == plan_steps(tiny_cfg(tiny_model_dir, epochs=2), 12)
     assert result["rows"] == 12 and result["truncated_rows"] == 0 and result["resumed_from"] is None
     assert result["final_loss"] > 0 and result["train_seconds"] > 0 and result["seed"] == 3
-    records = log_records(out)
+    records = read_jsonl(out / "train_log.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert all({"loss", "lr", "epoch", "elapsed"} <= set(r) for r in records)
     assert records[-1]["loss"] == result["final_loss"] and records[-1]["epoch"] == pytest.approx(2.0)
@@ -290,10 +258,10 @@ def test_interrupted_run_resumes_from_last_checkpoint_and_matches(trained, tiny_
     assert not (tmp_path / "result.json").exists()
     result = train_adapter(cfg, make_rows(12), tmp_path, seed=3, name="trace", progress=False)
     assert result["resumed_from"].endswith("checkpoint-2") and result["steps"] == ref["steps"] == 6
-    records = log_records(tmp_path)
+    records = read_jsonl(tmp_path / "train_log.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]  # step 3 logged once, not twice
     # same seed, same data order, restored RNG: the resumed run reproduces the uninterrupted one
-    ref_losses = [r["loss"] for r in log_records(ref_out)]
+    ref_losses = [r["loss"] for r in read_jsonl(ref_out / "train_log.jsonl")]
     assert [r["loss"] for r in records] == pytest.approx(ref_losses, rel=1e-4)
 
 
@@ -320,7 +288,7 @@ KILLED_RUN = textwrap.dedent("""
     import thinktrace
     from pathlib import Path
     from transformers import TrainerCallback
-    from test_finetune import make_rows, tiny_cfg
+    from support.tiny_model import make_rows, tiny_cfg
     from thinktrace.finetune import train_adapter
 
     class Slow(TrainerCallback):
@@ -332,9 +300,10 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a training child process, killed and resumed
 def test_run_killed_with_sigkill_resumes(tiny_model_dir, tmp_path):
     out = tmp_path / "killed"
-    script = KILLED_RUN.format(tests=str(ROOT / "tests"), model=str(tiny_model_dir), out=str(out))
+    script = KILLED_RUN.format(tests=str(TESTS), model=str(tiny_model_dir), out=str(out))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=str(ROOT), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
@@ -352,7 +321,7 @@ def test_run_killed_with_sigkill_resumes(tiny_model_dir, tmp_path):
     result = train_adapter(tiny_cfg(tiny_model_dir, max_steps=8), make_rows(12), out, seed=0, name="trace",
                            progress=False)
     assert result["resumed_from"] and result["steps"] == 8
-    assert [r["step"] for r in log_records(out)] == list(range(1, 9))
+    assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == list(range(1, 9))
 
 
 def test_no_rows_and_bad_base_are_clear_errors(tiny_model_dir, tmp_path):

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from test_finetune import make_rows, tiny_cfg
+from support import read_jsonl
+from support.tiny_model import make_rows, tiny_cfg
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +46,6 @@ SITECUSTOMIZE = textwrap.dedent("""
         ft.shared_prefix_loss = spy
 """)
 
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from lm.conftest import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama-ddp"))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def single_process_run(cfg, rows, out):

@@ -10,17 +10,10 @@ import math
 from pathlib import Path
 
 import pytest
+from support.tiny_model import make_rows, tiny_cfg
 
-from test_finetune import make_rows, tiny_cfg
 from thinktrace.errors import SpecError
 from thinktrace.finetune import train_adapter
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from lm.conftest import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama-dtype"))
 
 
 def test_bf16_adapter_is_served_on_a_bf16_base(tiny_model_dir, tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import re
 import threading
 
 import pytest
-from fakes import fake_lm
+from support import read_jsonl
+from support.fakes import fake_lm
 from pydantic import ValidationError
 
 from thinktrace.prompt_formats import make_prompt_format
@@ -249,7 +250,7 @@ def test_picks_the_candidate_raters_agree_with_and_saves_every_candidate(tmp_pat
     assert result["original_dev"]["mean"] < result["best_dev"]["mean"] == pytest.approx(1.0)
     assert set(result["best_dev"]["alpha"]) == {"r0", "r1"}
     log = tmp_path / "guidelines"
-    rows = [json.loads(line) for line in (log / "candidates.jsonl").read_text().splitlines()]
+    rows = read_jsonl(log / "candidates.jsonl")
     assert [(r["round"], r["index"], r["parent"]) for r in rows] == [(0, 0, None), (1, 0, "0-0"), (1, 1, "0-0")]
     for row in rows:
         text = (log / "candidates" / f"{row['id']}.md").read_text()

@@ -6,7 +6,8 @@ import re
 import shutil
 
 import pytest
-from toy_runs import SCRIPT, add_later_stages, compile_run, hostile_csv
+from support import read_jsonl
+from support.toy_runs import SCRIPT, add_later_stages, compile_run, hostile_csv
 
 from thinktrace.report import write_reports
 from thinktrace.report.sections.agreement import confusion
@@ -90,7 +91,7 @@ def test_finetune_guideline_and_cost(full_html):
 
 
 def test_sample_traces_at_most_three_per_label(full_run, full_html):
-    traces = [json.loads(line) for line in (full_run / "traces.jsonl").read_text().splitlines()]
+    traces = read_jsonl(full_run / "traces.jsonl")
     labels = {t["human"] for t in traces}
     n = full_html.count('<div class="trace">')
     assert 0 < n <= 3 * len(labels)

@@ -1,9 +1,10 @@
-"""The real embedded models through the real pipeline (slow-ish, offline). Deselect with -m "not integration"."""
+"""The real embedded models through the real pipeline (offline, minutes): `integration`, so `slow` (make test-slow)."""
 
 import importlib.metadata as md
 import json
 
 import pytest
+from support import read_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def test_quickstart_rates_and_samples_on_the_embedded_model(tmp_path, monkeypatc
                "--set", "models.raters.0.max_tokens=40", "--set", "finetune.enabled=false",
                "--set", "guidelines.enabled=false"])
     assert rc == 0
-    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    preds = read_jsonl(out / "predictions.jsonl")
     n_test = len(json.loads((out / "data.json").read_text())["splits"]["test"])
     assert n_test >= 4
     # two raters (the Qwen teacher and the SmolLM2 student), each also with the accepted traces as demos, x the
@@ -44,10 +45,10 @@ def test_quickstart_rates_and_samples_on_the_embedded_model(tmp_path, monkeypatc
     assert sorted(p["rater"] for p in preds) == [n for n in names for _ in range(n_test)]
     assert all(p["error"] is None for p in preds)
     assert all((p["tokens"]["completion"] or 0) > 0 for p in preds)
-    attempts = [json.loads(x) for x in (out / "attempts.jsonl").read_text().splitlines()]
+    attempts = read_jsonl(out / "attempts.jsonl")
     assert 3 <= len(attempts) <= 3 * 2 * 2  # 3 items x k=2 x (blind, then hinted for what blind missed)
     assert len({a["seed"] for a in attempts}) == len(attempts)  # every attempt its own rollout
-    for trace in (json.loads(x) for x in (out / "traces.jsonl").read_text().splitlines()):
+    for trace in read_jsonl(out / "traces.jsonl"):
         assert trace["label"] == trace["human"] and trace["rationale"]
     metrics = json.loads((out / "metrics.json").read_text())
     for name in ("qwen2.5-coder-1.5b", "smollm2-135m"):

@@ -1,22 +1,20 @@
 """The label-leak detector (thinktrace.leak): on a fixture of real traces with their expected masks written out, and
 on hand-made edge cases (signs, number words, emoticons, nominal label names, synonyms)."""
 
-import json
-
 import pytest
-from specs import TESTS
+from support import DATA, read_jsonl
 
 from thinktrace.labels import LabelSet
 from thinktrace.leak import PLACEHOLDER, find_leaks, mask, states_label
 
-FIXTURE = TESTS / "data" / "leak_traces.jsonl"
+FIXTURE = DATA / "leak_traces.jsonl"
 VADER = LabelSet.of(range(-4, 5), level="ordinal")
 SENTIMENT = LabelSet.of(["negative", "neutral", "positive"], synonyms={"meh": "neutral"})
 ABUSE = LabelSet.of(["not abusive", "abusive", "very abusive"], level="ordinal")
 
 
 def _rows() -> list[dict]:
-    return [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    return read_jsonl(FIXTURE)
 
 
 @pytest.mark.parametrize("row", _rows(), ids=lambda r: f"{r['item']}-{r['strategy']}-{r['accepted']}")

@@ -13,44 +13,13 @@ import time
 from collections import Counter
 
 import pytest
-from fake_engines import POSITIVE, RULE
-from openai_fake import FakeOpenAI, is_rating
-from specs import toy_spec, write_spec
+from support import read_jsonl
+from support.fake_engines import RULE
+from support.openai_fake import FakeOpenAI, is_rating
+from support.specs import remote, spec_for, write_spec
 
 from thinktrace.compile import EXIT_INCOMPLETE, main
 from thinktrace.journal import latest_settled
-
-WORDS = ["window", "table", *POSITIVE, "bad", "awful", "sad", "ugly", "poor", "chair", "door"]
-
-
-def corpus(tmp_path, n: int):
-    """n items, 3 annotators agreeing with the keyword truth."""
-    from fake_engines import truth
-
-    rows = ["item_id,text,annotator_id,label"]
-    for i in range(n):
-        text = f"a {WORDS[i % len(WORDS)]} thing number {i}"
-        rows += [f"i{i:03d},{text},ann{a},{truth(text)}" for a in range(3)]
-    path = tmp_path / "corpus.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
-def remote(url: str, name: str = "judge") -> dict:
-    return {"name": name, "provider": "openai", "model": "judge-1", "api_base": url, "api_key_env": "FAKE_KEY",
-            "cache": False, "num_threads": 4}
-
-
-def spec_for(tmp_path, url: str, **extra) -> dict:
-    data = {"source": str(corpus(tmp_path, extra.pop("n", 80))), "format": "long",
-            "label_set": ["negative", "neutral", "positive"], "level": "nominal",
-            "split": extra.pop("split", {"train": 0.25, "dev": 0.0, "test": 0.75})}
-    return toy_spec(**{"data": data, "models.raters": [remote(url)], "calls.backoff_s": 0.0,
-                       "evaluate.bootstrap": 20, **extra})
-
-
-def read(path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
 @pytest.fixture
@@ -125,7 +94,7 @@ def test_evaluation_outage_stops_fast_and_resume_completes(tmp_path, monkeypatch
                                              "finetune.enabled": False})
     path, out, err, _ = run_interrupted(tmp_path, server, spec, 20, is_rating, capsys)
     check_stop(err, server, out, "evaluate")
-    before = read(out / "predictions.jsonl")
+    before = read_jsonl(out / "predictions.jsonl", missing_ok=True)
     n_test = len(json.loads((out / "data.json").read_text())["splits"]["test"])
     answered_before = [r for r in before if not r["error"]]
     assert 20 <= len(answered_before) < n_test
@@ -135,7 +104,7 @@ def test_evaluation_outage_stops_fast_and_resume_completes(tmp_path, monkeypatch
 
     calls_before = Counter(server.answered)
     assert resume(path, out, server) == 0
-    after = read(out / "predictions.jsonl")
+    after = read_jsonl(out / "predictions.jsonl", missing_ok=True)
     done = settled(after, pred_key)
     assert len(done) == n_test and not any(r["error"] for r in done.values())
     # no answered call was made again: every request body was answered once over both server lifetimes
@@ -148,7 +117,7 @@ def test_evaluation_outage_stops_fast_and_resume_completes(tmp_path, monkeypatch
     assert metrics["splits"]["test"]["raters"]["judge"]["n_items"] == n_test
     # the same predictions as a run the outage never touched
     _, ref = uninterrupted(tmp_path, spec)
-    ref_done = settled(read(ref / "predictions.jsonl"), pred_key)
+    ref_done = settled(read_jsonl(ref / "predictions.jsonl", missing_ok=True), pred_key)
     assert {k: (r["label"], r["rationale"]) for k, r in done.items()} == \
         {k: (r["label"], r["rationale"]) for k, r in ref_done.items()}
     print(f"evaluate outage: {len(answered_before)} answered + {len(before) - len(answered_before)} retryable "
@@ -166,18 +135,18 @@ def test_sampling_outage_uses_up_no_attempt(tmp_path, monkeypatch, server, capsy
     sampling = lambda body: (body.get("temperature") or 0) > 0  # noqa: E731
     path, out, err, _ = run_interrupted(tmp_path, server, spec, 15, sampling, capsys)
     check_stop(err, server, out, "traces")
-    before = read(out / "attempts.jsonl")
+    before = read_jsonl(out / "attempts.jsonl", missing_ok=True)
     failed = [r for r in before if r["error"]]
     assert len(failed) >= 5 and all(r["error_kind"] == "connection" and not r["accepted"] for r in failed)
     assert resume(path, out, server) == 0
-    after = read(out / "attempts.jsonl")
+    after = read_jsonl(out / "attempts.jsonl", missing_ok=True)
     done = settled(after, attempt_key)
     # every slot that failed on the outage was sampled again with its own seed: no attempt was used up
     for r in failed:
         assert attempt_key(r) in done and not done[attempt_key(r)]["error"]
     assert max(Counter(server.answered).values()) == 1
     _, ref = uninterrupted(tmp_path, spec)
-    ref_done = settled(read(ref / "attempts.jsonl"), attempt_key)
+    ref_done = settled(read_jsonl(ref / "attempts.jsonl", missing_ok=True), attempt_key)
     assert {k: (r["label"], r["accepted"]) for k, r in done.items()} == \
         {k: (r["label"], r["accepted"]) for k, r in ref_done.items()}
     assert (out / "traces.jsonl").read_text() == (ref / "traces.jsonl").read_text()
@@ -194,18 +163,19 @@ def test_guideline_scoring_outage_never_scores_a_candidate_on_survivors(tmp_path
     refined_rating = lambda body: is_rating(body) and RULE in json.dumps(body)  # noqa: E731
     path, out, err, _ = run_interrupted(tmp_path, server, spec, 6, refined_rating, capsys)
     check_stop(err, server, out, "guidelines")
-    rows = read(out / "guidelines" / "candidates.jsonl")
+    rows = read_jsonl(out / "guidelines" / "candidates.jsonl", missing_ok=True)
     assert [r["id"] for r in rows] == ["0-0"]  # the original is scored; the candidate is not, on 6 ratings
-    ratings = read(out / "guidelines" / "ratings" / "1-0.jsonl")
+    ratings = read_jsonl(out / "guidelines" / "ratings" / "1-0.jsonl", missing_ok=True)
     n_dev = len(json.loads((out / "data.json").read_text())["splits"]["dev"])
     assert 6 <= len([r for r in ratings if not r["error"]]) < n_dev
     assert resume(path, out, server) == 0
-    rows = read(out / "guidelines" / "candidates.jsonl")
+    rows = read_jsonl(out / "guidelines" / "candidates.jsonl", missing_ok=True)
     assert [r["id"] for r in rows] == ["0-0", "1-0"]
     assert rows[1]["n_dev"] == n_dev
-    assert len(settled(read(out / "guidelines" / "ratings" / "1-0.jsonl"), lambda r: (r["rater"], r["item_id"]))) \
+    assert len(settled(read_jsonl(out / "guidelines" / "ratings" / "1-0.jsonl", missing_ok=True),
+                       lambda r: (r["rater"], r["item_id"]))) \
         == n_dev
     assert max(Counter(server.answered).values()) == 1
     _, ref = uninterrupted(tmp_path, spec)
-    ref_rows = read(ref / "guidelines" / "candidates.jsonl")
+    ref_rows = read_jsonl(ref / "guidelines" / "candidates.jsonl", missing_ok=True)
     assert [r["alpha"] for r in rows] == [r["alpha"] for r in ref_rows]

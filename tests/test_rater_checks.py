@@ -4,7 +4,7 @@ gold labels are (a concentrated gold is no collapse)."""
 
 import json
 
-from specs import TESTS, toy_spec, write_spec
+from support.specs import fake_model, toy_spec, write_spec
 
 from thinktrace.compile import EXIT_FAILURES, main
 from thinktrace.data import Corpus, Item
@@ -13,11 +13,11 @@ from thinktrace.metrics import collapse, split_metrics
 from thinktrace.report.flags import variant_flags
 from thinktrace.runview import RunView
 
-KW = {"name": "kw", "provider": "python", "model": f"{TESTS / 'fake_engines.py'}:keyword_rater", "cache": False}
+KW = {"name": "kw", "provider": "python", "model": fake_model("keyword_rater"), "cache": False}
 
 
 def rater(name, engine):
-    return {"name": name, "provider": "python", "model": f"{TESTS / 'fake_engines.py'}:{engine}", "cache": False}
+    return {"name": name, "provider": "python", "model": fake_model(engine), "cache": False}
 
 
 def compile_toy(tmp_path, raters, *args, **extra):

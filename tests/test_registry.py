@@ -3,8 +3,8 @@ are validated and used; an unknown name is a one-line error naming the field and
 
 import dspy
 import pytest
-from fakes import fake_lm, seed_of
-from specs import toy_spec, write_spec
+from support.fakes import fake_lm, seed_of
+from support.specs import toy_spec, write_spec
 
 from thinktrace import registry
 from thinktrace.data import Item

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dspy
 import pytest
-from specs import toy_spec, write_spec
+from support.specs import toy_spec, write_spec
 
 from thinktrace.errors import SpecError
 from thinktrace.lm import build_lm

@@ -1,5 +1,5 @@
 """Publishing a run (`python -m thinktrace.results`): the findings table's reading of a CI, the results folder,
-the README block kept in step with the committed results, and an incomplete run refused."""
+the README block and the docs page kept in step with the committed results, and an incomplete run refused."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from toy_runs import add_later_stages, compile_run
+from support.toy_runs import add_later_stages, compile_run
 
 from thinktrace import results
 from thinktrace.report.sections.findings import reading, rows
@@ -61,6 +61,48 @@ def test_the_readme_block_between_markers_is_replaced_and_nothing_else(run, tmp_
     assert results.main([str(run), str(out), "--readme", str(readme)]) == 2
 
 
+def test_the_docs_page_is_written_with_the_summary_and_where_it_comes_from(run, tmp_path):
+    out, page = tmp_path / "results" / "toy", tmp_path / "docs" / "results" / "toy.md"
+    assert results.main([str(run), str(out), "--docs", str(page)]) == 0
+    text = page.read_text()
+    assert text == results.docs_page(RunView(out), "toy") and text.startswith("# Results: ")
+    assert "`results/toy/metrics.json`" in text and "](../numbers.md)" in text
+    assert "| fine-tuned on traces vs untuned | kw-sft − kw | -0.340 [-0.600, -0.100] |" in text
+    assert "### Scores per variant" in text  # the full tables: the README block has the short one
+
+
+def test_the_readme_block_is_the_short_findings_table_and_the_claims(run, tmp_path):
+    out = tmp_path / "toy"
+    results.publish(run, out)
+    block = results.readme_block(RunView(out))
+    assert block.startswith("| question | comparison (b − a) | Δα (95% CI) | reading (Δα) | Holm (α rows) |\n")
+    assert "| fine-tuned on traces vs untuned | kw-sft − kw | -0.340 [-0.600, -0.100] | worse (CI below 0) |" in block
+    assert "- **Claim (1)**" in block and "Scores per variant" not in block
+    assert all(len(line) <= results.WIDTH for line in block.splitlines() if not line.startswith("|"))
+
+
+def test_a_results_folder_re_renders_onto_itself_without_changing_its_files(tmp_path):
+    folder = tmp_path / "distill"
+    shutil.copytree(ROOT / "results" / "distill", folder)
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:distill -->\n<!-- /results:distill -->\n")
+    page = tmp_path / "distill.md"
+    assert results.main([str(folder), str(folder), "--readme", str(readme), "--docs", str(page)]) == 0
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert page.read_text() == (ROOT / "docs" / "results" / "distill.md").read_text()
+
+
+@pytest.mark.parametrize("text", [
+    "w " * 56 + "- x y z", "a " + "w" * 112 + " - x y z", "aa bb " + "w" * 108 + " 12. x y z",
+    "a " + "w" * 112 + " # x", "w" * 120 + " - x", "w" * 120 + " 3) x"])
+def test_wrapped_prose_never_starts_a_line_with_a_markdown_block_marker(text):
+    wrapped = results._wrap(text)
+    assert wrapped.split() == text.split() or "\\" in wrapped  # the words, in order (or an escaped marker)
+    for line in wrapped.splitlines()[1:]:
+        assert not results._BLOCK_START.match(line), wrapped
+
+
 def test_an_incomplete_run_is_not_published(run, tmp_path, capsys):
     broken = tmp_path / "run"
     shutil.copytree(run, broken)
@@ -73,7 +115,8 @@ def test_an_incomplete_run_is_not_published(run, tmp_path, capsys):
 
 def test_the_readme_shows_the_committed_results_table():
     """The README's "Does it work?" table is the one `python -m thinktrace.results` renders from the committed
-    results/distill/metrics.json: numbers in the README cannot drift from the run they come from."""
+    results/distill/metrics.json: numbers in the README cannot drift from the run they come from (the docs page
+    with the full tables: tests/test_docs.py)."""
     folder = ROOT / "results" / "distill"
     block = results.readme_block(RunView(folder))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

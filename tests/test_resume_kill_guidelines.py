@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
-from specs import TESTS, toy_spec, write_spec
+import pytest
+from support.specs import fake_model, toy_spec, write_spec
+
+pytestmark = pytest.mark.slow  # compiles in child processes, killed and resumed: `make test-slow`
 
 
 def lines(path):
@@ -16,7 +19,7 @@ def lines(path):
 
 
 def test_kill_during_guideline_scoring_then_resume(tmp_path):
-    rater = {"provider": "python", "model": f"{TESTS / 'fake_engines.py'}:guideline_aware", "cache": False,
+    rater = {"provider": "python", "model": fake_model("guideline_aware"), "cache": False,
              "num_threads": 1}
     spec = write_spec(tmp_path, toy_spec(**{"models.raters": [dict(rater, name="a"), dict(rater, name="b")],
                                             "guidelines": {"enabled": True, "candidates": 2, "rounds": 1},

@@ -10,21 +10,14 @@ from collections import Counter
 from types import SimpleNamespace
 
 import pytest
-from lm.conftest import build_tiny_checkpoint
-from specs import TESTS, toy_spec, write_spec
+from support import read_jsonl
+from support.tiny_model import children_in_process
+from support.specs import FAKE_ENGINES, toy_spec, write_spec
 
 from thinktrace.compile import main
 
-FAKES = TESTS / "fake_engines.py"
+FAKES = FAKE_ENGINES
 
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-base"))
 
 
 def self_spec(tiny, **overrides) -> dict:
@@ -43,16 +36,17 @@ def self_spec(tiny, **overrides) -> dict:
 
 
 @pytest.fixture(scope="module")
-def clean(tiny, tmp_path_factory):
+def clean(tiny_model_dir, tmp_path_factory):
     """One uninterrupted run, and its plan."""
     from thinktrace.data import load_corpus
     from thinktrace.spec import load_spec
     from thinktrace.run.stages import plan_stages
 
     work = tmp_path_factory.mktemp("self-clean")
-    path = write_spec(work, self_spec(tiny))
+    path = write_spec(work, self_spec(tiny_model_dir))
     out = work / "run"
-    assert main([str(path), "--out", str(out)]) == 0
+    with children_in_process():  # fine-tuning in this process: the same adapters without a child's imports
+        assert main([str(path), "--out", str(out)]) == 0
     loaded = load_spec(path)
     plan = plan_stages(loaded.spec, load_corpus(loaded.spec.data, loaded.base_dir, loaded.spec.seed))
     return out, plan, json.loads((out / "metrics.json").read_text())
@@ -153,13 +147,13 @@ def test_the_shuffled_control_trains_on_trace_sfts_rows_with_each_rationale_on_a
     assert f"{info['rationales_moved']} rationales moved" in (out / "report.md").read_text()
 
 
-def test_an_outage_of_the_student_stops_the_stage_and_resume_finishes_it_without_repeats(clean, tiny, tmp_path,
-                                                                                         monkeypatch):
+def test_an_outage_of_the_student_stops_the_stage_and_resume_finishes_it_without_repeats(
+        clean, tiny_model_dir, tmp_path, monkeypatch, in_process_children):
     clean_out, _, _ = clean
     calls = tmp_path / "calls.log"
     monkeypatch.setenv("THINKTRACE_FAKE_CALL_LOG", str(calls))
     monkeypatch.setenv("THINKTRACE_FAKE_STUDENT_DOWN", "1")
-    path = write_spec(tmp_path, self_spec(tiny, calls={"retries": 0, "max_error_rate": 1.0}))
+    path = write_spec(tmp_path, self_spec(tiny_model_dir, calls={"retries": 0, "max_error_rate": 1.0}))
     out = tmp_path / "run"
     assert main([str(path), "--out", str(out)]) == 3  # incomplete: resume it
     first = read_jsonl(out / "self" / "attempts.jsonl")
@@ -224,7 +218,8 @@ def test_bad_self_traces_settings_name_the_field(tmp_path, override, field, says
     assert field in str(err.value) and says in str(err.value) and "spec.yaml" in str(err.value)
 
 
-def test_no_accepted_trace_skips_fine_tuning_with_a_warning_not_a_crash(tiny, tmp_path, monkeypatch):
+def test_no_accepted_trace_skips_fine_tuning_with_a_warning_not_a_crash(tiny_model_dir, tmp_path, monkeypatch,
+                                                                         in_process_children):
     """A generator that explains nothing (bad luck on a small sample, a weak teacher) must not cost the run: the
     fine-tuning stage says why it trained nothing, the rest is evaluated, exit 0."""
     import thinktrace.teleprompt
@@ -232,7 +227,7 @@ def test_no_accepted_trace_skips_fine_tuning_with_a_warning_not_a_crash(tiny, tm
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(thinktrace.teleprompt, "accepted_traces", lambda attempts, trainset: [])
     out = tmp_path / "run"
-    spec = self_spec(tiny, **{"sampling.self_traces": False, "sampling.self_generator": None,
+    spec = self_spec(tiny_model_dir, **{"sampling.self_traces": False, "sampling.self_generator": None,
                               "trace_quality.enabled": None})
     assert main([str(write_spec(tmp_path, spec)), "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

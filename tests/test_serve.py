@@ -20,27 +20,6 @@ def server(tiny_model_dir, tiny_adapter_dir):
     srv.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from lm.conftest import build_tiny_checkpoint
-
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-serve"))
-
-
-@pytest.fixture(scope="module")
-def tiny_adapter_dir(tiny_model_dir, tmp_path_factory):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
-                           LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    dest = tmp_path_factory.mktemp("tiny-serve-lora")
-    model.save_pretrained(str(dest))
-    return dest
-
-
 def post(url: str, body: dict):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as resp:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import pytest
-from specs import toy_spec, write_spec
+from support.specs import toy_spec, write_spec
 
 from thinktrace.traces import shuffled_rationales
 

@@ -1,6 +1,6 @@
 import pytest
 import yaml
-from specs import toy_spec, write_spec
+from support.specs import toy_spec, write_spec
 
 from thinktrace.errors import SpecError
 from thinktrace.spec import apply_override, load_spec

@@ -1,6 +1,6 @@
 import dspy
 import pytest
-from fakes import fake_lm, seed_of
+from support.fakes import fake_lm, seed_of
 
 from thinktrace.labels import LabelSet
 from thinktrace.loader import load_object

@@ -1,4 +1,4 @@
-"""The trace-quality stage: does each accepted trace carry its label? Fake readers (tests/fake_engines.py): one
+"""The trace-quality stage: does each accepted trace carry its label? Fake readers (tests/support/fake_engines.py): one
 returns the label its trace states (a copier: the mask leaves it nothing), one follows the words its trace quotes (a
 reasoner: the masked trace still leads it), one ignores the trace."""
 
@@ -6,14 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from specs import TESTS, toy_spec, write_spec
+from support import read_jsonl
+from support.specs import FAKE_ENGINES, toy_spec, write_spec
 
 from thinktrace.compile import main
 from thinktrace.labels import LabelSet
 from thinktrace.trace_quality import build_units, leak_stats, quality_metrics
 from thinktrace.trace_quality.units import MASKED, MASKED_REJECTED, REJECTED, WITH, WITHOUT, trace_id
 
-ENGINES = TESTS / "fake_engines.py"
+ENGINES = FAKE_ENGINES
 
 
 def reader_spec(engine: str, level: str = "nominal", **extra) -> dict:
@@ -30,9 +31,6 @@ def run(tmp_path, spec: dict, *extra) -> tuple:
     assert main([str(write_spec(tmp_path, spec)), "--out", str(out), *extra]) == 0
     return out, json.loads((out / "metrics.json").read_text())
 
-
-def jsonl(path):
-    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 # -- the numbers, on hand-made records ------------------------------------------------------------------------
@@ -202,7 +200,7 @@ def test_a_reader_that_copies_the_stated_label_is_lifted_by_the_raw_trace_only(t
     monkeypatch.chdir(tmp_path)
     out, metrics = run(tmp_path, reader_spec("trace_reader", level))
     q = metrics["trace_quality"]
-    traces = jsonl(out / "traces.jsonl")
+    traces = read_jsonl(out / "traces.jsonl")
     assert q["reader"] == "reader" and q["n_traces"] == len(traces) and q["overall"]["n"] == len(traces)
     neutral = sum(t["human"] == "neutral" for t in traces) / len(traces)
     o = q["overall"]
@@ -219,7 +217,7 @@ def test_a_reader_that_copies_the_stated_label_is_lifted_by_the_raw_trace_only(t
     assert leaks["rejected"]["n"] == r["n"] and leaks["rejected"]["states_own_label"] == r["n"]
     assert set(q["per_label"]) <= {"negative", "neutral", "positive"}
     assert q["per_label"]["neutral"][WITHOUT]["value"] == 1.0 and q["per_label"]["positive"][WITHOUT]["value"] == 0
-    records = jsonl(out / "trace_quality.jsonl")
+    records = read_jsonl(out / "trace_quality.jsonl")
     assert {r["condition"] for r in records} == {MASKED, WITH, WITHOUT, MASKED_REJECTED, REJECTED}
     assert all(not r["error"] for r in records)
     assert metrics["calls"]["stages"]["trace_quality"]["settled"] == len(records)
@@ -243,7 +241,7 @@ def test_a_reader_that_follows_the_reasoning_is_lifted_by_the_masked_trace(tmp_p
     r = o["rejected"]
     assert r["n"] > 0 and r[MASKED_REJECTED]["value"] == 1.0 and r["accepted_beats_rejected"] is False
     assert r["masked_trace_minus_masked_rejected_trace"]["diff"] == 0
-    shown = [r for r in jsonl(out / "trace_quality.jsonl") if r["condition"] == MASKED]
+    shown = [r for r in read_jsonl(out / "trace_quality.jsonl") if r["condition"] == MASKED]
     assert shown and all(r["trace_sha"] for r in shown)
     report = (out / "report.md").read_text()
     assert "a rejected trace lifts the reader about as much as an accepted one (the CI includes 0)" in report
@@ -279,7 +277,7 @@ def logged_run(tmp_path, monkeypatch):
     monkeypatch.setenv("THINKTRACE_FAKE_READ_LOG", str(calls))
     out, first = run(tmp_path, reader_spec("trace_reader"))
     journal = out / "trace_quality.jsonl"
-    return out, first, calls, journal, jsonl(journal)
+    return out, first, calls, journal, read_jsonl(journal)
 
 
 def test_resume_repeats_no_settled_call(tmp_path, monkeypatch):
@@ -295,7 +293,7 @@ def test_resume_repeats_no_settled_call(tmp_path, monkeypatch):
     again = calls.read_text().splitlines()
     assert len(again) == len(dropped)
     assert sorted((line.split("\t")[0], line.split("\t")[1]) for line in again) == sorted(
-        ("item" if r["condition"] == WITHOUT else "trace", next(t["item"] for t in jsonl(out / "traces.jsonl")
+        ("item" if r["condition"] == WITHOUT else "trace", next(t["item"] for t in read_jsonl(out / "traces.jsonl")
                                                               if t["item_id"] == r["item_id"])) for r in dropped)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trace_quality"] == first["trace_quality"]
@@ -319,7 +317,7 @@ def test_a_journal_from_before_masking_replays_and_only_the_masked_units_are_rea
     again = calls.read_text().splitlines()
     assert len(again) == len(masked) and all("[label]" in line.split("\t")[2] for line in again)
     assert json.loads((out / "metrics.json").read_text())["trace_quality"] == first["trace_quality"]
-    stale = dict(jsonl(journal)[-1], trace_sha="0" * 12, label="positive")
+    stale = dict(read_jsonl(journal)[-1], trace_sha="0" * 12, label="positive")
     with journal.open("a") as fh:
         fh.write(json.dumps(stale) + "\n")
     calls.write_text("")

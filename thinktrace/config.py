@@ -7,6 +7,6 @@ from pydantic import BaseModel, ConfigDict
 
 class Section(BaseModel):
     """A section of the YAML experiment spec. Unknown keys are rejected; every field carries a description that
-    `python -m thinktrace.compile --schema` prints and the README documents."""
+    `python -m thinktrace.compile --schema` prints and docs/reference/spec.md documents."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)

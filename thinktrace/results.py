@@ -1,15 +1,19 @@
-"""Publish a finished run: copy the small files a repository can keep into a results folder, and keep a README's
-results table in step with them.
+"""Publish a finished run: copy the small files a repository can keep into a results folder, and keep the README's
+results table and the docs site's results page in step with them.
 
     python -m thinktrace.results runs/distill/main results/distill                   # metrics, spec, report, summary
-    python -m thinktrace.results runs/distill/main results/distill --readme README.md  # + the README's table
+    python -m thinktrace.results runs/distill/main results/distill --readme README.md --docs docs/results/distill.md
+    python -m thinktrace.results results/distill results/distill --readme README.md --docs docs/results/distill.md
 
 The results folder holds metrics.json, spec.resolved.yaml, report.md with its figures/ (PNG) and summary.md: the
 findings table (the paper's questions, see `thinktrace.report.sections.findings`) and the per-variant scores. Journals,
 adapters and report.html (figures inlined as base64) stay in the run folder. With `--readme`, the text between
 `<!-- results:NAME -->` and `<!-- /results:NAME -->` (NAME: the results folder's name) is replaced by
-`readme_block`; the markers must already be in the file. Only a finished run is published (complete, or complete with variants flagged as failed). Exit codes: 0 done;
-2 not a complete run folder, or the README lacks the markers (one line on stderr).
+`readme_block` (the short findings table and the claims); the markers must already be in the file. With `--docs`,
+that file is (over)written with `docs_page`: the summary as a page of the docs site (mkdocs.yml's nav must list
+it). The third line re-renders both from a results folder itself (after a change of the rendering code). Only a
+finished run is published (complete, or complete with variants flagged as failed). Exit codes: 0 done; 2 not a
+complete run folder, or the README lacks the markers (one line on stderr).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import argparse
 import re
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from thinktrace.report.flags import flag_text
 from thinktrace.report.format import fmt_est
 from thinktrace.report.model import Heading, Report, ReportSection, Table
-from thinktrace.report.render import FIGURE_DIR, render_markdown
+from thinktrace.report.model import Bullets, Strong
+from thinktrace.report.render import FIGURE_DIR, md_cell, md_text, render_markdown
 from thinktrace.report.sections import findings
 from thinktrace.report.sections.reading import reading_blocks, what_ran
 from thinktrace.rundir import write_atomic
@@ -59,10 +65,77 @@ def summary_report(run: RunView) -> Report:
     return Report(f"Results: {run.name}", [], [ReportSection("findings", "Does it work?", blocks)])
 
 
+#: the width README and docs prose is wrapped at (tests/test_docs.py: no paragraph over 8 lines)
+WIDTH = 115
+
+
+#: what must not begin a wrapped line: Markdown would read it as a list item, a heading or a quote
+_BLOCK_START = re.compile(r"([-*+]|\d+[.)])(\s|$)|#|>")
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    """`text` wrapped at WIDTH; a line that would begin with a list marker, `#` or `>` takes the previous line's
+    last word with it, so wrapping never changes what the Markdown says."""
+    lines = textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+    for i in range(1, len(lines)):
+        while _BLOCK_START.match(lines[i][len(indent):]) and " " in lines[i - 1].strip():
+            head, word = lines[i - 1].rsplit(" ", 1)
+            lines[i - 1], lines[i] = head, f"{indent}{word} {lines[i][len(indent):]}"
+        rest = lines[i][len(indent):]
+        if _BLOCK_START.match(rest):  # one word longer than a line before it: escape the marker instead
+            cut = re.match(r"\d+", rest).end() if rest[0].isdigit() else 0
+            lines[i] = f"{indent}{rest[:cut]}\\{rest[cut:]}"
+    return "\n".join(lines)
+
+
+def claims(run: RunView) -> list[str]:
+    """The reading's verdict on each of the paper's claims, as Markdown (one string per claim)."""
+    out = []
+    for block in reading_blocks(run):
+        if isinstance(block, Bullets):
+            for item in block.items:
+                parts = list(item) if isinstance(item, (list, tuple)) else [item]
+                if parts and isinstance(parts[0], Strong) and str(parts[0]).startswith("Claim"):
+                    out.append(md_text(parts))
+    return out
+
+
 def readme_block(run: RunView) -> str:
-    """The Markdown a README shows for this run: the summary without its title (figures only named)."""
-    text = render_markdown(summary_report(run))
-    return text.split("\n", 1)[1].strip() + "\n" if text.startswith("# ") else text
+    """The Markdown a README shows for this run: the findings table without the τ-b and ICC columns, one line on
+    how to read it, and the verdict on each claim; every number read off the run's metrics.json (the full summary
+    is `docs_page`)."""
+    split = run.main_split()
+    body = findings.rows(run, split) if split is not None else []
+    if not body:
+        return "*This run made none of the comparisons the paper's questions need.*\n"
+    lines = ["| question | comparison (b − a) | Δα (95% CI) | reading (Δα) | Holm (α rows) |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(md_cell(row[i]) for i in (0, 1, 2, 5, 6)) + " |" for row in body]
+    lines += ["", _wrap(f"*{split} split, {run.split(split).get('n_items', '?')} items; Δα: paired bootstrap "
+                        "difference of Krippendorff's α with its 95 % CI. A reading says better or worse only when "
+                        "the CI excludes 0; Holm: adjusted over the table's rows.*"), ""]
+    lines += [_wrap(f"- {claim}", "  ") for claim in claims(run)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def docs_page(run: RunView, name: str) -> str:
+    """The docs site's page of the results folder `results/NAME/`: where it comes from, the experiment's
+    description, then the summary (findings, reading, what ran, scores per variant), every number read off its
+    metrics.json. Figures stay in the folder's report.md (a docs page links only to files under docs/)."""
+    summary = render_markdown(summary_report(run))
+    title, body = summary.split("\n", 1) if summary.startswith("# ") else (f"# Results: {name}", summary)
+    head = [title, "",
+            f"<!-- Generated from results/{name}/ by `python -m thinktrace.results RUN results/{name} --docs "
+            f"docs/results/{name}.md`;\ndo not edit: tests/test_docs.py fails when this page differs from what the "
+            "code renders. -->", ""]
+    description = " ".join(str(run.spec.get("description") or "").split())
+    if description:
+        head += [_wrap(md_text(description)), ""]
+    head += [_wrap(f"Every number on this page is read off `results/{name}/metrics.json` by `python -m "
+                   f"thinktrace.results`. The folder `results/{name}/` of the repository also holds `report.md` "
+                   "(the run's full report, with its figures), `summary.md` (this page's tables) and "
+                   "`spec.resolved.yaml` (the spec as it ran). How to read the numbers: "
+                   "[What the numbers mean](../numbers.md)."), ""]
+    return "\n".join(head) + "\n" + body.strip() + "\n"
 
 
 def publish(run_dir: Path, out: Path) -> list[Path]:
@@ -72,11 +145,13 @@ def publish(run_dir: Path, out: Path) -> list[Path]:
         raise RunError(run_dir, f"the run is {state}: resume it to the end before publishing its results")
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    same = run.path.resolve() == out.resolve()  # re-rendering a results folder itself: nothing to copy
     for name in KEPT:
         if (run.path / name).exists():
-            shutil.copyfile(run.path / name, out / name)
+            if not same:
+                shutil.copyfile(run.path / name, out / name)
             written.append(out / name)
-    if (run.path / FIGURE_DIR).is_dir():
+    if (run.path / FIGURE_DIR).is_dir() and not same:
         shutil.copytree(run.path / FIGURE_DIR, out / FIGURE_DIR, dirs_exist_ok=True)
     summary = out / "summary.md"
     write_atomic(summary, render_markdown(summary_report(run), out))
@@ -97,12 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path, help="a complete run folder")
     p.add_argument("out", type=Path, help="the results folder to write (e.g. results/distill)")
     p.add_argument("--readme", type=Path, help="also replace this file's results block (between markers)")
+    p.add_argument("--docs", type=Path, help="also write the docs site's page of the results, e.g. "
+                                             "docs/results/distill.md")
     args = p.parse_args(argv)
     try:
         paths = publish(args.run_dir, args.out)
         if args.readme:
             update_readme(args.readme, args.out.name, readme_block(RunView(args.out)))
             paths.append(args.readme)
+        if args.docs:
+            args.docs.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(args.docs, docs_page(RunView(args.out), args.out.name))
+            paths.append(args.docs)
     except (RunError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

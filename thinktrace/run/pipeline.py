@@ -59,9 +59,7 @@ class Pipeline:
         from thinktrace.lm.guard import reset_endpoints
 
         reset_endpoints()  # every run (and resume) starts with closed breakers
-        from thinktrace.lm.budget import start_budget
-
-        self.meter = start_budget(spec.budget, rundir.file("usage.json"))  # spent so far: this folder's
+        self.meter = None  #: the run's budget meter, started by `run()` (a failed preflight leaves none behind)
         #: seconds per stage over every session of this run folder (a resume adds its own time to what the
         #: sessions before it spent, journalled in timing.json after each stage, so a kill loses at most one stage's)
         self.timing: dict[str, float] = self._timing_so_far()
@@ -140,7 +138,10 @@ class Pipeline:
     def run(self) -> dict:
         from thinktrace.execution import use_execution
 
+        from thinktrace.lm.budget import start_budget
+
         self._write_setup()
+        self.meter = start_budget(self.spec.budget, self.rundir.file("usage.json"))  # spent so far: this folder's
         try:
             with use_execution(self.spec.execution):  # threads here, or the run's Ray actors (stopped after)
                 return self._run()

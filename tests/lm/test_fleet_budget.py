@@ -1,5 +1,5 @@
 """Fleets, the concurrency cap and the budget meter of thinktrace.lm (scripted engines and spec checks; the
-tests against real HTTP servers are tests/test_fleet.py)."""
+tests against real HTTP servers are tests/test_fleet_http.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from specs import toy_spec, write_spec
+from support.specs import toy_spec, write_spec
 
 from thinktrace.errors import BudgetReached, EndpointDown, SpecError
 from thinktrace.lm.budget import BudgetConfig, Meter, start_budget

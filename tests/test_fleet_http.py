@@ -1,4 +1,4 @@
-"""Endpoint fleets and budgets against two real OpenAI-compatible servers on 127.0.0.1 (tests/openai_fake.py).
+"""Endpoint fleets and budgets against two real OpenAI-compatible servers on 127.0.0.1 (tests/support/openai_fake.py).
 
 A rater's `api_base` lists both servers. Requests spread over them; the flaky one answers 500 (or 429) to every
 n-th request it receives, and each of those is retried on the other at once; one server killed: the run goes on
@@ -13,9 +13,9 @@ import json
 from collections import Counter
 
 import pytest
-from openai_fake import FakeOpenAI, is_rating
-from specs import write_spec
-from test_outages import read, remote, spec_for
+from support import read_jsonl
+from support.openai_fake import FakeOpenAI, is_rating
+from support.specs import remote, spec_for, write_spec
 
 from thinktrace.compile import EXIT_BUDGET, EXIT_INCOMPLETE, main
 from thinktrace.journal import latest_settled, prediction_key
@@ -43,7 +43,7 @@ def fleet_spec(tmp_path, urls: list[str], **extra) -> dict:
 
 
 def settled_predictions(out) -> dict:
-    return latest_settled(read(out / "predictions.jsonl"), prediction_key)
+    return latest_settled(read_jsonl(out / "predictions.jsonl", missing_ok=True), prediction_key)
 
 
 def n_test(out) -> int:
@@ -69,7 +69,7 @@ def test_requests_spread_over_the_fleet_and_failures_retry_on_the_other(tmp_path
     assert set(flaky.failed_bodies) <= set(steady.answered)  # each failed request was answered by the other
     assert len(steady.answered) + len(flaky.answered) == n  # one answer per unit over the fleet
     assert max(Counter(steady.answered + flaky.answered).values()) == 1
-    records = read(out / "predictions.jsonl")
+    records = read_jsonl(out / "predictions.jsonl", missing_ok=True)
     assert len(records) == n  # no failed record: every failure was retried inside its call
     assert sum(r["retries"] for r in records) == flaky.failed
     calls = json.loads((out / "metrics.json").read_text())["calls"]

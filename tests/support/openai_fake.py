@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Callable
 
-from fake_engines import _guideline_rule, _rule
-
 from thinktrace.lm.scripted import _PLAIN_LINE, _PLAIN_OUT, format_plain_fields
+
+from .fake_engines import _guideline_rule, _rule
 
 
 def _text(content) -> str:

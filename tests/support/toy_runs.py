@@ -7,16 +7,17 @@ import csv
 import json
 from pathlib import Path
 
-from specs import TESTS, toy_spec, write_spec
-
 from thinktrace.compile import main
+
+from . import DATA, read_jsonl
+from .specs import toy_spec, write_spec
 
 SCRIPT = "<script>alert('x')</script>"
 
 
 def hostile_csv(path: Path) -> Path:
     """The toy corpus with markup planted in every item text (it reaches traces, predictions and the report)."""
-    with open(TESTS / "data" / "toy_long.csv", newline="") as src, open(path, "w", newline="") as dst:
+    with open(DATA / "toy_long.csv", newline="") as src, open(path, "w", newline="") as dst:
         reader = csv.DictReader(src)
         writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
         writer.writeheader()
@@ -34,17 +35,13 @@ def compile_run(folder: Path, name: str, **overrides) -> Path:
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def add_later_stages(run: Path, base: str = "kw") -> Path:
     """Add what the fine-tuning and guideline stages write: a trace-sft variant of `base` (its predictions are the
     baseline's with two labels changed and one unparsed), metrics variants / comparisons / inter_rater / guidelines /
     timing, finetune/<variant>/train_log.jsonl and guideline.md next to guideline.original.md."""
     metrics = json.loads((run / "metrics.json").read_text())
     labels = metrics["data"]["label_set"]
-    preds = _read_jsonl(run / "predictions.jsonl")
+    preds = read_jsonl(run / "predictions.jsonl")
     extra = []
     test_preds = sorted((r for r in preds if r["rater"] == base and r["split"] == "test"), key=lambda r: r["item_id"])
     for n, r in enumerate(test_preds):
