@@ -11,7 +11,7 @@ from support.specs import toy_spec, write_spec
 import thinktrace
 from thinktrace.compile import main
 
-VOLATILE = {"timing", "peak_rss_mib", "calls"}  # wall times, memory, this process's endpoint counters
+VOLATILE = {"timing", "peak_rss_mib", "stages", "calls"}  # wall times, memory, tokens per stage, endpoint counters
 
 
 def comparable(metrics: dict) -> dict:

@@ -266,6 +266,20 @@ class RunStatus(_Open):
     message: str | None = None
 
 
+class StageUsage(BaseModel):
+    """What one stage cost in the session that ran it (`thinktrace.run.footprint.StageFootprint`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    seconds: float = 0.0
+    peak_rss_mib: float = 0.0  #: this process over the stage; llama.cpp runs in it, so the local models are in it
+    children_peak_rss_mib: float | None = None  #: the largest child process the stage ran (fine-tuning), if any
+    calls: int = 0  #: requests served by local models on llama.cpp
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  #: of the prompt tokens, those llama.cpp served from its prompt cache
+    generated_tokens: int = 0
+
+
 class MetricsDocument(_Open):
     """metrics.json: every number of a run's report. Written once per run (`Pipeline`), read by `RunView`
     (reports, `thinktrace compare`); a document from an older version is upgraded on read."""
@@ -283,7 +297,8 @@ class MetricsDocument(_Open):
     guidelines: dict[str, Any] | None = None
     calls: dict[str, Any] | None = None
     timing: dict[str, float] = Field(default_factory=dict)  #: wall seconds per stage, summed over the sessions (first run and resumes) of the run folder
-    peak_rss_mib: dict[str, int | float] = Field(default_factory=dict)  #: peak resident memory after each stage
+    peak_rss_mib: dict[str, int | float] = Field(default_factory=dict)  #: peak resident memory (MiB) of this process in each stage (older run folders: its peak so far at the end of the stage)
+    stages: dict[str, StageUsage] = Field(default_factory=dict)  #: each stage's cost in the last session: wall time, memory, local-model tokens
     warnings: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")

@@ -41,6 +41,45 @@ from thinktrace.lm.weights import Served, adapter_gguf, prepare
 
 MIN_P_KEY = "thinktrace_min_p"
 
+#: called after every request a server answers, as ``recorder(server, payload, answer, started, ended)`` (perf
+#: counter seconds); set by ``record_requests`` (benchmarks/pipeline.py replays what a run sent)
+_recorder = None
+
+
+def record_requests(recorder) -> None:
+    """Call ``recorder(server, payload, answer, started, ended)`` after each request every server answers (None:
+    stop). For measuring: the recorder runs on the request's thread and must be quick and thread-safe."""
+    global _recorder
+    _recorder = recorder
+
+
+def server_params(served: Served, settings, adapters=()):
+    """llama.cpp's parameters for serving `served` with `settings` (a LlamaSettings) and LoRA `adapters`."""
+    import xllamacpp
+
+    s = settings
+    p = xllamacpp.CommonParams()
+    p.model.path = str(served.gguf)
+    p.n_parallel = s.slots
+    p.n_ctx = s.slots * s.context
+    p.cont_batching = True
+    p.cache_prompt = True
+    p.cache_ram_mib = s.cache_ram_mib
+    for cpu in (p.cpuparams, p.cpuparams_batch):
+        cpu.n_threads = s.threads
+        cpu.poll = s.poll
+    p.warmup = False
+    p.verbosity = -1
+    p.endpoint_slots = False
+    if served.checkpoint is not None:  # the exact weights transformers trains: compute like it (flash attention
+        # and an f16 KV cache each moved first-token probabilities by 1e-3 to 5e-3 against transformers)
+        p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        p.cache_type_k = p.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
+    if adapters:
+        p.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(a), 1.0) for a in adapters]
+        p.lora_init_without_apply = True  # a request without a lora list gets the base model
+    return p
+
 
 class LlamaServer:
     """One in-process llama.cpp server for a base GGUF and the LoRA adapters registered on it (thread-safe)."""
@@ -70,29 +109,7 @@ class LlamaServer:
             return len(self.adapters) - 1
 
     def _params(self):
-        import xllamacpp
-
-        s = self.settings
-        p = xllamacpp.CommonParams()
-        p.model.path = str(self.served.gguf)
-        p.n_parallel = s.slots
-        p.n_ctx = s.slots * s.context
-        p.cont_batching = True
-        p.cache_prompt = True
-        for cpu in (p.cpuparams, p.cpuparams_batch):
-            cpu.n_threads = s.threads
-            cpu.poll = s.poll
-        p.warmup = False
-        p.verbosity = -1
-        p.endpoint_slots = False
-        if self.exact:  # the weights transformers trains: compute like it (flash attention and an f16 KV cache
-            # each moved first-token probabilities by 1e-3 to 5e-3 against transformers on the same weights)
-            p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
-            p.cache_type_k = p.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F32
-        if self.adapters:
-            p.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(a), 1.0) for a in self.adapters]
-            p.lora_init_without_apply = True  # a request without a lora list gets the base model
-        return p
+        return server_params(self.served, self.settings, self.adapters)
 
     def _start_locked(self) -> None:
         import xllamacpp
@@ -158,6 +175,8 @@ class LlamaServer:
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
+        if _recorder is not None:
+            _recorder(self, payload, out, t0, time.perf_counter())
         _raise_for_error(out, context_hint=f"raise `llama.context` of the model entries on {self.name} (now "
                                            f"{self.settings.context} tokens per slot)")
         usage = out.get("usage") or {}

@@ -5,7 +5,6 @@ memory trimmed after it, its result folded into the run's variants; then the met
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,31 +16,11 @@ from thinktrace.records import MetricsDocument
 from thinktrace.report import write_reports
 from thinktrace.run.calls import call_summary, run_status
 from thinktrace.run.context import RunContext, initial_variants
+from thinktrace.run.footprint import StageFootprint, trim_heap
 from thinktrace.run.resume import check_same_spec
 from thinktrace.run.stages import stages
 from thinktrace.run.stages.base import StageResult
 from thinktrace.rundir import RunDir, json_safe
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (0 where the platform does not say)."""
-    try:
-        import resource
-    except ImportError:
-        return 0.0
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024 if sys.platform != "darwin" else kib / 1024 / 1024
-
-
-def trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc keeps them after a stage freed its memory; the
-    fine-tuning child that runs next would otherwise add its memory on top). A no-op elsewhere."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Pipeline:
@@ -65,7 +44,8 @@ class Pipeline:
         self.timing: dict[str, float] = self._timing_so_far()
         #: the command that continues this run (the compile command sets it; named in outage messages)
         self.resume_command = f"python -m thinktrace.compile {loaded.path} --resume {rundir.path}"
-        self.peak_rss: dict[str, float] = {}  #: the process's peak resident memory (MiB) at the end of each stage
+        #: each stage's wall time, peak memory and local-model tokens in this session (metrics.json `stages`)
+        self.footprints: dict[str, StageFootprint] = {}
         self.result: dict = {}
 
     @property
@@ -102,6 +82,7 @@ class Pipeline:
         from thinktrace.lm import release_engines
         from thinktrace.lm.guard import RETRYABLE, classify, one_line
 
+        footprint = StageFootprint.start()
         start = time.perf_counter()
         try:
             result = fn()
@@ -118,9 +99,10 @@ class Pipeline:
         finally:
             release_engines()  # local models hold memory only while a stage uses them
             trim_heap()
-            self.timing[name] = self.timing.get(name, 0.0) + time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.timing[name] = self.timing.get(name, 0.0) + seconds
             self.rundir.write_json("timing.json", {k: round(v, 3) for k, v in self.timing.items()})
-        self.peak_rss[name] = peak_rss_mib()
+            self.footprints[name] = footprint.stop(seconds)
         return result
 
     def apply(self, result: StageResult) -> None:
@@ -206,7 +188,8 @@ class Pipeline:
             "splits": splits,
             "timing": {k: round(v, 1) for k, v in self.timing.items()},  # seconds
             # llama.cpp runs in this process, so this is every model's memory too (peak so far, MiB)
-            "peak_rss_mib": {k: round(v) for k, v in self.peak_rss.items()},
+            "peak_rss_mib": {k: round(f.peak_rss_mib) for k, f in self.footprints.items()},
+            "stages": {k: f.record() for k, f in self.footprints.items()},
         }
 
     def write_incomplete(self, err: RunIncomplete) -> None:

@@ -118,12 +118,36 @@ def cost(run: RunView) -> list[Block]:
     blocks: list[Block] = [Table(["LM calls by", "calls", "prompt tokens", "completion tokens"], rows)]
     timing = run.timing()
     rss = run.metrics.get("peak_rss_mib") or {}
+    usage = run.metrics.get("stages") or {}
     if timing:
-        memory = ["peak memory so far"] if rss else []
-        blocks.append(Table(["stage", "wall time", *memory],
-                            [[k, f"{v:.1f} s", *([f"{rss[k]:,} MiB" if k in rss else ""] if rss else [])]
-                             for k, v in timing.items()] +
-                            [[Strong("total"), f"{sum(timing.values()):.1f} s", *([""] if rss else [])]]))
+        memory = ["peak memory"] if rss else []
+        tokens = ["local calls", "prompt tokens (cached)", "generated tokens"] if usage else []
+
+        def token_cells(stage: str) -> list:
+            u = usage.get(stage)
+            if not usage:
+                return []
+            if not u or not u.get("calls"):
+                return ["", "", ""]
+            return [f"{u['calls']:,}", f"{u['prompt_tokens']:,} ({u['cached_prompt_tokens'] / max(1, u['prompt_tokens']):.0%})",
+                    f"{u['generated_tokens']:,}"]
+
+        def memory_cells(stage: str) -> list:
+            if not rss:
+                return []
+            child = (usage.get(stage) or {}).get("children_peak_rss_mib")
+            cell = f"{rss[stage]:,} MiB" if stage in rss else ""
+            return [cell + (f" (+ child {child:,.0f} MiB)" if child else "")]
+
+        blocks.append(Table(["stage", "wall time", *memory, *tokens],
+                            [[k, f"{v:.1f} s", *memory_cells(k), *token_cells(k)] for k, v in timing.items()] +
+                            [[Strong("total"), f"{sum(timing.values()):.1f} s", *([""] if rss else []),
+                              *([""] * len(tokens))]]))
+        if usage:
+            blocks.append(Text("peak memory: this process during the stage (the local models run in it), and the "
+                               "largest child process it ran; local calls and tokens: requests served by llama.cpp "
+                               "in this session, with the share of prompt tokens served from its prompt cache.",
+                               "note"))
     else:
         blocks.append(Text("no timing in metrics.json", "note"))
     warnings = run.metrics.get("warnings") or []

@@ -1,0 +1,58 @@
+"""A stage's footprint: its own peak memory (not the process's peak so far), and the local models' tokens it used."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from thinktrace.run import footprint
+from thinktrace.run.footprint import StageFootprint
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not Path("/proc/self/clear_refs").exists(),
+                    reason="a per-stage peak needs Linux's /proc/self/clear_refs")
+def test_each_stage_has_its_own_peak():
+    big = StageFootprint.start()
+    block = bytearray(300 * 1024 * 1024)  # 300 MiB, touched
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    del block
+    footprint.trim_heap()
+    big = big.stop(1.0)
+    small = StageFootprint.start().stop(1.0)
+    assert big.peak_rss_mib - small.peak_rss_mib > 200, (big, small)
+
+
+def test_tokens_are_the_stage_own(monkeypatch):
+    totals = {"m": {"calls": 3, "input_tokens": 300, "cached_tokens": 200, "output_tokens": 30}}
+    monkeypatch.setattr("thinktrace.lm.llamacpp.engine_stats", lambda: {k: dict(v) for k, v in totals.items()})
+    fp = StageFootprint.start()
+    totals["m"] = {"calls": 5, "input_tokens": 500, "cached_tokens": 260, "output_tokens": 45}
+    totals["n"] = {"calls": 1, "input_tokens": 10, "cached_tokens": 0, "output_tokens": 2}
+    rec = fp.stop(2.5).record()
+    assert rec["calls"] == 3 and rec["prompt_tokens"] == 210 and rec["cached_prompt_tokens"] == 60
+    assert rec["generated_tokens"] == 17 and rec["seconds"] == 2.5
+    assert set(rec) == {"seconds", "peak_rss_mib", "children_peak_rss_mib", "calls", "prompt_tokens",
+                        "cached_prompt_tokens", "generated_tokens"}
+
+
+def test_a_child_process_peak_is_the_stage_own():
+    from thinktrace._child import call_in_child
+
+    import resource
+
+    mib = 200 + int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # above any earlier child
+    fp = StageFootprint.start()
+    call_in_child(_allocate, mib)
+    rec = fp.stop(1.0).record()
+    assert rec["children_peak_rss_mib"] is not None and rec["children_peak_rss_mib"] > mib
+    assert StageFootprint.start().stop(1.0).children_peak_rss_mib is None  # no child in this one
+
+
+def _allocate(mib: int) -> int:
+    block = bytearray(mib * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return len(block)
