@@ -142,20 +142,41 @@ def child(args: list[str], env: dict) -> dict:
 
 
 def table(rows: list[dict], replayed: bool) -> str:
-    head = ["stage", "wall s", "peak RSS MiB", "child peak MiB", "local calls", "prompt tokens", "cached",
-            "generated"] + (["replay s", "ratio"] if replayed else [])
+    head = ["stage", "wall s", "model load s", "peak RSS MiB", "child peak MiB", "local calls", "prompt tokens",
+            "cached", "generated"] + (["replay s", "ratio", "ratio, load excluded"] if replayed else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["stage"], f"{r['seconds']:.1f}", f"{r['peak_rss_mib']:,.0f}",
+        load = r.get("load_seconds") or 0.0
+        cells = [r["stage"], f"{r['seconds']:.1f}", f"{load:.1f}" if r["calls"] else "", f"{r['peak_rss_mib']:,.0f}",
                  f"{r['children_peak_rss_mib']:,.0f}" if r.get("children_peak_rss_mib") else "",
                  f"{r['calls']:,}", f"{r['prompt_tokens']:,}",
                  f"{r['cached_prompt_tokens'] / max(1, r['prompt_tokens']):.0%}" if r["calls"] else "",
                  f"{r['generated_tokens']:,}"]
         if replayed:
             cells += [f"{r['replay_s']:.1f}" if r.get("replay_s") else "",
-                      f"{r['seconds'] / r['replay_s']:.2f}x" if r.get("replay_s") else ""]
+                      f"{r['seconds'] / r['replay_s']:.2f}x" if r.get("replay_s") else "",
+                      f"{(r['seconds'] - load) / r['replay_s']:.2f}x" if r.get("replay_s") else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def conditions(spec: str, sets=()) -> str:
+    """Where and on what the numbers were measured (one sentence for the docs; benchmarks/memory.py uses it too)."""
+    import platform
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=30).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        commit += " with uncommitted changes" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    path = Path(spec).resolve()
+    spec = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    sets = f" with {', '.join(sets)}" if sets else ""
+    return (f"Measured {time.strftime('%Y-%m-%d')} at commit {commit} on {os.cpu_count()} CPU cores "
+            f"({platform.machine()}, Python {platform.python_version()}), spec {spec}{sets}.")
 
 
 def main() -> None:
@@ -186,16 +207,18 @@ def main() -> None:
               "replay_peak_rss_mib": round(replay["rss_mib"]) if replay else None, "stages": rows,
               "requests_outside_stages": unattributed}
     text = table(rows, bool(replay))
+    summary = (f"run: {result['run_wall_s']} s wall (process start to end), status {ran['status']}; peak RSS "
+               f"{result['run_peak_rss_mib']:,} MiB (compile process), {result['run_children_peak_rss_mib']:,} MiB "
+               f"(largest child)" + (f"; replay peak RSS {result['replay_peak_rss_mib']:,} MiB" if replay else ""))
+    result["conditions"] = conditions(args.spec, args.sets)
     print(text)
-    print(f"\nrun: {result['run_wall_s']} s wall (process start to end), status {ran['status']}; peak RSS "
-          f"{result['run_peak_rss_mib']:,} MiB (compile process), {result['run_children_peak_rss_mib']:,} MiB "
-          f"(largest child)" + (f"; replay peak RSS {result['replay_peak_rss_mib']:,} MiB" if replay else ""))
+    print("\n" + summary)
     if unattributed:
         print(f"requests outside any stage: {unattributed}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.markdown:
-        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        Path(args.markdown).write_text(f"{text}\n\n{summary}. {result['conditions']}\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

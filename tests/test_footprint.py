@@ -26,16 +26,17 @@ def test_each_stage_has_its_own_peak():
 
 
 def test_tokens_are_the_stage_own(monkeypatch):
-    totals = {"m": {"calls": 3, "input_tokens": 300, "cached_tokens": 200, "output_tokens": 30}}
+    totals = {"m": {"calls": 3, "input_tokens": 300, "cached_tokens": 200, "output_tokens": 30, "load_s": 1.5}}
     monkeypatch.setattr("thinktrace.lm.llamacpp.engine_stats", lambda: {k: dict(v) for k, v in totals.items()})
     fp = StageFootprint.start()
-    totals["m"] = {"calls": 5, "input_tokens": 500, "cached_tokens": 260, "output_tokens": 45}
-    totals["n"] = {"calls": 1, "input_tokens": 10, "cached_tokens": 0, "output_tokens": 2}
+    totals["m"] = {"calls": 5, "input_tokens": 500, "cached_tokens": 260, "output_tokens": 45, "load_s": 1.5}
+    totals["n"] = {"calls": 1, "input_tokens": 10, "cached_tokens": 0, "output_tokens": 2, "load_s": 0.75}
     rec = fp.stop(2.5).record()
     assert rec["calls"] == 3 and rec["prompt_tokens"] == 210 and rec["cached_prompt_tokens"] == 60
     assert rec["generated_tokens"] == 17 and rec["seconds"] == 2.5
+    assert rec["load_seconds"] == 0.75  # the model this stage loaded, not the one loaded before it
     assert set(rec) == {"seconds", "peak_rss_mib", "children_peak_rss_mib", "calls", "prompt_tokens",
-                        "cached_prompt_tokens", "generated_tokens"}
+                        "cached_prompt_tokens", "generated_tokens", "load_seconds"}
 
 
 def test_a_child_process_peak_is_the_stage_own():

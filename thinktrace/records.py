@@ -278,6 +278,7 @@ class StageUsage(BaseModel):
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  #: of the prompt tokens, those llama.cpp served from its prompt cache
     generated_tokens: int = 0
+    load_seconds: float = 0.0  #: of `seconds`, spent loading local models into llama.cpp
 
 
 class MetricsDocument(_Open):

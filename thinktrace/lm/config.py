@@ -42,6 +42,13 @@ class LlamaSettings(Section):
         "it off: at llama.cpp's own default (8192) it grew the process by ~0.7 GiB on a 200-item SmolLM2 "
         "evaluation, and a run's prompts share their prefix within a slot anyway.",
     )
+    mmap: bool = Field(
+        default=False,
+        description="Map the GGUF file into memory instead of reading it. Off by default: llama.cpp repacks "
+        "quantized weights (Q4_K, ...) into its faster CPU layout, and a mapped file then stays resident beside "
+        "the repacked copy (Qwen2.5-Coder-1.5B Q4_K_M, 4 slots: 2.2 GiB resident mapped, 1.6 GiB read, no slower on 16 requests). Turn "
+        "it on when several processes on one machine serve the same file (mapped pages are shared).",
+    )
 
 
 class ModelConfig(Section):

@@ -65,6 +65,8 @@ def server_params(served: Served, settings, adapters=()):
     p.cont_batching = True
     p.cache_prompt = True
     p.cache_ram_mib = s.cache_ram_mib
+    if not s.mmap:  # read, not mapped: repacked weights would otherwise sit in memory twice (LlamaSettings.mmap)
+        p.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
     for cpu in (p.cpuparams, p.cpuparams_batch):
         cpu.n_threads = s.threads
         cpu.poll = s.poll
@@ -153,10 +155,14 @@ class LlamaServer:
     @functools.cached_property
     def tokenizer(self):
         """The Hugging Face tokenizer prompts are rendered with. Loaded by the first caller; ``get_server`` loads
-        it in the thread that builds the LM (transformers' lazy imports are not safe to race from worker threads)."""
-        from transformers import AutoTokenizer
+        it in the thread that builds the LM (transformers' lazy imports are not safe to race from worker threads).
 
-        return AutoTokenizer.from_pretrained(str(self.served.tokenizer))
+        The tokenizer.json-backed class, not ``AutoTokenizer``: the same ids and chat template (every prepared
+        tokenizer was compared), without ``AutoTokenizer``'s import of torch (~0.5 GiB resident in the run's own
+        process, which never trains)."""
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(self.served.tokenizer))
 
     # -- requests ----------------------------------------------------------------------------------------------
     def complete(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -57,9 +57,11 @@ def _engine_totals() -> dict[str, int]:
     from thinktrace.lm.llamacpp import engine_stats
 
     totals = dict.fromkeys(TOKEN_KEYS, 0)
+    totals["load_s"] = 0.0
     for stats in engine_stats().values():
         for key in TOKEN_KEYS:
             totals[key] += int(stats.get(key) or 0)
+        totals["load_s"] += float(stats.get("load_s") or 0.0)
     return totals
 
 
@@ -74,6 +76,7 @@ class StageFootprint:
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  #: of the prompt tokens, served from llama.cpp's prompt cache
     generated_tokens: int = 0
+    load_seconds: float = 0.0  #: of `seconds`, spent loading local models into llama.cpp
     _before: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -91,6 +94,7 @@ class StageFootprint:
         self.children_peak_rss_mib = round(children, 1) if children > self._before["children"] else None
         self.calls, self.prompt_tokens = d["calls"], d["input_tokens"]
         self.cached_prompt_tokens, self.generated_tokens = d["cached_tokens"], d["output_tokens"]
+        self.load_seconds = round(after["load_s"] - self._before["tokens"].get("load_s", 0.0), 3)
         return self
 
     def record(self) -> dict:
