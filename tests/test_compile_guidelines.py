@@ -233,3 +233,38 @@ def test_the_writer_program_is_a_spec_field(tmp_path, monkeypatch):
     assert "CUSTOM-WRITER" in (out / "guideline.md").read_text()
     s["programs"] = {"writer": "mywriter.py:Nope"}
     assert main([str(write_spec(tmp_path, s)), "--dry-run"]) == 2
+
+
+def test_the_compiled_rater_is_evaluated_and_paired_against_each_half(tmp_path, monkeypatch):
+    """Refined guideline + trace demos (what program.json holds) is a variant of its own, paired against the
+    original zero-shot rater, demos alone and the refined guideline alone; the findings table leads with it."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec()
+    s["sampling"]["max_demos"] = 2
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["splits"]["test"]
+    variants = {v["name"]: v for v in metrics["variants"]}
+    for name in ("a", "b"):
+        compiled = variants[f"{name}+compiled"]
+        assert compiled["kind"] == "compiled-rater"
+        assert f"{name}+compiled" in test["raters"]
+        pairs = [c["a"] for c in test["comparisons"] if c["b"] == f"{name}+compiled"]
+        assert pairs == [name, f"{name}+demos", f"{name}+refined"]
+    rated = [r for r in read_jsonl(out / "predictions.jsonl") if r["rater"] == "a+compiled"]
+    assert len(rated) == len([r for r in read_jsonl(out / "predictions.jsonl") if r["rater"] == "a"])
+    report = (out / "report.md").read_text()
+    findings = report.split("compiled rater (refined guideline + trace demos) vs the original zero-shot rater", 1)
+    assert len(findings) == 2 and "a+compiled − a" in findings[1]
+    assert report.index("compiled rater vs trace demos alone") < report.index("refined vs original guideline")
+
+
+def test_no_compiled_rater_without_demos(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    s = spec()
+    s["sampling"]["max_demos"] = 0
+    assert main([str(write_spec(tmp_path, s)), "--out", str(out)]) == 0
+    names = {v["name"] for v in json.loads((out / "metrics.json").read_text())["variants"]}
+    assert "a+refined" in names and not any(n.endswith("+compiled") for n in names)

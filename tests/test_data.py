@@ -455,3 +455,74 @@ def test_real_corpus_convabuse(tmp_path):
     per_item = corpus.stats["labels_per_item"]
     assert (per_item["min"], per_item["max"]) == (counts["annotations_per_item"]["min"], counts["annotations_per_item"]["max"])
     assert corpus.per_annotator and sum(corpus.stats["per_split"].values()) == counts["n_items"]
+
+
+# -- groups: items of one group share a split --------------------------------------------------------------------
+
+def grouped_frame(n_groups: int = 20, per_group: int = 7) -> pd.DataFrame:
+    """Long format; item i belongs to article i // per_group (like Newsroom's 7 summaries per article)."""
+    frame = long_frame(n_groups * per_group, 2)
+    frame["article"] = [f"art{int(i[1:]) // per_group}" for i in frame.item_id]
+    return frame
+
+
+def test_a_group_never_spans_two_splits(tmp_path):
+    frame = grouped_frame()
+    write(frame, tmp_path / "d.csv")
+    corpus = load(tmp_path, source="d.csv", columns={"group": "article"}, split={"train": 0.5, "dev": 0.2, "test": 0.3})
+    split_of: dict[str, set] = {}
+    for it in corpus.items:
+        assert it.group == f"art{int(it.item_id[1:]) // 7}"
+        split_of.setdefault(it.group, set()).add(it.split)
+    assert all(len(s) == 1 for s in split_of.values()) and len(split_of) == 20
+    per_split = corpus.stats["per_split"]
+    assert sum(per_split.values()) == 140 and all(n % 7 == 0 for n in per_split.values())
+    assert abs(per_split["train"] - 70) <= 7 and abs(per_split["test"] - 42) <= 7  # whole groups, near the fractions
+    assert sum(corpus.stats["groups_per_split"].values()) == 20
+    # an item-level split of the same data puts most articles in two or more splits: the leak groups prevent
+    plain = load(tmp_path, source="d.csv", split={"train": 0.5, "dev": 0.2, "test": 0.3})
+    leaky = {}
+    for it in plain.items:
+        leaky.setdefault(int(it.item_id[1:]) // 7, set()).add(it.split)
+    assert sum(len(s) > 1 for s in leaky.values()) > 10
+    # deterministic, row-order free, and the seed moves groups
+    write(frame.sample(frac=1.0, random_state=2), tmp_path / "s.csv")
+    again = load(tmp_path, source="s.csv", columns={"group": "article"}, split={"train": 0.5, "dev": 0.2, "test": 0.3})
+    assert assignment(again) == assignment(corpus)
+    other = load(tmp_path, seed=9, source="d.csv", columns={"group": "article"},
+                 split={"train": 0.5, "dev": 0.2, "test": 0.3})
+    assert assignment(other) != assignment(corpus)
+
+
+def test_limit_keeps_whole_groups(tmp_path):
+    write(grouped_frame(), tmp_path / "d.csv")
+    corpus = load(tmp_path, source="d.csv", columns={"group": "article"}, limit=30)
+    assert len(corpus.items) == 28 and corpus.stats["dropped"]["over_limit"] == 112  # 4 groups of 7 fit in 30
+    assert len({it.group for it in corpus.items}) == 4
+
+
+def test_group_errors_are_one_line(tmp_path):
+    frame = grouped_frame(3)
+    write(frame, tmp_path / "d.csv")
+    with pytest.raises(DataError, match="cannot fill every split"):  # 3 groups, 3 splits, 60/20/20: dev gets none
+        load(tmp_path, source="d.csv", columns={"group": "article"})
+    with pytest.raises(DataError, match=r"data\.columns\.group.*'missing'"):
+        load(tmp_path, source="d.csv", columns={"group": "missing"})
+    bad = frame.copy()
+    bad.loc[0, "article"] = "art2"  # i0's first annotation says another article
+    write(bad, tmp_path / "bad.csv")
+    with pytest.raises(DataError, match="item id 'i0' is in group"):
+        load(tmp_path, source="bad.csv", columns={"group": "article"})
+    bad.loc[0, "article"] = ""
+    write(bad, tmp_path / "empty.csv")
+    with pytest.raises(DataError, match="no group in column 'article'"):
+        load(tmp_path, source="empty.csv", columns={"group": "article"})
+
+
+def test_wide_format_takes_the_group_column_out_of_the_annotators(tmp_path):
+    frame = pd.DataFrame({"item_id": [f"i{i}" for i in range(40)], "text": [f"t{i}" for i in range(40)],
+                          "topic": [f"g{i // 4}" for i in range(40)], "ann1": ["pos"] * 40, "ann2": ["neg"] * 40})
+    write(frame, tmp_path / "w.csv")
+    corpus = load(tmp_path, source="w.csv", format="wide", columns={"group": "topic"})
+    assert corpus.stats["annotator_columns"] == ["ann1", "ann2"]
+    assert all(len({it.split for it in corpus.items if it.group == g}) == 1 for g in {it.group for it in corpus.items})

@@ -7,7 +7,8 @@ import io
 from typing import Mapping, Sequence
 
 KIND_COLORS = {"baseline": "tab:blue", "trace-demos": "tab:cyan", "trace-sft": "tab:orange", "label-sft": "tab:purple",
-               "refined-guideline": "tab:red", "guideline-rules": "tab:pink", "guideline-examples": "tab:brown",
+               "refined-guideline": "tab:red", "compiled-rater": "darkred", "guideline-rules": "tab:pink",
+               "guideline-examples": "tab:brown",
                "trace-sft-common": "tab:olive", "self-trace-sft": "tab:green", "shuffled-trace-sft": "tab:gray"}
 
 

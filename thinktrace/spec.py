@@ -84,7 +84,9 @@ class SamplingConfig(Section):
                                 "annotators who disagree get different traces (needs per-annotator labels).")
     max_demos: int = Field(4, ge=0, description="Accepted traces kept as few-shot demos (balanced over labels) in "
                            "the compiled program (program.json); each rater is then also evaluated with them "
-                           "(variant `<rater>+demos`, paired against the rater without). 0 = no demos, no variant.")
+                           "(variant `<rater>+demos`, paired against the rater without) and, with a refined guideline, "
+                           "as the whole compiled program (`<rater>+compiled`: refined guideline + demos). 0 = no demos, "
+                           "neither variant.")
     num_threads: int | None = Field(None, ge=1, description="Examples sampled in parallel (default: the "
                                     "generator's num_threads).")
     self_traces: bool = Field(False, description="Also sample the student's own traces (the untuned fine-tuning "

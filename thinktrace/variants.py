@@ -16,13 +16,14 @@ class Variant:
     model: ModelConfig
     guideline: str
     #: baseline | prompt | trace-demos | trace-sft | label-sft | shuffled-trace-sft | trace-sft-common |
-    #: self-trace-sft | refined-guideline | guideline-*
+    #: self-trace-sft | refined-guideline | guideline-* | compiled-rater (refined guideline + trace demos)
     kind: str = "baseline"
     rater: str = ""  #: the configured rater it derives from
     label_only: bool = False  #: prompted without a rationale (the label-only ablation)
     compare_to: list[str] = field(default_factory=list)  #: variants it gets a paired difference against
     order: str = "rationale_first"  #: the answer's field order (a prompt variant may put the label first)
-    demos: list[dict] = field(default_factory=list)  #: accepted traces shown as few-shot examples (kind trace-demos)
+    demos: list[dict] = field(default_factory=list)  #: accepted traces shown as few-shot examples (trace-demos,
+    #: compiled-rater)
 
 
 def demos_name(rater: str) -> str:
@@ -36,5 +37,6 @@ def adapter_name(base: str, kind: str) -> str:
 
 
 def guideline_name(rater: str, part: str) -> str:
-    """The variant of `rater` with the synthesized guideline `part` (refined, or an ablation: rules, examples)."""
+    """The variant of `rater` with the synthesized guideline `part` (refined, or an ablation: rules, examples; or
+    compiled: the refined guideline with the trace demos)."""
     return f"{rater}+{part}"

@@ -55,6 +55,13 @@ class ColumnsConfig(Section):
         "hex digits of the SHA-1 of its text, so ids survive reordering, and rows with the same text are one item.",
     )
     text: str = Field("text", description="Column with the text the humans rated (shown to the LLM rater).")
+    group: Optional[str] = Field(
+        None,
+        description="Column naming the group each item belongs to (e.g. the article several summaries were "
+        "written for, the thread of several replies). Every item of a group goes to the same split, so no split "
+        "is scored on items whose siblings another split trained on; `limit` then keeps whole groups. Null: each "
+        "item is its own group.",
+    )
     annotator_id: Optional[str] = Field(
         "annotator_id",
         description="Column with the annotator id (`long` format). Set to null when the data has none: annotators "

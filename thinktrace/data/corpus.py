@@ -11,6 +11,10 @@ Splits are assigned per item, never per row: the items are ordered by ``sha1(f"{
 ``round(train * N)`` go to train, the next ``round(dev * N)`` to dev and the rest to test (largest-remainder
 rounding, so the counts sum to N). An item is in exactly one split; the assignment does not depend on the order
 of rows in the file; adding or removing items moves at most the few items whose hash lies next to a cut point.
+
+With a group column (`data.columns.group`: e.g. the article several summaries were written for), whole groups are
+split instead: groups ordered by a seeded hash of their name, each in the split that holds its middle item, so no
+split is scored on items whose siblings another split trained on (`_split_by_group`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Item:
     annotators: list[str]  # annotator ids parallel to labels ("" when unknown)
     split: str  # "train" | "dev" | "test"
     score: float | None = None  # mean/median label value when aggregate is mean/median (LabelSet.value space)
+    group: str = ""  # `columns.group`: items of one group share a split ("" without a group column)
 
 
 @dataclass
@@ -90,7 +95,7 @@ class Corpus:
         if self.aggregate != "each":
             return items
         return [
-            Item(it.item_id, it.text, lab, [lab], [ann], it.split, None)
+            Item(it.item_id, it.text, lab, [lab], [ann], it.split, None, it.group)
             for it in items
             for ann, lab in zip(it.annotators, it.labels)
         ]
@@ -142,12 +147,18 @@ def load_corpus(cfg: DataConfig, base_dir: Path, seed: int) -> Corpus:
             f"{missing} missing labels)",
             file,
         )
-    order = sorted(kept, key=lambda item_id: _hash(seed, item_id))
-    if cfg.limit is not None and len(order) > cfg.limit:
-        dropped["over_limit"] = len(order) - cfg.limit
-        order = order[: cfg.limit]
-    counts = _split_counts(len(order), cfg.split, file)
-    assigned = [name for name, n in zip(SPLITS, counts) for _ in range(n)]
+    groups = _item_groups(rows, file)
+    if groups is None:
+        order = sorted(kept, key=lambda item_id: _hash(seed, item_id))
+        if cfg.limit is not None and len(order) > cfg.limit:
+            dropped["over_limit"] = len(order) - cfg.limit
+            order = order[: cfg.limit]
+        counts = _split_counts(len(order), cfg.split, file)
+        assigned = [name for name, n in zip(SPLITS, counts) for _ in range(n)]
+    else:
+        order, assigned = _split_by_group(kept, groups, cfg, seed, file)
+        dropped["over_limit"] = len(kept) - len(order)
+        counts = [assigned.count(name) for name in SPLITS]
 
     items: list[Item] = []
     ties = dict.fromkeys(TIE_KINDS, 0)
@@ -157,7 +168,8 @@ def load_corpus(cfg: DataConfig, base_dir: Path, seed: int) -> Corpus:
         gold = gold_label(item_labels, label_set, rule, cfg.tie_break, key=item_id)
         if gold.tie:
             ties[gold.tie] += 1
-        items.append(Item(item_id, text, gold.label, list(item_labels), list(item_annotators), split, gold.score))
+        items.append(Item(item_id, text, gold.label, list(item_labels), list(item_annotators), split, gold.score,
+                          groups[item_id] if groups is not None else ""))
 
     all_labels = [x for it in items for x in it.labels]
     label_counts = Counter(all_labels)
@@ -180,6 +192,8 @@ def load_corpus(cfg: DataConfig, base_dir: Path, seed: int) -> Corpus:
         annotators=len({a for it in items for a in it.annotators if a}),
         seed=seed,
     )
+    if groups is not None:
+        stats["groups_per_split"] = {name: len({it.group for it in items if it.split == name}) for name in SPLITS}
     stats["gold_distribution"] = {lab: stats["gold_distribution"][lab] for lab in label_set if lab in stats["gold_distribution"]}
     return Corpus(items=items, label_set=label_set, per_annotator=per_annotator, stats=stats, aggregate=cfg.aggregate,
                   tie_break=cfg.tie_break)
@@ -218,6 +232,55 @@ def _group(rows: _Rows, texts: list[str], labels: list, file: str):
         entry[1].append(label)
         entry[2].append(ann)
     return items, dup_rows, repeats
+
+
+def _item_groups(rows: _Rows, file: str) -> dict[str, str] | None:
+    """item_id -> its `columns.group` value; None without a group column. An item in two groups is an error."""
+    if rows.groups is None:
+        return None
+    out: dict[str, str] = {}
+    for item_id, group, row in zip(rows.item_ids, rows.groups, rows.rows):
+        if out.setdefault(item_id, group) != group:
+            raise DataError("data.columns.group", f"item id {item_id!r} is in group {out[item_id]!r} and, in row "
+                            f"{row}, in group {group!r}; an item belongs to one group", file)
+    return out
+
+
+def _split_by_group(kept: dict, groups: dict[str, str], cfg: DataConfig, seed: int, file: str):
+    """(item ids in order, their splits) with every group in one split.
+
+    Groups are ordered by a seeded hash of their name (items within a group by their own hash); `limit` keeps whole
+    groups, in that order, while they fit (at least one). Each group goes to the split whose share of the items
+    holds the group's middle item, so the split sizes come as close to the fractions as whole groups allow. A split
+    with a fraction above 0 that gets no group is an error (too few groups for the fractions)."""
+    members: dict[str, list[str]] = {}
+    for item_id in sorted(kept, key=lambda i: _hash(seed, i)):
+        members.setdefault(groups[item_id], []).append(item_id)
+    ordered = sorted(members, key=lambda g: _hash(seed, f"group:{g}"))
+    if cfg.limit is not None:
+        chosen, total = [], 0
+        for g in ordered:
+            if chosen and total + len(members[g]) > cfg.limit:
+                break
+            chosen.append(g)
+            total += len(members[g])
+        ordered = chosen
+    n = sum(len(members[g]) for g in ordered)
+    bounds = [cfg.split.train * n, (cfg.split.train + cfg.split.dev) * n]
+    order, assigned, before = [], [], 0
+    for g in ordered:
+        middle = before + len(members[g]) / 2
+        name = SPLITS[0] if middle < bounds[0] else SPLITS[1] if middle < bounds[1] else SPLITS[2]
+        order += members[g]
+        assigned += [name] * len(members[g])
+        before += len(members[g])
+    fractions = dict(zip(SPLITS, (cfg.split.train, cfg.split.dev, cfg.split.test)))
+    empty = [name for name in SPLITS if fractions[name] > 0 and name not in assigned]
+    if empty:
+        raise DataError("data.split", f"{len(ordered)} group(s) of {n} item(s) cannot fill every split "
+                        f"(no group in {', '.join(empty)}); use more groups (raise limit) or set that fraction to 0",
+                        file)
+    return order, assigned
 
 
 def _hash(seed: int, item_id: str) -> str:

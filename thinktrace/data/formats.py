@@ -28,6 +28,7 @@ class _Rows:
     item_id_from: str
     one_row_per_item: bool
     extra: dict = field(default_factory=dict)
+    groups: list | None = None  # the `columns.group` value of each entry (None: no group column)
 
 
 # -- formats ---------------------------------------------------------------------------------------------------
@@ -104,6 +105,8 @@ def _frame_rows(frame: pd.DataFrame, cfg: DataConfig, file: str) -> _Rows:
         wanted["label"] = cols.label
     elif cfg.format == "aggregated":
         wanted["label"] = cols.label
+    if cols.group is not None:
+        wanted["group"] = cols.group
     _missing_columns(frame, wanted, file)
     item_id_from = f"column {id_col!r}" if id_col else "sha1(text)"
     raw_ids = [_id_str(v) for v in frame[id_col].tolist()] if id_col else [None] * n
@@ -117,12 +120,15 @@ def _frame_rows(frame: pd.DataFrame, cfg: DataConfig, file: str) -> _Rows:
                 file,
             )
     texts = frame[cols.text].tolist()
+    groups = _group_values(frame, cols.group, row_numbers, file) if cols.group is not None else None
 
     if cfg.format == "long":
         anns = [_id_str(v) for v in frame[cols.annotator_id].tolist()] if cols.annotator_id is not None else [""] * n
-        return _Rows(raw_ids, texts, anns, frame[cols.label].tolist(), row_numbers, n, item_id_from, False)
+        return _Rows(raw_ids, texts, anns, frame[cols.label].tolist(), row_numbers, n, item_id_from, False,
+                     groups=groups)
     if cfg.format == "aggregated":
-        return _Rows(raw_ids, texts, [""] * n, frame[cols.label].tolist(), row_numbers, n, item_id_from, True)
+        return _Rows(raw_ids, texts, [""] * n, frame[cols.label].tolist(), row_numbers, n, item_id_from, True,
+                     groups=groups)
 
     # wide
     if cfg.annotator_columns is not None:
@@ -135,7 +141,7 @@ def _frame_rows(frame: pd.DataFrame, cfg: DataConfig, file: str) -> _Rows:
             )
         ann_cols = list(cfg.annotator_columns)
     else:
-        skip = {cols.text, id_col}
+        skip = {cols.text, id_col, cols.group}
         ann_cols = [c for c in frame.columns if c not in skip]
     if not ann_cols:
         raise DataError(
@@ -144,7 +150,7 @@ def _frame_rows(frame: pd.DataFrame, cfg: DataConfig, file: str) -> _Rows:
             f"{', '.join(map(str, frame.columns))}",
             file,
         )
-    ids, out_texts, anns, labels, rows = [], [], [], [], []
+    ids, out_texts, anns, labels, rows, out_groups = [], [], [], [], [], []
     values = {c: frame[c].tolist() for c in ann_cols}
     for i in range(n):
         for c in ann_cols:
@@ -153,12 +159,24 @@ def _frame_rows(frame: pd.DataFrame, cfg: DataConfig, file: str) -> _Rows:
             anns.append(str(c))
             labels.append(values[c][i])
             rows.append(i + 1)
-    out = _Rows(ids, out_texts, anns, labels, rows, n, item_id_from, True)
+            out_groups.append(groups[i] if groups is not None else None)
+    out = _Rows(ids, out_texts, anns, labels, rows, n, item_id_from, True,
+                groups=out_groups if groups is not None else None)
     out.extra["annotator_columns"] = [str(c) for c in ann_cols]
     return out
 
 
 # -- checks and grouping ---------------------------------------------------------------------------------------
+def _group_values(frame: pd.DataFrame, column: str, row_numbers: list[int], file: str) -> list[str]:
+    """The `columns.group` value of each row (as a string); an empty cell is an error (a group must be named)."""
+    values = [_id_str(v) for v in frame[column].tolist()]
+    empty = [r for r, v in zip(row_numbers, values) if not v]
+    if empty:
+        raise DataError("data.columns.group", f"{len(empty)} row(s) have no group in column {column!r} (first: row "
+                        f"{empty[0]}); every item needs its group, or set columns.group to null", file)
+    return values
+
+
 def _is_missing(value: object) -> bool:
     if value is None:
         return True

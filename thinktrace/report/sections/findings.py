@@ -16,6 +16,9 @@ from thinktrace.runview import RunView
 
 #: (kind of b, kind of a, the question the paired difference b − a answers), in reading order
 QUESTIONS: tuple[tuple[str, str, str], ...] = (
+    ("compiled-rater", "baseline", "compiled rater (refined guideline + trace demos) vs the original zero-shot rater"),
+    ("compiled-rater", "trace-demos", "compiled rater vs trace demos alone"),
+    ("compiled-rater", "refined-guideline", "compiled rater vs the refined guideline alone"),
     ("trace-sft", "label-sft", "traces vs labels alone (fine-tuned student)"),
     ("trace-sft", "shuffled-trace-sft",
      "traces vs shuffled traces (same rows, rationales moved to another item of the same label)"),

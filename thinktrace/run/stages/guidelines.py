@@ -7,7 +7,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from thinktrace.run.stages.base import PlanContext, Stage, StageResult
-from thinktrace.variants import Variant, guideline_name
+from thinktrace.variants import Variant, demos_name, guideline_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.run.context import RunContext
@@ -35,6 +35,8 @@ class GuidelinesStage(Stage):
         calls = plan_calls(g, {k: v * spec.sampling.keep for k, v in per_label.items()}, len(spec.models.raters),
                            ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
         ctx.variants += [guideline_name(r.name, part) for part in guideline_parts(g) for r in spec.models.raters]
+        if spec.sampling.enabled and spec.sampling.max_demos:  # when the traces stage finds demos to show
+            ctx.variants += [guideline_name(r.name, COMPILED) for r in spec.models.raters]
         return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
                 "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
 
@@ -74,4 +76,25 @@ class GuidelinesStage(Stage):
                 variants.append(Variant(name=guideline_name(v.rater, part), model=v.model, guideline=text,
                                         kind=kinds.get(part, f"guideline-{part}"), rater=v.name, order=v.order,
                                         compare_to=against))
+        variants += compiled_raters(ctx, baselines, result["refined"])
         return StageResult(result, variants)
+
+
+#: the part name of the compiled rater: the refined guideline with the trace demos (what program.json holds)
+COMPILED = "compiled"
+
+
+def compiled_raters(ctx: RunContext, baselines: list[Variant], refined: str) -> list[Variant]:
+    """Each rater as the compiled program rates: the refined guideline *and* the accepted traces as demos. Paired
+    against the original zero-shot rater, demos alone and the refined guideline alone (in that order), so the
+    report can tell which half of the program carries a gain. None for a rater without a demos variant."""
+    out = []
+    for v in baselines:
+        demos = ctx.variant(demos_name(v.rater))
+        if demos is None or not demos.demos:
+            continue
+        against = [v.name] + ([v.rater] if v.rater != v.name else []) + [demos.name, guideline_name(v.rater, "refined")]
+        out.append(Variant(name=guideline_name(v.rater, COMPILED), model=v.model, guideline=refined,
+                           kind="compiled-rater", rater=v.name, order=v.order, demos=list(demos.demos),
+                           compare_to=against))
+    return out
