@@ -158,7 +158,7 @@ class LlamaServer:
         it in the thread that builds the LM (transformers' lazy imports are not safe to race from worker threads).
 
         The tokenizer.json-backed class, not ``AutoTokenizer``: the same ids and chat template (every prepared
-        tokenizer was compared), without ``AutoTokenizer``'s import of torch (~0.5 GiB resident in the run's own
+        tokenizer was compared), without ``AutoTokenizer``'s import of torch (~0.3 GiB resident in the run's own
         process, which never trains)."""
         from transformers import PreTrainedTokenizerFast
 
