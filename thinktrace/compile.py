@@ -1,4 +1,4 @@
-"""`python -m thinktrace.compile SPEC [--set key=value ...] [--dry-run] [--resume RUN_DIR]`
+"""`python -m thinktrace.compile SPEC [--set key=value ...] [--dry-run] [--resume RUN_DIR [--reviewed]]`
 
 Loads the spec, the data and the models, runs the configured stages and writes the run folder
 `<output_dir>/<name>/<timestamp>/`: spec.resolved.yaml, data.json, predictions.jsonl, metrics.json, report.md.
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate, print the plan, load no model")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run in this folder")
     p.add_argument("--out", metavar="RUN_DIR", help="write the run into this folder (resumes if it exists)")
+    p.add_argument("--reviewed", action="store_true", help="with --resume: also re-run what depends on the traces "
+                   "(demos, SFT, guideline, trace quality) on the reviewed traces (thinktrace review RUN_DIR), paired "
+                   "against the raw ones in the report")
+    p.add_argument("--reviewer", metavar="NAME", help="with --reviewed: whose reviews make the reviewed set "
+                   "(default: the first reviewer in reviews.jsonl)")
     p.add_argument("--schema", action="store_true", help="print every spec field with its meaning and exit")
     return p
 
@@ -51,10 +56,13 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("", "missing SPEC argument (a YAML experiment spec)")
     run_dir = args.resume or args.out
     if args.dry_run:
-        print_plan(compile_spec(args.spec, overrides=args.overrides, out=run_dir, dry_run=True).plan)
+        print_plan(compile_spec(args.spec, overrides=args.overrides, out=run_dir, dry_run=True, reviewed=args.reviewed,
+                                reviewer=args.reviewer).plan)
         return 0
-    result = compile_spec(args.spec, overrides=args.overrides, out=run_dir,
-                          resume_command=lambda folder: resume_command(args, folder))
+    if args.reviewer and not args.reviewed:
+        raise SpecError("--reviewer", "only with --reviewed")
+    result = compile_spec(args.spec, overrides=args.overrides, out=run_dir, reviewed=args.reviewed,
+                          reviewer=args.reviewer, resume_command=lambda folder: resume_command(args, folder))
     print(f"run folder: {result.path}", file=sys.stderr)
     print(result.summary)
     status = result.metrics.status
@@ -72,7 +80,9 @@ def resume_command(args: argparse.Namespace, run_dir) -> str:
 
     parts = ["python -m thinktrace.compile", shlex.quote(str(args.spec))]
     parts += [f"--set {shlex.quote(o)}" for o in args.overrides]
-    return " ".join(parts + ["--resume", shlex.quote(str(run_dir))])
+    reviewed = ["--reviewed"] + (["--reviewer", shlex.quote(args.reviewer)] if args.reviewer else []) \
+        if args.reviewed else []
+    return " ".join(parts + ["--resume", shlex.quote(str(run_dir))] + reviewed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,9 @@ class Variant:
     model: ModelConfig
     guideline: str
     #: baseline | prompt | trace-demos | trace-sft | label-sft | shuffled-trace-sft | trace-sft-common |
-    #: self-trace-sft | refined-guideline | guideline-* | compiled-rater (refined guideline + trace demos)
+    #: self-trace-sft | refined-guideline | guideline-* | compiled-rater (refined guideline + trace demos) |
+    #: reviewed-trace-demos | reviewed-trace-sft | reviewed-refined-guideline (`compile --reviewed`: the same, on
+    #: the reviewed trace set of thinktrace.review)
     kind: str = "baseline"
     rater: str = ""  #: the configured rater it derives from
     label_only: bool = False  #: prompted without a rationale (the label-only ablation)
@@ -40,3 +42,17 @@ def guideline_name(rater: str, part: str) -> str:
     """The variant of `rater` with the synthesized guideline `part` (refined, or an ablation: rules, examples; or
     compiled: the refined guideline with the trace demos)."""
     return f"{rater}+{part}"
+
+
+#: the prefix of what a reviewed resume adds (`compile --resume RUN --reviewed`): part and kind on the reviewed traces
+REVIEWED = "reviewed-"
+
+
+def reviewed(part: str) -> str:
+    """The name part (and kind) of `part` made from the reviewed trace set: `trace-sft` -> `reviewed-trace-sft`."""
+    return REVIEWED + part
+
+
+def reviewed_demos_name(rater: str) -> str:
+    """The variant of `rater` prompted with demos chosen from the reviewed traces."""
+    return f"{rater}+{reviewed('demos')}"

@@ -125,7 +125,7 @@ def _field_overrides(fields: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def prepare(loaded, run_dir: str | Path | None, warn: Callable[[str], None]):
+def prepare(loaded, run_dir: str | Path | None, warn: Callable[[str], None], reviewed: bool = False):
     """(corpus, plan) of a loaded spec after every check that needs no model: a resumed folder's legacy values,
     the data, the programs and the plan. Raises SpecError naming the spec file."""
     from thinktrace.data import load_corpus
@@ -143,7 +143,7 @@ def prepare(loaded, run_dir: str | Path | None, warn: Callable[[str], None]):
         corpus = load_corpus(s.data, loaded.base_dir, s.data.seed if s.data.seed is not None else s.seed)
         for name in ("rater", "infer", "writer"):
             load_object(getattr(s.programs, name), [loaded.base_dir], f"programs.{name}")
-        stages = plan_stages(s, corpus)
+        stages = plan_stages(s, corpus, reviewed=reviewed)
     except SpecError as err:
         raise err.with_file(str(loaded.path)) from None
     cost = estimate(s, stages, corpus, loaded.guideline)
@@ -173,7 +173,8 @@ def print_plan(p: dict, out: IO | None = None) -> None:
 
 def compile(spec: str | Path | Mapping, /, *, out: str | Path | None = None, resume: str | Path | None = None,
             overrides: Sequence[str] = (), dry_run: bool = False, base_dir: str | Path | None = None,
-            resume_command: str | Callable[[Path], str] | None = None, log: IO | None = None, **fields) -> Run:
+            resume_command: str | Callable[[Path], str] | None = None, log: IO | None = None,
+            reviewed: bool = False, reviewer: str | None = None, **fields) -> Run:
     """Compile the experiment `spec` (a YAML path, or a mapping) and return its `Run`.
 
     - `**fields`: spec fields to override, e.g. `data={"limit": 50}`, `seed=1` (mappings merge into the section;
@@ -182,6 +183,9 @@ def compile(spec: str | Path | Mapping, /, *, out: str | Path | None = None, res
     - `dry_run`: validate and plan only (no model loaded); the Run then has `plan` and no metrics.
     - `log`: where the plan and notes go (default stderr); `resume_command`: the command an outage message names
       to continue the run (a function of the run folder, or a string).
+    - `reviewed`: resume `resume` (a run folder with traces and reviews.jsonl, thinktrace.review) and also run
+      what depends on the traces (demos, SFT rows and the fine-tuned student, the guideline, trace quality) on the
+      reviewed set of `reviewer` (default: the first reviewer), paired against the raw traces in the report.
 
     A finished run returns whatever its state: check `run.ok` / `run.status` (a parse-rate failure or too many
     failed calls is flagged, not raised)."""
@@ -192,13 +196,15 @@ def compile(spec: str | Path | Mapping, /, *, out: str | Path | None = None, res
     log = log or sys.stderr
     run_dir = resume or out
     loaded = load_spec(spec, [*overrides, *_field_overrides(fields)], base_dir)
-    corpus, plan = prepare(loaded, run_dir, lambda note: print(note, file=log))
+    if reviewed:
+        check_reviewed(run_dir, loaded.spec, reviewer)
+    corpus, plan = prepare(loaded, run_dir, lambda note: print(note, file=log), reviewed=reviewed)
     if dry_run:
         return Run(Path(run_dir) if run_dir else Path(), metrics=None, plan=plan)
     from thinktrace.run.pipeline import Pipeline
 
     try:
-        pipeline = Pipeline(loaded, corpus, run_dir=run_dir)
+        pipeline = Pipeline(loaded, corpus, run_dir=run_dir, reviewed=reviewed, reviewer=reviewer)
         pipeline.preflight()
     except SpecError as err:
         raise err.with_file(str(loaded.path)) from None
@@ -210,6 +216,28 @@ def compile(spec: str | Path | Mapping, /, *, out: str | Path | None = None, res
 
     return Run(pipeline.rundir.path, MetricsDocument.model_validate(pipeline.result), plan=plan,
                summary=pipeline.summary())
+
+
+def check_reviewed(run_dir, spec, reviewer: str | None) -> None:
+    """Before a reviewed resume starts: a run folder that has traces and reviews (of `reviewer`, when named), and a
+    spec that samples traces; else SpecError naming what is missing."""
+    from thinktrace.review.records import ReviewError
+    from thinktrace.review.store import ReviewStore
+
+    if not run_dir or not Path(run_dir).is_dir():
+        raise SpecError("--reviewed", "needs --resume RUN_DIR: a run folder whose traces were reviewed "
+                        "(thinktrace review RUN_DIR)")
+    if not spec.sampling.enabled:
+        raise SpecError("sampling.enabled", "--reviewed re-runs what depends on the traces; this spec samples none")
+    try:
+        store = ReviewStore(run_dir)
+    except ReviewError as err:
+        raise SpecError("--reviewed", str(err)) from None
+    if not store.reviews:
+        raise SpecError("--reviewed", f"{store.journal} holds no review yet (thinktrace review {run_dir})")
+    if reviewer is not None and reviewer not in store.reviewers():
+        raise SpecError("--reviewer", f"{reviewer!r} has no review in {store.journal} (reviewers: "
+                        f"{', '.join(store.reviewers())})")
 
 
 def compare(*runs: "Run | str | Path", split: str = "test", n_boot: int | None = None):

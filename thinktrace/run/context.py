@@ -37,6 +37,31 @@ class RunContext:
         self.variants: tuple[Variant, ...] = ()
         #: configured rater -> its best original prompt, chosen on dev (the prompts stage's result)
         self.best_prompt: Mapping[str, Variant] = {}
+        #: `compile --reviewed`: the stages that depend on the traces also run on the reviewed set of `reviewer`
+        #: (default: the first reviewer of reviews.jsonl), beside the raw traces (thinktrace.review)
+        self.reviewed: bool = False
+        self.reviewer: str | None = None
+        self._reviewed: tuple[list[dict], dict] | None = None
+
+    def reviewed_traces(self) -> tuple[list[dict], dict]:
+        """(the reviewed trace set, its counts) from the run folder's traces.jsonl and reviews.jsonl: rejected
+        traces dropped, edits the blind judge confirmed in place (thinktrace.review.store). Read once per run."""
+        if self._reviewed is None:
+            from thinktrace.review.records import ReviewError
+            from thinktrace.review.store import ReviewStore
+
+            try:
+                store = ReviewStore(self.rundir.path)
+            except ReviewError as err:
+                raise SpecError("--reviewed", str(err)) from None
+            if not store.reviews:
+                raise SpecError("--reviewed", f"{store.journal} holds no review yet (review first: thinktrace "
+                                f"review {self.rundir.path})")
+            if self.reviewer is not None and self.reviewer not in store.reviewers():
+                raise SpecError("--reviewer", f"{self.reviewer!r} has no review in {store.journal} (reviewers: "
+                                f"{', '.join(store.reviewers())})")
+            self._reviewed = store.reviewed_traces(self.reviewer)
+        return self._reviewed
 
     # -- models ------------------------------------------------------------------------------------------------
     def lm(self, cfg, field: str = "models.raters", role: str = ""):

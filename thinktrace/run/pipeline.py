@@ -26,7 +26,8 @@ from thinktrace.rundir import RunDir, json_safe
 class Pipeline:
     """One compile run of a loaded spec on its corpus, into a new run folder or (`run_dir`) an existing one."""
 
-    def __init__(self, loaded, corpus, run_dir: str | Path | None = None):
+    def __init__(self, loaded, corpus, run_dir: str | Path | None = None, reviewed: bool = False,
+                 reviewer: str | None = None):
         spec = loaded.spec
         self.resolved = {**spec.model_dump(mode="json"), "codebook": loaded.guideline, "codebook_file": None}
         if run_dir:
@@ -35,6 +36,7 @@ class Pipeline:
         else:
             rundir = RunDir.create(spec.output_dir, spec.name)
         self.ctx = RunContext(loaded, corpus, rundir)
+        self.ctx.reviewed, self.ctx.reviewer = reviewed, reviewer  # `compile --reviewed` (thinktrace.review)
         from thinktrace.lm.guard import reset_endpoints
 
         reset_endpoints()  # every run (and resume) starts with closed breakers

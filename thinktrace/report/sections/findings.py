@@ -27,6 +27,10 @@ QUESTIONS: tuple[tuple[str, str, str], ...] = (
     ("trace-sft-common", "self-trace-sft", "teacher's traces vs the student's own (same items, same rows)"),
     ("refined-guideline", "baseline", "refined vs original guideline"),
     ("trace-demos", "baseline", "accepted traces as few-shot demos vs zero-shot"),
+    # a reviewed resume (`compile --reviewed`, thinktrace.review): the same uses on the reviewed traces vs the raw
+    ("reviewed-trace-sft", "trace-sft", "reviewed vs raw traces (fine-tuned student)"),
+    ("reviewed-trace-demos", "trace-demos", "reviewed vs raw traces as few-shot demos"),
+    ("reviewed-refined-guideline", "refined-guideline", "guideline refined from reviewed vs raw traces"),
 )
 
 
@@ -137,9 +141,26 @@ def findings(run: RunView) -> list[Block]:
         blocks.append(Text([Strong("Traces:"), f" {traces.get('explained', 0)} of {traces['examples']} train items "
                             f"explained ({pct(traces.get('explained_rate'))}), {traces.get('accepted', 0)} of "
                             f"{traces.get('attempts', 0)} samples accepted ({pct(traces.get('acceptance_rate'))})."]))
+    review = traces.get("reviewed")
+    if review:
+        blocks.append(reviewed_note(review))
     from thinktrace.report.sections.traces import trace_quality_finding  # the masked trace vs none, vs rejected
 
     finding = trace_quality_finding(run.metrics.get("trace_quality"))
     if finding is not None:
         blocks.append(finding)
     return blocks
+
+
+def reviewed_note(review: dict) -> Text:
+    """How many traces the reviewed rows rest on (metrics.json traces.reviewed, written by a reviewed resume)."""
+    edits = review.get("edits_not_confirmed") or 0
+    return Text([Strong("Reviewed vs raw traces:"),
+                 f" {review.get('reviewed', 0)} of {review.get('traces', 0)} traces reviewed by "
+                 f"{review.get('reviewer') or '?'}: {review.get('accepted', 0)} accepted, {review.get('rejected', 0)} "
+                 f"rejected, {review.get('edited', 0)} edited (each edit read back to its human label by the blind "
+                 f"judge), {review.get('unreviewed', 0)} unreviewed kept as they were"
+                 + (f"; {edits} edit(s) the judge read to another label did not count" if edits else "")
+                 + f". The reviewed set has {review.get('reviewed_traces', '?')} traces (raw: "
+                 f"{review.get('raw_traces', '?')}); the reviewed rows above are paired with the raw ones on the same "
+                 "evaluation items."])

@@ -37,9 +37,10 @@ def stages() -> list[Stage]:
     return [stage() if isinstance(stage, type) else stage for _, stage in registry.items()]
 
 
-def plan_stages(spec, corpus) -> dict:
-    """{stage name: plan} of the enabled stages, in order (no model is loaded)."""
-    ctx = PlanContext(spec, corpus, {name: len(corpus.split(name)) for name in ("train", "dev", "test")})
+def plan_stages(spec, corpus, reviewed: bool = False) -> dict:
+    """{stage name: plan} of the enabled stages, in order (no model is loaded); `reviewed`: a reviewed resume."""
+    ctx = PlanContext(spec, corpus, {name: len(corpus.split(name)) for name in ("train", "dev", "test")},
+                      reviewed=reviewed)
     for stage in stages():
         if stage.enabled(spec):
             ctx.stages[stage.name] = {**stage.plan(ctx), "writes": list(stage.artifacts)}

@@ -24,6 +24,8 @@ class PlanContext:
     stages: dict = field(default_factory=dict)
     variants: list = field(default_factory=list)
     examples: list = field(default_factory=list)  #: the sampling stage's training examples
+    #: `compile --reviewed`: the stages that depend on the traces also run on the reviewed set (thinktrace.review)
+    reviewed: bool = False
 
     @property
     def roles(self):

@@ -1,6 +1,7 @@
 """Stage `finetune` (use 1): LoRA SFT of the fine-tuning base on the traces, the label-only ablation and the
 shuffled-trace control (each rationale on another item of its label; checkpointed); with self-traces also on the
-teacher's and the student's own traces of the examples both explained."""
+teacher's and the student's own traces of the examples both explained; on a reviewed resume (`compile --reviewed`)
+also on the reviewed traces (`reviewed-trace-sft`, paired against trace-sft)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,23 @@ from typing import TYPE_CHECKING
 
 from thinktrace.run.stages.base import PlanContext, Stage, StageResult
 from thinktrace.run.stages.self_traces import COMMON_KINDS, common_jobs, rows_trained_on
-from thinktrace.variants import Variant, adapter_name
+from thinktrace.variants import Variant, adapter_name, reviewed
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.run.context import RunContext
 
 #: the shuffled-trace control: trace-sft's rows, each rationale moved to another item of the same label
 SHUFFLED = "shuffled-trace-sft"
+#: a reviewed resume's adapter: trace-sft's recipe on the reviewed traces (reviewed/sft.jsonl)
+REVIEWED_SFT = reviewed("trace-sft")
 
 
-def adapter_kinds(spec) -> list[str]:
-    """The adapters a run trains, in order (plan and run)."""
+def adapter_kinds(spec, reviewed: bool = False) -> list[str]:
+    """The adapters a run trains, in order (plan and run); `reviewed`: a reviewed resume's too."""
     kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
     kinds += [SHUFFLED] if spec.finetune.ablation_shuffled else []
-    return kinds + (list(COMMON_KINDS) if spec.sampling.self_traces else [])
+    kinds += list(COMMON_KINDS) if spec.sampling.self_traces else []
+    return kinds + ([REVIEWED_SFT] if reviewed else [])
 
 
 class FinetuneStage(Stage):
@@ -31,7 +35,7 @@ class FinetuneStage(Stage):
     #: paired differences besides `− base` (Δ = the kind − each listed kind): traces vs labels only on the same
     #: items; traces vs the same rows with each rationale on another item of its label (shuffled); the teacher's
     #: vs the student's own traces on the items both explained (same rows count)
-    against = {"trace-sft": ("label-sft", SHUFFLED), COMMON_KINDS[0]: (COMMON_KINDS[1],)}
+    against = {"trace-sft": ("label-sft", SHUFFLED), COMMON_KINDS[0]: (COMMON_KINDS[1],), REVIEWED_SFT: ("trace-sft",)}
 
     def enabled(self, spec) -> bool:
         return spec.finetune.enabled
@@ -41,7 +45,7 @@ class FinetuneStage(Stage):
 
         spec = ctx.spec
         n_rows = len(ctx.examples) * spec.sampling.keep
-        kinds = adapter_kinds(spec)
+        kinds = adapter_kinds(spec, ctx.reviewed)
         base = ctx.roles.base_name()
         if ctx.roles.base_rater() is None:  # no rater on the base: the run adds it as a baseline
             ctx.variants.append(base)
@@ -90,6 +94,15 @@ class FinetuneStage(Stage):
         if ctx.spec.sampling.self_traces:  # written by the self_traces stage; without common rows none is trained
             for kind, (file, kind_rows, info) in common_jobs(ctx).items():
                 rows[kind], files[kind], trained_on[kind] = kind_rows, file, info
+        if ctx.reviewed:  # the reviewed traces (the traces stage wrote them, and reviewed/sft.jsonl)
+            from thinktrace.run.stages.traces import TracesStage
+
+            kept, _ = ctx.reviewed_traces()
+            if kept:
+                rows[REVIEWED_SFT] = sft_rows(kept, signature, ctx.prompt_format)
+                files[REVIEWED_SFT] = TracesStage.REVIEWED_SFT
+                trained_on[REVIEWED_SFT] = rows_trained_on(rows[REVIEWED_SFT], "the reviewed traces (rejected "
+                                                           "dropped, confirmed edits in place)", "the reviewed examples")
         base_rater = ctx.roles.base_rater()
         added: list[Variant] = []
         if base_rater is not None:

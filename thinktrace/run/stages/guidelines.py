@@ -1,5 +1,8 @@
 """Stage `guidelines` (use 2): candidates synthesized from the traces, scored on dev across all raters (each
-candidate's ratings journalled); guideline.md and one compiled program per rater; the refined-guideline variants."""
+candidate's ratings journalled); guideline.md and one compiled program per rater; the refined-guideline variants.
+A reviewed resume (`compile --reviewed`) also refines the guideline from the reviewed traces (journalled in
+reviewed/guidelines/, written to reviewed/guideline.md): kind `reviewed-refined-guideline`, paired against the
+guideline refined from the raw traces."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from thinktrace.run.stages.base import PlanContext, Stage, StageResult
-from thinktrace.variants import Variant, demos_name, guideline_name
+from thinktrace.variants import Variant, demos_name, guideline_name, reviewed
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.run.context import RunContext
@@ -37,6 +40,9 @@ class GuidelinesStage(Stage):
         ctx.variants += [guideline_name(r.name, part) for part in guideline_parts(g) for r in spec.models.raters]
         if spec.sampling.enabled and spec.sampling.max_demos:  # when the traces stage finds demos to show
             ctx.variants += [guideline_name(r.name, COMPILED) for r in spec.models.raters]
+        if ctx.reviewed and spec.sampling.enabled:
+            ctx.variants += [guideline_name(r.name, reviewed("refined")) for r in spec.models.raters]
+            calls = {k: 2 * v for k, v in calls.items()}
         return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
                 "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
 
@@ -44,27 +50,21 @@ class GuidelinesStage(Stage):
         """Synthesize and refine the guideline from the traces (candidates scored on dev by mean α across all
         raters); write guideline.md and one compiled program per rater; the summary: the refinement; the variants:
         each rater under each synthesized guideline, when the writer changed it."""
-        from thinktrace.guidelines import priority_from_traces, refine_guideline, write_rater_programs
+        from thinktrace.guidelines import write_rater_programs
 
         traces = ctx.rundir.log("traces.jsonl").read() if ctx.spec.sampling.enabled else []
-        cfg = ctx.spec.guidelines
         # each configured rater with its best original prompt (chosen on dev; its own prompt without variants)
         baselines = [ctx.best_prompt.get(v.name, v) for v in ctx.baselines()]
-        writer = ctx.roles.writer()
         raters = {v.name: ctx.lm(v.model) for v in baselines}
         factories = {v.name: (lambda g, v=v: ctx.program_for(v, g)) for v in baselines}
-        result = refine_guideline(
-            cfg, original=ctx.guideline, traces=traces,
-            writer_lm=ctx.lm(writer.model, writer.field, role="writer"), raters=raters,
-            rater_factory=factories, dev_items=ctx.corpus.split("dev"), label_set=ctx.corpus.label_set,
-            adapter={v.name: ctx.prompt_format_for(v.model) for v in baselines}, writer_adapter=ctx.prompt_format,
-            seed=ctx.spec.seed, n_boot=min(ctx.spec.evaluate.bootstrap, 200),
-            log_dir=ctx.rundir.file("guidelines"), priority=priority_from_traces(traces),
-            train_items=ctx.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
-            writer_program=ctx.program_class("writer"))
+        result = self.refine(ctx, traces, baselines, "guidelines")
         write_rater_programs(result["refined"], raters, factories, ctx.rundir.path, original=ctx.guideline)
+        more = self.reviewed_refined(ctx, baselines, bool(result.get("refined_changed"))) \
+            if ctx.reviewed and ctx.spec.sampling.enabled else None
+        if more is not None:
+            result["reviewed"], more = more
         if not result.get("refined_changed"):
-            return StageResult(result)  # the writer left the guideline unchanged: nothing new to evaluate
+            return StageResult(result, more or [])  # the writer left the guideline unchanged: nothing new
         # evaluated on test whether or not it won on dev: the report shows the dev verdict beside the test numbers;
         # paired against the best original prompt (and the rater's own prompt when that is another one)
         texts = {"refined": result["refined"], **(result.get("ablation_texts") or {})}
@@ -77,7 +77,44 @@ class GuidelinesStage(Stage):
                                         kind=kinds.get(part, f"guideline-{part}"), rater=v.name, order=v.order,
                                         compare_to=against))
         variants += compiled_raters(ctx, baselines, result["refined"])
-        return StageResult(result, variants)
+        return StageResult(result, variants + (more or []))
+
+    def refine(self, ctx: RunContext, traces: list[dict], baselines: list[Variant], log_dir: str) -> dict:
+        """`guidelines.refine_guideline` from `traces`, candidates journalled in `log_dir` of the run folder."""
+        from thinktrace.guidelines import priority_from_traces, refine_guideline
+
+        writer = ctx.roles.writer()
+        return refine_guideline(
+            ctx.spec.guidelines, original=ctx.guideline, traces=traces,
+            writer_lm=ctx.lm(writer.model, writer.field, role="writer"),
+            raters={v.name: ctx.lm(v.model) for v in baselines},
+            rater_factory={v.name: (lambda g, v=v: ctx.program_for(v, g)) for v in baselines},
+            dev_items=ctx.corpus.split("dev"), label_set=ctx.corpus.label_set,
+            adapter={v.name: ctx.prompt_format_for(v.model) for v in baselines}, writer_adapter=ctx.prompt_format,
+            seed=ctx.spec.seed, n_boot=min(ctx.spec.evaluate.bootstrap, 200),
+            log_dir=ctx.rundir.file(log_dir), priority=priority_from_traces(traces),
+            train_items=ctx.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
+            writer_program=ctx.program_class("writer"))
+
+    def reviewed_refined(self, ctx: RunContext, baselines: list[Variant], raw_changed: bool) -> tuple[dict, list]:
+        """The guideline refined from the reviewed traces (reviewed/guideline.md): (its refinement summary, each
+        rater under it, paired against the raw traces' refined guideline and the original prompt). No variant
+        when the writer left the guideline unchanged."""
+        kept, counts = ctx.reviewed_traces()
+        ctx.rundir.file("reviewed").mkdir(exist_ok=True)
+        result = self.refine(ctx, kept, baselines, "reviewed/guidelines")
+        ctx.rundir.write_text("reviewed/guideline.md", result["refined"])
+        summary = {k: v for k, v in result.items() if k not in ("refined", "ablation_texts")}
+        summary["review"] = counts
+        if not result.get("refined_changed"):
+            return summary, []
+        out = []
+        for v in baselines:
+            against = ([guideline_name(v.rater, "refined")] if raw_changed else []) + [v.name]
+            out.append(Variant(name=guideline_name(v.rater, reviewed("refined")), model=v.model,
+                               guideline=result["refined"], kind=reviewed("refined-guideline"), rater=v.name,
+                               order=v.order, compare_to=against))
+        return summary, out
 
 
 #: the part name of the compiled rater: the refined guideline with the trace demos (what program.json holds)

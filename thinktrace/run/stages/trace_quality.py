@@ -2,7 +2,8 @@
 untuned student unless `trace_quality.reader` names one) reads each unit once, through the run's executor (threads
 or Ray actors), journalled in trace_quality.jsonl: settled units are skipped on resume, retryable failures are made
 again; a journal from a run made before the masked conditions existed replays as it is, and only the masked units
-are read."""
+are read. A reviewed resume (`compile --reviewed`) also reads the reviewed traces (an edited trace is a new text),
+journalled apart in reviewed/trace_quality.jsonl; its metrics are the summary's `reviewed`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.run.context import RunContext
 
 JOURNAL = "trace_quality.jsonl"
+REVIEWED_JOURNAL = "reviewed/trace_quality.jsonl"  #: the reviewed traces' reads (a reviewed resume)
 
 
 def read_key(r: dict) -> tuple:
@@ -92,19 +94,29 @@ class TraceQualityStage(Stage):
         return {"reader": ctx.roles.reader_name(), "traces_max": n, "lm_calls_max": 5 * n}
 
     def run(self, ctx: RunContext) -> StageResult:
-        """Every unit of the accepted traces (up to `max_traces`) read by the reader; the summary: the metrics."""
+        """Every unit of the accepted traces (up to `max_traces`) read by the reader; the summary: the metrics (and,
+        on a reviewed resume, the reviewed traces' metrics under `reviewed`)."""
+        summary = self.measure(ctx, ctx.rundir.log("traces.jsonl").read(), JOURNAL)
+        if ctx.reviewed:
+            kept, counts = ctx.reviewed_traces()
+            summary["reviewed"] = {**self.measure(ctx, kept, REVIEWED_JOURNAL), "review": counts} if kept else \
+                {"review": counts, "n_traces": 0}
+        return StageResult(summary)
+
+    def measure(self, ctx: RunContext, traces: list[dict], journal: str) -> dict:
+        """The trace-quality metrics of `traces` (up to `max_traces`), reads journalled in `journal`."""
         from thinktrace.records import TraceRead
         from thinktrace.rundir import JsonlLog
 
         cfg = ctx.spec.trace_quality
-        traces = ctx.rundir.log("traces.jsonl").read()
         traces = traces[: cfg.max_traces] if cfg.max_traces else traces
         attempts = ctx.rundir.log("attempts.jsonl").read()
         label_set = ctx.corpus.label_set
         units = build_units(traces, attempts, label_set)
         model = ctx.roles.reader().model
         reader = ctx.program_class("reader")(guideline=ctx.guideline, label_set=label_set)
-        log = JsonlLog(ctx.rundir.file(JOURNAL), model=TraceRead)
+        ctx.rundir.file(journal).parent.mkdir(parents=True, exist_ok=True)
+        log = JsonlLog(ctx.rundir.file(journal), model=TraceRead)
         records = log.read()
         done = settled_for(records, units)
         todo = [u for u in units if (u.condition, u.unit) not in done and u.same_as is None]
@@ -117,6 +129,6 @@ class TraceQualityStage(Stage):
             raise RunIncomplete("trace_quality", f"{len(left)} of {len(units)} reader calls failed retryably after "
                                 "their retries")
         wanted = {(u.condition, u.unit) for u in units}
-        return StageResult(quality_metrics(traces, {k: r for k, r in done.items() if k in wanted}, label_set.labels,
-                                           reader=model.name, n_boot=ctx.spec.evaluate.bootstrap, seed=ctx.spec.seed,
-                                           leaks=leak_stats(traces, attempts, label_set)))
+        return quality_metrics(traces, {k: r for k, r in done.items() if k in wanted}, label_set.labels,
+                               reader=model.name, n_boot=ctx.spec.evaluate.bootstrap, seed=ctx.spec.seed,
+                               leaks=leak_stats(traces, attempts, label_set))

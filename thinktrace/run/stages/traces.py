@@ -1,6 +1,9 @@
 """Stage `traces`: rejection sampling of thinking traces on the train split (attempts.jsonl is the journal;
 traces.jsonl, sft.jsonl and the compiled program program.json are rebuilt from it). With `sampling.max_demos`,
-every rater is also evaluated with the compiled program's demos (kind `trace-demos`)."""
+every rater is also evaluated with the compiled program's demos (kind `trace-demos`). A reviewed resume
+(`compile --reviewed`) also writes the reviewed set (reviewed/traces.jsonl, reviewed/sft.jsonl: rejected traces
+dropped, confirmed edits in place) and evaluates demos chosen from it (kind `reviewed-trace-demos`, paired against
+the raw traces' demos)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from thinktrace.errors import RunIncomplete, SpecError
 from thinktrace.run.stages.base import PlanContext, Stage, StageResult
-from thinktrace.variants import demos_name
+from thinktrace.variants import demos_name, reviewed, reviewed_demos_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.run.context import RunContext
@@ -46,6 +49,8 @@ def raise_pending(stage: str, tele, n_examples: int) -> None:
 class TracesStage(Stage):
     name = "traces"
     artifacts = ("attempts.jsonl", "traces.jsonl", "sft.jsonl", "program.json")
+    #: what a reviewed resume adds (thinktrace.review): the reviewed traces and their SFT rows
+    REVIEWED_TRACES, REVIEWED_SFT = "reviewed/traces.jsonl", "reviewed/sft.jsonl"
 
     def enabled(self, spec) -> bool:
         return spec.sampling.enabled
@@ -57,6 +62,8 @@ class TracesStage(Stage):
         ctx.examples = trainset(ctx.corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items)
         if spec.sampling.max_demos:
             ctx.variants += [demos_name(r.name) for r in spec.models.raters]
+            if ctx.reviewed:
+                ctx.variants += [reviewed_demos_name(r.name) for r in spec.models.raters]
         return {"generator": spec.generator.name, "strategy": spec.sampling.strategy, "examples": len(ctx.examples),
                 "k": spec.sampling.k, "lm_calls_max": len(ctx.examples) * spec.sampling.calls_per_example()}
 
@@ -90,4 +97,28 @@ class TracesStage(Stage):
             if demos:  # without an accepted trace a demos variant would be the zero-shot rater again
                 variants = [replace(base, name=demos_name(base.name), kind="trace-demos", demos=demos,
                                     compare_to=[base.name]) for base in ctx.baselines()]
+        if ctx.reviewed:
+            stats["reviewed"], more = self.reviewed_set(ctx, traces, bool(variants))
+            variants += more
         return StageResult(stats, variants)
+
+    def reviewed_set(self, ctx: RunContext, raw: list[dict], raw_demos: bool) -> tuple[dict, list]:
+        """Write the reviewed traces and their SFT rows; (their counts, the reviewed-demos variants: each rater with
+        demos chosen from the reviewed traces as from the raw ones, paired against the raw demos and zero-shot)."""
+        from thinktrace.records import Trace
+        from thinktrace.rundir import write_jsonl
+        from thinktrace.teleprompt import select_demos
+        from thinktrace.traces import sft_rows
+
+        traces, counts = ctx.reviewed_traces()
+        ctx.rundir.file("reviewed").mkdir(exist_ok=True)
+        write_jsonl(ctx.rundir.file(self.REVIEWED_TRACES), traces, model=Trace)
+        write_jsonl(ctx.rundir.file(self.REVIEWED_SFT), sft_rows(traces, ctx.rater_signature(), ctx.prompt_format))
+        counts = {**counts, "raw_traces": len(raw), "reviewed_traces": len(traces)}
+        demos = select_demos(traces, ctx.corpus.label_set, ctx.spec.sampling.max_demos)
+        if not ctx.spec.sampling.max_demos or not demos:
+            return counts, []
+        counts["demos"] = len(demos)
+        return counts, [replace(base, name=reviewed_demos_name(base.name), kind=reviewed("trace-demos"), demos=demos,
+                                compare_to=[base.name] + ([demos_name(base.name)] if raw_demos else []))
+                        for base in ctx.baselines()]
