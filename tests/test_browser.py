@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from support.browser import launch_browser
 from support.toy_runs import SCRIPT, add_later_stages, compile_run, hostile_csv
 
 from thinktrace.compare import build_report, compare_runs
@@ -26,71 +25,14 @@ from thinktrace.report.render import render_html
 
 #: a run folder's name that is markup: shown by the compare page (run label, path); no "/" so it is a valid name
 HOSTILE_FOLDER = "r2 <img src=x onerror=alert('folder')>"
-BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
 #: URL schemes a self-contained page may load (the page itself and its inline figures)
 LOCAL_SCHEMES = ("file:", "data:", "about:")
-
-
-def browser_required() -> bool:
-    return os.environ.get("THINKTRACE_REQUIRE_BROWSER", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def unavailable(reason: str):
-    """Skip with `reason`; a failure instead where CI requires the browser (THINKTRACE_REQUIRE_BROWSER=1)."""
-    if browser_required():
-        pytest.fail(f"{reason} [THINKTRACE_REQUIRE_BROWSER=1: the browser tests may not skip]", pytrace=False)
-    pytest.skip(f"{reason}: browser tests skipped (set THINKTRACE_REQUIRE_BROWSER=1 to make this a failure)")
-
-
-def find_browser() -> tuple[str | None, str]:
-    """(executable, how it was found) or (None, why there is none)."""
-    explicit = os.environ.get("THINKTRACE_CHROMIUM")
-    if explicit:
-        found = shutil.which(explicit) or (explicit if Path(explicit).is_file() else None)
-        return (found, "THINKTRACE_CHROMIUM") if found else \
-            (None, f"THINKTRACE_CHROMIUM={explicit} is not an executable browser")
-    for name in BROWSER_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path, f"`{name}` on PATH"
-    return None, (f"no Chromium found (none of {', '.join(BROWSER_NAMES)} on PATH; Debian: apt-get install "
-                  "chromium, or set THINKTRACE_CHROMIUM=/path/to/chromium)")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def browser():
     """One headless Chromium for the module (autouse: set up before the toy runs, so a skip costs nothing)."""
-    try:
-        from playwright.sync_api import Error as PlaywrightError, sync_playwright
-    except ImportError as err:
-        missing = f"the playwright package is not installed ({err}; pip install playwright, no browser download needed)"
-    else:
-        missing = None
-    if missing:
-        unavailable(missing)
-    executable, how = find_browser()
-    if executable is None:
-        unavailable(how)
-    args = ["--disable-gpu", "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
-    manager = sync_playwright()
-    pw = manager.start()
-    try:
-        chromium, failure = pw.chromium.launch(executable_path=executable, headless=True, args=args,
-                                               timeout=60_000), None
-    except PlaywrightError as err:
-        manager.__exit__(None, None, None)
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [err.__class__.__name__]
-        exits = [line for line in lines if "process did exit" in line]
-        failure = f"Chromium {executable} ({how}) did not start under Playwright: {'; '.join(lines[:1] + exits[-1:])}"
-    if failure:
-        unavailable(failure)
-    try:
-        yield chromium
-    finally:
-        chromium.close()
-        manager.__exit__(None, None, None)
+    yield from launch_browser()
 
 
 class Tab:

@@ -125,17 +125,32 @@ class ReviewStore:
     def append(self, review: Review) -> Review:
         line = json.dumps(json_safe(review.model_dump(mode="json")), ensure_ascii=False) + "\n"
         with self._lock:
-            with open(self.journal, "a+b") as fh:
-                fh.seek(0, os.SEEK_END)
-                if fh.tell():
-                    fh.seek(-1, os.SEEK_END)
-                    if fh.read(1) != b"\n":  # a torn line from a crash: ours starts on a line of its own
-                        fh.write(b"\n")
+            self._set_aside_torn_tail()
+            with open(self.journal, "ab") as fh:
                 fh.write(line.encode("utf-8"))
                 fh.flush()
                 os.fsync(fh.fileno())
             self.reviews.append(review)
         return review
+
+    def _set_aside_torn_tail(self) -> None:
+        """A journal that ends inside a line (a kill mid-write): that fragment was never a review; it moves to
+        reviews.jsonl.torn (kept for the record) so the next review starts a line of its own and the journal
+        stays whole."""
+        if not self.journal.exists():
+            return
+        with open(self.journal, "r+b") as fh:
+            data = fh.read()
+            if not data or data.endswith(b"\n"):
+                return
+            cut = data.rfind(b"\n") + 1
+            with open(self.journal.with_name(self.journal.name + ".torn"), "ab") as torn:
+                torn.write(data[cut:] + b"\n")
+                torn.flush()
+                os.fsync(torn.fileno())
+            fh.truncate(cut)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def new_review(self, trace: str, action: str, reviewer: str, *, reason: str = "", source: str = "api",
                    rationale: str | None = None, judge=None) -> Review:

@@ -118,7 +118,7 @@ class TracesStage(Stage):
         demos = select_demos(traces, ctx.corpus.label_set, ctx.spec.sampling.max_demos)
         if not ctx.spec.sampling.max_demos or not demos:
             return counts, []
-        counts["demos"] = len(demos)
+        counts["demos"], counts["demo_keys"] = len(demos), [d["key"] for d in demos]
         return counts, [replace(base, name=reviewed_demos_name(base.name), kind=reviewed("trace-demos"), demos=demos,
                                 compare_to=[base.name] + ([demos_name(base.name)] if raw_demos else []))
                         for base in ctx.baselines()]
