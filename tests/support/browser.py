@@ -40,8 +40,9 @@ def find_browser() -> tuple[str | None, str]:
                   "chromium, or set THINKTRACE_CHROMIUM=/path/to/chromium)")
 
 
-def launch_browser():
-    """A headless Chromium (a generator: yields it, closes it after); skips or fails as the module says."""
+def launch_browser(allow_host: str | None = None):
+    """A headless Chromium (a generator: yields it, closes it after); skips or fails as the module says. No host
+    name resolves (a page that reaches out fails visibly) except `allow_host` (e.g. a local app's 127.0.0.1)."""
     try:
         from playwright.sync_api import Error as PlaywrightError, sync_playwright
     except ImportError as err:
@@ -53,7 +54,7 @@ def launch_browser():
     executable, how = find_browser()
     if executable is None:
         unavailable(how)
-    args = ["--disable-gpu", "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"]
+    args = ["--disable-gpu", "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND" + (f", EXCLUDE {allow_host}" if allow_host else "")]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
     manager = sync_playwright()
