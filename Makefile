@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: quickstart test test-slow install clean distill
+.PHONY: quickstart test test-slow install clean distill distill-reviewed
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,14 @@ quickstart: install
 distill: install
 	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --out runs/distill/main
 	$(BIN)/python -m thinktrace.results runs/distill/main results/distill --readme README.md --docs docs/results/distill.md
+
+# The distill run's traces reviewed by a scripted policy through the review app's endpoints (reject every trace that
+# states its label), then resumed with the reviewed set: findings get "reviewed vs raw traces" (issue 29). Published
+# into results/distill-reviewed.
+distill-reviewed: distill
+	$(BIN)/thinktrace review runs/distill/main --policy reject-label-leaks
+	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --resume runs/distill/main --reviewed
+	$(BIN)/python -m thinktrace.results runs/distill/main results/distill-reviewed
 
 # The fast suite: every test not marked `slow`, on TEST_WORKERS processes (pytest-xdist; a module's tests stay in one
 # process, so its module fixtures are built once). `make test-slow`: the slow end-to-end ones (real embedded models,
