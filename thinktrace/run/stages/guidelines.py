@@ -37,11 +37,16 @@ class GuidelinesStage(Stage):
         per_label = Counter(ex.label for ex in ctx.examples)
         calls = plan_calls(g, {k: v * spec.sampling.keep for k, v in per_label.items()}, len(spec.models.raters),
                            ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
-        ctx.variants += [guideline_name(r.name, part) for part in guideline_parts(g) for r in spec.models.raters]
+        # every baseline the run has by now: the configured raters, and the fine-tuning base when the finetune stage
+        # added it as a baseline of its own (no rater on it)
+        names = [r.name for r in spec.models.raters]
+        if spec.finetune.enabled and ctx.roles.base_rater() is None:
+            names.append(ctx.roles.base_name())
+        ctx.variants += [guideline_name(name, part) for part in guideline_parts(g) for name in names]
         if spec.sampling.enabled and spec.sampling.max_demos:  # when the traces stage finds demos to show
             ctx.variants += [guideline_name(r.name, COMPILED) for r in spec.models.raters]
         if ctx.reviewed and spec.sampling.enabled:
-            ctx.variants += [guideline_name(r.name, reviewed("refined")) for r in spec.models.raters]
+            ctx.variants += [guideline_name(name, reviewed("refined")) for name in names]
             calls = {k: 2 * v for k, v in calls.items()}
         return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
                 "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
@@ -103,7 +108,7 @@ class GuidelinesStage(Stage):
         kept, counts = ctx.reviewed_traces()
         ctx.rundir.file("reviewed").mkdir(exist_ok=True)
         result = self.refine(ctx, kept, baselines, "reviewed/guidelines")
-        ctx.rundir.write_text("reviewed/guideline.md", result["refined"])
+        ctx.rundir.write_text("reviewed/guideline.md", result["refined"].rstrip() + "\n")
         summary = {k: v for k, v in result.items() if k not in ("refined", "ablation_texts")}
         summary["review"] = counts
         if not result.get("refined_changed"):
