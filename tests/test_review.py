@@ -331,3 +331,20 @@ def test_a_reviewed_resume_without_reviews_is_refused(run, spec, capsys):
     assert "holds no review yet" in err
     assert compile_main([str(spec), "--reviewed"]) == 2
     assert "needs --resume" in capsys.readouterr().err
+
+
+def test_the_app_sees_another_writers_reviews_and_stops_on_a_file_tampered_while_it_runs(run):
+    client = TestClient(create_app(ReviewStore(run), judge=FakeJudge(), reviewer="ann"))
+    other = ReviewStore(run)  # e.g. a second server, or an import, on the same folder
+    tid = other.traces[0]["id"]
+    other.new_review(tid, "reject", "bob", reason="from elsewhere")
+    assert [r["reviewer"] for r in client.get("/api/reviews").json()["reviews"]] == ["bob"]
+    assert client.get("/api/summary").json()["reviewers"] == ["bob"]
+    assert client.post("/api/reviews", json={"trace": tid, "action": "accept", "reviewer": "ann"}).status_code == 200
+    assert [r.reviewer for r in ReviewStore(run).reviews] == ["bob", "ann"]
+    with open(run / "reviews.jsonl", "a") as fh:
+        fh.write("{broken\n")
+    before = (run / "reviews.jsonl").read_bytes()
+    resp = client.post("/api/reviews", json={"trace": tid, "action": "accept", "reviewer": "ann"})
+    assert resp.status_code == 409 and "line 3: not JSON" in resp.json()["error"]
+    assert (run / "reviews.jsonl").read_bytes() == before

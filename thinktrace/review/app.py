@@ -10,8 +10,9 @@ endpoints, and the same endpoints for scripts (a review policy, an import):
     GET  /api/export/labelstudio           the traces as a Label Studio task file
     POST /api/import/labelstudio?reviewer=R  a Label Studio export: its choices become R's reviews
 
-Bad input is an HTTP 4xx whose JSON `error` is one line (unknown trace: 404; a review that does not fit: 422);
-nothing is written then. An edit is read by the blind judge before its line is written."""
+Bad input is an HTTP 4xx whose JSON `error` is one line (unknown trace: 404; a review that does not fit: 422; the
+journal tampered with while the app runs: 409); nothing is written then. Each request sees the journal as it is
+on disk (another process may append to it). An edit is read by the blind judge before its line is written."""
 
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ def create_app(store: ReviewStore, judge=None, reviewer: str = "reviewer") -> Fa
         first = err.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
         return JSONResponse({"error": f"{where}: {first.get('msg')}"}, status_code=422)
+
+    @app.middleware("http")
+    async def _fresh(request: Request, call_next):
+        """Every request sees the journal as it is on disk (another process may have appended to it)."""
+        try:
+            store.refresh()
+        except ReviewError as err:
+            return JSONResponse({"error": str(err)}, status_code=409)
+        return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse)
     def index():

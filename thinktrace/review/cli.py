@@ -129,6 +129,12 @@ def run(args) -> int:
     import uvicorn
 
     port = args.port or free_port()
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise ReviewError(f"port {port} on {HOST} is in use (another review app?); pass --port N, or --port 0 "
+                              "for a free one") from None
     print(f"reviewing {len(store.traces)} traces of {store.path} as {reviewer}: http://{HOST}:{port}/ "
           "(Ctrl+C stops; reviews are saved as you make them)", file=sys.stderr)
     uvicorn.run(app, host=HOST, port=port, log_level="warning")

@@ -89,9 +89,19 @@ class ReviewStore:
                 self.reads[r["unit"]][r.get("condition")] = r.get("label")
         self.journal = self.path / JOURNAL
         self._lock = threading.Lock()
-        self.reviews: list[Review] = self._read()
+        self._size = -1
+        self.reviews: list[Review] = []
+        self.refresh()
 
     # -- the journal -------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Read the journal again when it changed since this store last read or wrote it (another process, e.g. a
+        second server or an import, appended to it); a tampered file raises ReviewError."""
+        with self._lock:
+            size = self.journal.stat().st_size if self.journal.exists() else 0
+            if size != self._size:
+                self.reviews, self._size = self._read(), size
+
     def _read(self) -> list[Review]:
         """Every review line, checked: a torn last line (a kill mid-write) is left out; any other line that is not
         a review of one of this run's traces makes the journal tampered (ReviewError naming the line)."""
@@ -130,7 +140,12 @@ class ReviewStore:
                 fh.write(line.encode("utf-8"))
                 fh.flush()
                 os.fsync(fh.fileno())
-            self.reviews.append(review)
+                size = fh.tell()
+            if size == self._size + len(line.encode("utf-8")):
+                self.reviews.append(review)  # nobody else wrote in between
+                self._size = size
+            else:
+                self.reviews, self._size = self._read(), self.journal.stat().st_size
         return review
 
     def _set_aside_torn_tail(self) -> None:
@@ -156,6 +171,7 @@ class ReviewStore:
                    rationale: str | None = None, judge=None) -> Review:
         """A review of `trace`, checked (unknown trace, empty edit: ReviewError), appended and returned. An edit
         needs `judge` (thinktrace.review.judge): the edited rationale is read blind before the line is written."""
+        self.refresh()  # a tampered journal stops here: nothing is appended to it
         t = self.trace(trace)
         fields = dict(id=uuid.uuid4().hex, trace=trace, item_id=str(t["item_id"]), reviewer=reviewer, at=now(),
                       action=action, reason=reason or "", source=source)
