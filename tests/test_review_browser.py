@@ -14,6 +14,7 @@ import shutil
 import pytest
 from support import read_jsonl
 from support.browser import launch_browser
+from support.specs import FAKE_ENGINES, toy_spec
 from support.toy_runs import compile_run
 
 from thinktrace.compile import main as compile_main
@@ -30,7 +31,12 @@ def browser():
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    return compile_run(tmp_path_factory.mktemp("review-browser"), "toy", **{"sampling.max_demos": 2})
+    """The toy run with demos and the trace-quality reader (its answers are on the page)."""
+    kw = toy_spec()["models"]["raters"][0]
+    reader = {"name": "reader", "provider": "python", "model": f"{FAKE_ENGINES}:trace_reader", "cache": False}
+    return compile_run(tmp_path_factory.mktemp("review-browser"), "toy", **{
+        "sampling.max_demos": 2, "models.raters": [kw, reader], "models.generator": dict(kw, name="gen"),
+        "trace_quality": {"enabled": True, "reader": "reader"}})
 
 
 def test_reject_and_edit_by_keyboard_survive_a_reload_and_a_reviewed_resume(browser, toy_run, tmp_path):
@@ -53,7 +59,9 @@ def test_reject_and_edit_by_keyboard_survive_a_reload_and_a_reviewed_resume(brow
         assert rows.count() == len(store.traces)
         first = rows.nth(0).get_attribute("data-id")
         second = rows.nth(1).get_attribute("data-id")
-        assert "human labels" in page.inner_text("#detail") and "Rejected attempts" in page.inner_text("#detail")
+        detail = page.inner_text("#detail")
+        assert "human labels" in detail and "Rejected attempts" in detail
+        assert "masked_trace: " in detail and "without_trace: " in detail  # the trace-quality reader's answers
 
         # reject the first trace: r, the reason, Enter
         page.keyboard.press("r")

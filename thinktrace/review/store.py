@@ -83,13 +83,24 @@ class ReviewStore:
         for r in attempts:
             if not r.get("accepted") and not r.get("error") and (r.get("rationale") or "").strip():
                 self.rejected[r["key"]].append(r)
-        self.reads: dict[str, dict[str, str | None]] = defaultdict(dict)  # trace id -> {condition: label}
+        # trace id -> {condition: the reader's label}: its own units (masked / raw trace), its item's (without a
+        # trace) and its example's (a rejected trace, masked / raw) (thinktrace.trace_quality.units)
+        self.reads: dict[str, dict[str, str | None]] = defaultdict(dict)
+        by_unit: dict[str, list[str]] = defaultdict(list)
+        for t in self.traces:
+            for unit in {t["id"], str(t["item_id"]), t["key"]}:
+                by_unit[unit].append(t["id"])
         for r in JsonlLog(self.path / "trace_quality.jsonl"):
-            if r.get("unit") in self.by_id and not r.get("error"):
-                self.reads[r["unit"]][r.get("condition")] = r.get("label")
+            if r.get("error") or not isinstance(r.get("unit"), str):
+                continue
+            own = r.get("condition") in ("masked_trace", "with_trace")
+            for tid in by_unit.get(r["unit"], ()):
+                if own == (tid == r["unit"]):
+                    self.reads[tid][r.get("condition")] = r.get("label")
         self.journal = self.path / JOURNAL
         self._lock = threading.Lock()
         self._size = -1
+        self._effective: dict[tuple, dict[str, Review]] = {}
         self.reviews: list[Review] = []
         self.refresh()
 
@@ -218,10 +229,17 @@ class ReviewStore:
 
     def effective(self, reviewer: str | None) -> dict[str, Review]:
         """{trace id: the last counting review of `reviewer`} (an unconfirmed edit never counts)."""
+        reviews = self.reviews
+        key = (reviewer, id(reviews), len(reviews))  # the journal as read now (a re-read is a new list)
+        cached = self._effective.get(key)
+        if cached is not None:
+            return cached
         out: dict[str, Review] = {}
-        for r in self.reviews:
+        for r in reviews:
             if r.reviewer == reviewer and r.counts:
                 out[r.trace] = r
+        self._effective = {k: v for k, v in self._effective.items() if k[1:] == key[1:]}
+        self._effective[key] = out
         return out
 
     def current(self, t: dict, reviewer: str | None) -> dict:
@@ -273,7 +291,7 @@ class ReviewStore:
         return {**out, "alpha": est, "disagreements": disagree}
 
     # -- rows for the page and the API -------------------------------------------------------------------------
-    def row(self, t: dict, reviewer: str | None) -> dict:
+    def row(self, t: dict, reviewer: str | None, history: dict[str, list[Review]] | None = None) -> dict:
         leaks = find_leaks(t["rationale"], self.label_set)
         cur = self.current(t, reviewer)
         others = {name: self.current(t, name)["status"] for name in self.reviewers() if name != reviewer}
@@ -289,7 +307,8 @@ class ReviewStore:
                                   for r in self.rejected.get(t["key"], [])],
             "reader": self.reads.get(t["id"], {}),
             **{k: cur[k] for k in ("status", "review")}, "current_rationale": cur["rationale"],
-            "history": [r.model_dump(mode="json") for r in self.reviews if r.trace == t["id"]],
+            "history": [r.model_dump(mode="json") for r in (history or {}).get(t["id"], [])] if history is not None
+            else [r.model_dump(mode="json") for r in self.reviews if r.trace == t["id"]],
             "other_reviewers": others,
         }
 
@@ -298,9 +317,12 @@ class ReviewStore:
              status: str | None = None) -> list[dict]:
         """The traces (ordered by label, then item) as `reviewer` sees them, filtered."""
         order = {lab: n for n, lab in enumerate(self.label_set.labels)}
+        history: dict[str, list[Review]] = defaultdict(list)
+        for r in self.reviews:
+            history[r.trace].append(r)
         out = []
         for t in sorted(self.traces, key=lambda t: (order.get(t["label"], 99), str(t["item_id"]), t["id"])):
-            row = self.row(t, reviewer)
+            row = self.row(t, reviewer, history)
             if (label is not None and row["label"] != label) or (strategy is not None and row["strategy"] != strategy) \
                     or (cut is not None and row["cut"] != cut) or (states is not None and row["states_label"] != states) \
                     or (disagreement is not None and (row["spread"] > 1) != disagreement) \
