@@ -195,9 +195,11 @@ def test_a_second_reviewer_is_kept_apart_and_their_agreement_is_alpha(run):
 def test_endpoints_list_filter_review_and_refuse_bad_input(run):
     mixed_leaks(run)
     store = ReviewStore(run)
-    client = TestClient(create_app(store, judge=FakeJudge(), reviewer="ann"))
+    client = TestClient(create_app(store, judge=FakeJudge(), reviewer="ann"), base_url="http://127.0.0.1")
     page = client.get("/")
     assert page.status_code == 200 and 'value="ann"' in page.text and "/api/traces" in page.text
+    marked = TestClient(create_app(store, reviewer='a"><script>x</script>'), base_url="http://localhost").get("/")
+    assert "<script>x</script>" not in marked.text and "&quot;&gt;&lt;script&gt;" in marked.text
     rows = client.get("/api/traces", params={"reviewer": "ann"}).json()["traces"]
     assert len(rows) == len(store.traces)
     order = list(store.label_set.labels)
@@ -231,6 +233,11 @@ def test_endpoints_list_filter_review_and_refuse_bad_input(run):
         assert "\n" not in resp.json()["error"]
     assert client.get("/api/traces", params={"label": "great"}).status_code == 422
     assert client.get("/api/traces/nope|x|1").status_code == 404
+    form = client.post("/api/reviews", content=json.dumps({"trace": tid, "action": "accept", "reviewer": "ann"}),
+                       headers={"Content-Type": "text/plain"})  # what a cross-site form or simple request sends
+    assert form.status_code == 415
+    elsewhere = TestClient(client.app, base_url="http://evil.example")  # a rebound name: not the loopback
+    assert elsewhere.get("/api/reviews").status_code == 400
     assert len(read_jsonl(run / "reviews.jsonl")) == n_lines  # nothing written by bad input
 
 
@@ -334,7 +341,7 @@ def test_a_reviewed_resume_without_reviews_is_refused(run, spec, capsys):
 
 
 def test_the_app_sees_another_writers_reviews_and_stops_on_a_file_tampered_while_it_runs(run):
-    client = TestClient(create_app(ReviewStore(run), judge=FakeJudge(), reviewer="ann"))
+    client = TestClient(create_app(ReviewStore(run), judge=FakeJudge(), reviewer="ann"), base_url="http://127.0.0.1")
     other = ReviewStore(run)  # e.g. a second server, or an import, on the same folder
     tid = other.traces[0]["id"]
     other.new_review(tid, "reject", "bob", reason="from elsewhere")

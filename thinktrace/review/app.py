@@ -16,11 +16,13 @@ on disk (another process may append to it). An edit is read by the blind judge b
 
 from __future__ import annotations
 
+import html
 from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, Field
 
 from thinktrace.review.records import Action, ReviewError
@@ -46,9 +48,16 @@ def _flag(value: str | None) -> bool | None:
     raise ReviewError(f"a filter flag is true or false, not {value!r}")
 
 
+#: the Host a request may name: the loopback the app is bound to (a page elsewhere that resolves its own name to
+#: 127.0.0.1 gets a 400, not the reviews)
+LOCAL_HOSTS = ["127.0.0.1", "localhost"]
+
+
 def create_app(store: ReviewStore, judge=None, reviewer: str = "reviewer") -> FastAPI:
-    """The app over `store`; `judge` re-checks edits (thinktrace.review.judge); `reviewer`: the page's default."""
+    """The app over `store`; `judge` re-checks edits (thinktrace.review.judge); `reviewer`: the page's default.
+    Only loopback Host names are served, and a POST must send JSON (a cross-site form post cannot)."""
     app = FastAPI(title="thinktrace review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS)
     app.state.judge = judge
     page = resources.files("thinktrace.review").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -66,6 +75,9 @@ def create_app(store: ReviewStore, judge=None, reviewer: str = "reviewer") -> Fa
     @app.middleware("http")
     async def _fresh(request: Request, call_next):
         """Every request sees the journal as it is on disk (another process may have appended to it)."""
+        if request.method == "POST" and \
+                request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return JSONResponse({"error": "a POST sends JSON (Content-Type: application/json)"}, status_code=415)
         try:
             store.refresh()
         except ReviewError as err:
@@ -74,7 +86,7 @@ def create_app(store: ReviewStore, judge=None, reviewer: str = "reviewer") -> Fa
 
     @app.get("/", response_class=HTMLResponse)
     def index():
-        return HTMLResponse(page.replace("__REVIEWER__", reviewer.replace('"', "").replace("<", "")))
+        return HTMLResponse(page.replace("__REVIEWER__", html.escape(reviewer, quote=True)))
 
     @app.get("/api/summary")
     def summary(reviewer: str | None = None):
