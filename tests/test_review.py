@@ -355,3 +355,37 @@ def test_the_app_sees_another_writers_reviews_and_stops_on_a_file_tampered_while
     resp = client.post("/api/reviews", json={"trace": tid, "action": "accept", "reviewer": "ann"})
     assert resp.status_code == 409 and "line 3: not JSON" in resp.json()["error"]
     assert (run / "reviews.jsonl").read_bytes() == before
+
+
+def test_the_review_command_serves_the_app_on_the_loopback(run, capsys):
+    """`thinktrace review RUN_DIR --port P` as a user starts it: the page and the endpoints answer on 127.0.0.1."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from thinktrace.review.cli import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "thinktrace.cli", "review", str(run), "--port", str(port),
+                             "--reviewer", "ann"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        summary = None
+        for _ in range(300):  # up to ~30 s for the imports on a busy machine
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/summary", timeout=2) as resp:
+                    summary = json.loads(resp.read())
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        assert summary is not None, proc.stderr.read() if proc.poll() is not None else "no answer"
+        assert summary["counts"]["traces"] == len(ReviewStore(run).traces)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            assert 'value="ann"' in resp.read().decode()
+        assert review_main([str(run), "--port", str(port)]) == 2
+        assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
