@@ -111,6 +111,21 @@ def test_an_edit_is_read_by_the_blind_judge_before_it_counts(run):
         store.new_review(t["id"], "edit", "ann", rationale="another text positive")
 
 
+def test_a_judge_that_fails_writes_nothing_and_says_so(run):
+    class Down:
+        def check(self, item, rationale):
+            raise ConnectionError("judge endpoint refused the connection")
+
+    store = ReviewStore(run)
+    client = TestClient(create_app(store, judge=Down(), reviewer="ann"), base_url="http://127.0.0.1")
+    t = store.traces[0]
+    resp = client.post("/api/reviews", json={"trace": t["id"], "action": "edit", "reviewer": "ann",
+                                             "rationale": f"so {t['human']}"})
+    assert resp.status_code == 503 and "could not read the edit" in resp.json()["error"]
+    assert "refused the connection" in resp.json()["error"]
+    assert not (run / "reviews.jsonl").exists()
+
+
 def test_the_runs_own_judge_reads_an_edit(run):
     """RunJudge builds the run's trace program on its generator from spec.resolved.yaml (the toy fake engine reads
     the last word of a rationale as its label)."""

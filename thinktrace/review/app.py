@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from pydantic import BaseModel, Field
 
-from thinktrace.review.records import Action, ReviewError
+from thinktrace.review.records import Action, JudgeUnavailable, ReviewError
 from thinktrace.review.store import ReviewStore
 
 
@@ -63,7 +63,7 @@ def create_app(store: ReviewStore, judge=None, reviewer: str = "reviewer") -> Fa
 
     @app.exception_handler(ReviewError)
     async def _review_error(request: Request, err: ReviewError):
-        status = 404 if str(err).startswith("unknown trace") else 422
+        status = 503 if isinstance(err, JudgeUnavailable) else 404 if str(err).startswith("unknown trace") else 422
         return JSONResponse({"error": str(err)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)

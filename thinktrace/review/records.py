@@ -19,6 +19,10 @@ class ReviewError(Exception):
     """Bad input to a review (unknown trace, tampered journal, run folder without traces); str() is one line."""
 
 
+class JudgeUnavailable(ReviewError):
+    """The blind judge could not read an edit (its model failed or is down): nothing was written; try again."""
+
+
 class JudgeCheck(BaseModel):
     """The blind judge's reading of an edited rationale: the label it leads to (None: unparsed), whether that is
     the human label (within `sampling.tolerance`), the judge's model name."""

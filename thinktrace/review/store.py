@@ -20,7 +20,7 @@ from thinktrace.journal import latest_settled
 from thinktrace.labels import LabelSet
 from thinktrace.leak import find_leaks, states_label
 from thinktrace.records import record_cut
-from thinktrace.review.records import JOURNAL, Review, ReviewError
+from thinktrace.review.records import JOURNAL, JudgeUnavailable, Review, ReviewError
 from thinktrace.rundir import JsonlLog, json_safe
 from thinktrace.trace_quality.units import trace_id
 
@@ -194,7 +194,15 @@ class ReviewStore:
                 raise ReviewError("the edited rationale is the same as the current one (use accept)")
             if judge is None:
                 raise ReviewError("no blind judge to check the edit with (start the review with the run's spec)")
-            check = judge.check(t["item"], text)
+            try:
+                check = judge.check(t["item"], text)
+            except ReviewError:
+                raise
+            except Exception as err:  # the judge's LM failed: the edit is not written, the page keeps its text
+                from thinktrace.lm.outcome import one_line
+
+                raise JudgeUnavailable(f"the blind judge could not read the edit ({one_line(err)}); nothing was "
+                                       "written: try again") from None
             fields.update(rationale=text, before=t["rationale"],
                           judge={**check, "agrees": self.agrees(check.get("label"), t["human"])})
         try:
