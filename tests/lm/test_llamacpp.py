@@ -250,3 +250,18 @@ def test_a_prompt_over_the_context_names_the_spec_field_to_raise():
         _raise_for_error(over, context_hint="raise `llama.context` of the model entries on smollm2-135m")
     with pytest.raises(InvalidRequestError, match="bad grammar"):
         _raise_for_error({"error": {"code": 400, "message": "bad grammar"}}, context_hint="unused")
+
+
+def test_a_prompt_and_its_budget_over_the_context_fail_before_sending(engine):
+    """A prompt that fits a slot but leaves less room than max_tokens would be answered up to the context's end (or
+    not at all), a cut answer nobody asked for: refused before it is sent, naming the field and a size that holds
+    it. The same prompt with a budget that fits is answered."""
+    from dspy.lm15 import ContextLengthError
+
+    words = "fox " * 200
+    n = len(engine.payload(req(text=words))["prompt"])
+    assert n < 512 - 12  # the prompt itself fits the 512-token slot
+    with pytest.raises(ContextLengthError, match=rf"prompt \({n} tokens\) \+ max_tokens \(400\).*raise "
+                                                 r"`llama.context` of the model entries on .* to \d+ or more"):
+        engine.complete(req(text=words, max_tokens=400))
+    assert engine.complete(req(text=words, max_tokens=8)).usage.output_tokens <= 8

@@ -224,6 +224,20 @@ def _raise_for_error(out: Any, context_hint: str = "") -> None:
     raise (InvalidRequestError if 400 <= code < 500 else ServerError)(message)
 
 
+def check_room(body: dict[str, Any], context: int, name: str) -> None:
+    """Refuse a request whose prompt and `max_tokens` together exceed a slot's context: llama.cpp would stop the
+    answer where the context ends (or, for a prompt that fills it, answer nothing), not where `max_tokens` does,
+    and a cut answer read as a result is a silent wrong answer. DSPy's ContextLengthError (a final failure, never a
+    result) names the spec field to raise and the size that would hold this request."""
+    n, m = len(body["prompt"]), int(body["max_tokens"])
+    if n + m > context:
+        from dspy.lm15 import ContextLengthError
+
+        need = -(-(n + m) // 256) * 256
+        raise ContextLengthError(f"prompt ({n} tokens) + max_tokens ({m}) exceed a slot's context ({context} tokens) "
+                                 f"on {name}: raise `llama.context` of the model entries on {name} to {need} or more")
+
+
 class LlamaCppEngine:
     """DSPy engine for one local model entry on a shared ``LlamaServer`` (thread-safe; see the module doc)."""
 
@@ -275,6 +289,7 @@ class LlamaCppEngine:
         from dspy.lm15 import Message, Response, TextPart, Usage
 
         body = self.payload(request)
+        check_room(body, self.server.settings.context, self.server.name)
         out = self.server.complete(body)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
