@@ -32,12 +32,14 @@ class GuidelinesStage(Stage):
         spec, g = ctx.spec, ctx.spec.guidelines
         check_optimizer(g)
         per_label = Counter(ex.label for ex in ctx.examples)
+        demos = bool(spec.sampling.enabled and spec.sampling.max_demos)
         calls = plan_calls(g, {k: v * spec.sampling.keep for k, v in per_label.items()}, len(spec.models.raters),
-                           ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
+                           ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels),
+                           with_demos=demos)
         ctx.variants += [guideline_name(r.name, part) for part in guideline_parts(g) for r in spec.models.raters]
-        if spec.sampling.enabled and spec.sampling.max_demos:  # when the traces stage finds demos to show
+        if demos:  # when the traces stage finds demos to show
             ctx.variants += [guideline_name(r.name, COMPILED) for r in spec.models.raters]
-        return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
+        return {"optimizer": g.optimizer, "compete": list(g.compete), "rounds": g.rounds, "candidates": g.candidates,
                 "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
 
     def run(self, ctx: RunContext) -> StageResult:
@@ -53,6 +55,11 @@ class GuidelinesStage(Stage):
         writer = ctx.roles.writer()
         raters = {v.name: ctx.lm(v.model) for v in baselines}
         factories = {v.name: (lambda g, v=v: ctx.program_for(v, g)) for v in baselines}
+        # the trace demos compete in the selection (demos only, and the compiled program) when every rater has them
+        demo_variants = {v.name: ctx.variant(demos_name(v.rater)) for v in baselines}
+        demo_factory = None
+        if demo_variants and all(d is not None and d.demos for d in demo_variants.values()):
+            demo_factory = {name: (lambda g, d=d: ctx.program_for(d, g)) for name, d in demo_variants.items()}
         result = refine_guideline(
             cfg, original=ctx.guideline, traces=traces,
             writer_lm=ctx.lm(writer.model, writer.field, role="writer"), raters=raters,
@@ -61,7 +68,7 @@ class GuidelinesStage(Stage):
             seed=ctx.spec.seed, n_boot=min(ctx.spec.evaluate.bootstrap, 200),
             log_dir=ctx.rundir.file("guidelines"), priority=priority_from_traces(traces),
             train_items=ctx.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
-            writer_program=ctx.program_class("writer"))
+            writer_program=ctx.program_class("writer"), demo_factory=demo_factory)
         write_rater_programs(result["refined"], raters, factories, ctx.rundir.path, original=ctx.guideline)
         if not result.get("refined_changed"):
             return StageResult(result)  # the writer left the guideline unchanged: nothing new to evaluate
