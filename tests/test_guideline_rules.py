@@ -254,3 +254,20 @@ def test_refinement_reports_rule_faults_and_overlap(tmp_path):
     assert meta["rule_faults"] == result["rule_faults"]
     summary = json.loads((tmp_path / "guidelines" / "summary.json").read_text())
     assert summary["selection"]["chosen"] == result["selection"]["chosen"]
+
+
+def test_report_marks_the_selection_and_states_when_dev_could_not_separate():
+    from thinktrace.report.sections.guideline import _candidates, _selection
+
+    g = {"refined_id": "1-0", "candidates": [{"id": "0-0", "kind": "original", "mean": 0.5, "alpha": {"r": 0.5}},
+                                             {"id": "1-0", "kind": "traces", "mean": 0.6, "alpha": {"r": 0.6}}],
+         "selection": {"pool": ["0-0", "1-0"], "winner": "1-0", "chosen": "0-0", "chosen_kind": "original",
+                       "reason": "dev cannot separate it", "vs_original": {"diff": 0.1, "ci": [-0.1, 0.3], "n": 20,
+                                                                           "b_id": "1-0"},
+                       "power": {"delta": 0.1, "power": 0.8, "n_dev": 20, "se": 0.1, "n_needed": 157,
+                                 "enough": False}}}
+    table = _candidates(g)[0]
+    assert [str(cell) for cell in table.rows[0][0]][0] == "0-0" and "(selected on dev)" in repr(table.rows[0][0])
+    blocks = _selection(g)
+    assert "needs about 157 items" in repr(blocks[0]) and "(not enough)" in repr(blocks[0])
+    assert "Dev could not separate the winner from the original" in repr(blocks[1])

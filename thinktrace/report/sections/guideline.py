@@ -133,12 +133,16 @@ def _candidates(g: dict) -> list[Block]:
     if not cands:
         return []
     best_id = g.get("refined_id", g.get("best_id"))
+    selected = (g.get("selection") or {}).get("chosen")
     raters = sorted({r for c in cands if isinstance(c.get("alpha"), dict) for r in c["alpha"]})
     rows = []
     for c in cands:
         alpha = c.get("alpha") if isinstance(c.get("alpha"), dict) else {}
         cid = str(c.get("id", ""))
-        rows.append([[cid, " ", Strong("(chosen)")] if best_id is not None and cid == str(best_id) else cid,
+        marks = ([" ", Strong("(chosen)")] if best_id is not None and cid == str(best_id) else []) + \
+            ([" ", Strong("(selected on dev)")] if selected is not None and cid == str(selected)
+             and cid != str(best_id) else [])
+        rows.append([[cid, *marks] if marks else cid,
                      c.get("kind", ""), c.get("parent") or "", _mean(c.get("mean", c.get("score"))),
                      *["n/a" if alpha.get(r) is None else f"{alpha[r]:.3f}" for r in raters],
                      c.get("chars", ""), c.get("same_as") or ""])
