@@ -182,7 +182,8 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
       round 1 writer calls per candidate = sum_l [ceil(n_l / B) + reduce(ceil(n_l / B))], where
       reduce(m) = 0 for m <= 1, else floor(m / B) + [m mod B >= 2] + reduce(ceil(m / B)) (combine calls);
       round r >= 2: at most one writer call (revise) per label per candidate.
-    Writer calls are counted without retries of cut or empty answers (the report counts those).
+    Writer calls are counted without retries of cut or empty answers, rewrites of faulty rules and rewrites of
+    overlapping label sections (the report counts those).
     gepa: <= gepa_max_metric_calls x n_raters rater calls inside the optimizer per candidate; writer (reflection)
       calls about one per reflective step, at most gepa_max_metric_calls / 2.
     mipro: mipro_num_trials x n_dev x n_raters rater calls per candidate; writer calls about
