@@ -271,3 +271,24 @@ def test_report_marks_the_selection_and_states_when_dev_could_not_separate():
     blocks = _selection(g)
     assert "needs about 157 items" in repr(blocks[0]) and "(not enough)" in repr(blocks[0])
     assert "Dev could not separate the winner from the original" in repr(blocks[1])
+
+
+def test_a_candidate_that_leaves_the_original_unchanged_is_not_the_refined_guideline(tmp_path):
+    """A competitor that returns the original text (gepa with a tiny budget, seen on a real run) ties the original
+    on dev; it must neither become the refined guideline (nothing would be evaluated) nor the selection's rival."""
+    from thinktrace.registry import guideline_optimizers
+
+    def unchanged(ref, round_, index, parent):
+        return lambda rollout: (GUIDE, {"kind": "noop", "writer_calls": 0, "fallbacks": []})
+    guideline_optimizers.register("test-noop", unchanged, replace=True)
+    try:
+        writer = ScriptWriter(map_=lambda inputs: f"- BADWORD cue {inputs['label']}")
+        cfg = GuidelinesConfig(enabled=True, rounds=1, candidates=1, batch_size=4, compete=["test-noop"])
+        result = refine(tmp_path, cfg, writer)
+        assert [r["id"] for r in result["candidates"]] == ["0-0", "1-0", "1-test-noop0"]
+        assert result["refined_id"] == "1-0" and result["refined_changed"]
+        sel = result["selection"]
+        assert sel["pool"] == ["0-0", "1-0"] and sel["vs_original"]["b_id"] == "1-0" and sel["chosen"] == "0-0"
+        assert sel["power"]["n_needed"] is not None
+    finally:
+        guideline_optimizers.unregister("test-noop")

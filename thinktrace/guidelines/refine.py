@@ -203,7 +203,10 @@ class _Refinement:
     def best_synthesized(self) -> dict:
         """The best candidate other than the original (the refinement's own output, reported on test whether or
         not it beats the original on dev)."""
-        return self._top([r for r in self.rows[1:] if r.get("kind") not in PROGRAM_KINDS])
+        written = [r for r in self.rows[1:] if r.get("kind") not in PROGRAM_KINDS]
+        # a candidate that left the original unchanged (e.g. a competitor that found nothing) is the original
+        changed = [r for r in written if self.texts[r["id"]].strip() != self.original.strip()]
+        return self._top(changed or written)
 
     # -- what the writer did, and what the refined guideline is made of ---------------------------------------
     def writer_stats(self) -> dict:
@@ -260,7 +263,10 @@ class _Refinement:
                 self.candidate(0, 0, None, lambda _, k=kind, t=text: (t, {"kind": k, "writer_calls": 0,
                                                                           "fallbacks": []}),
                                cid=cid, factory=self.demo_factory)
-        selection = select(self.rows, original["id"], self.labels_of, [it.label for it in self.dev],
+        # the pool: the original, every candidate that changed it, and the programs with demos
+        pool = [original] + [r for r in self.rows[1:] if r.get("kind") in PROGRAM_KINDS
+                             or self.texts[r["id"]].strip() != self.original.strip()]
+        selection = select(pool, original["id"], self.labels_of, [it.label for it in self.dev],
                            self.label_set, self.n_boot, self.seed)
         result = {
             "optimizer": self.cfg.optimizer,
