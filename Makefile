@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: quickstart test test-slow install clean distill distill-reviewed
+.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ distill-reviewed: distill
 	$(BIN)/thinktrace review runs/distill/main --policy reject-label-leaks
 	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --resume runs/distill/main --reviewed
 	$(BIN)/python -m thinktrace.results runs/distill/main results/distill-reviewed
+
+# The compiled-rater benchmark (issue 27): VADER words, ConvAbuse severity, Newsroom informativeness; hours on 2
+# cores, resumable (run it again after a kill); the table goes to benchmarks/results/guidelines.md.
+guidelines-benchmark: install
+	$(BIN)/python benchmarks/guidelines.py
 
 # The fast suite: every test not marked `slow`, on TEST_WORKERS processes (pytest-xdist; a module's tests stay in one
 # process, so its module fixtures are built once). `make test-slow`: the slow end-to-end ones (real embedded models,

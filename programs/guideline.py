@@ -10,6 +10,14 @@ and human-labelled examples into a clearer guideline.
    and examples-only ablations and "the rules cover every label the traces have" are structural.
 `revise(original, rules, errors)` rewrites the rules of each label the raters got wrong on dev (`ReviseRules`).
 
+Rules that generalise: each map call shows, beside the label's traces, up to `contrasts` traces of each
+neighbouring label (the contrasts: what separates a 2 from a 3). Every rule line written (map/reduce/revise) is
+checked (thinktrace.guidelines.rule_check): one that quotes an annotated item, states a label the way a trace
+does, or restates the original guideline is rewritten once (`RewriteRule`) and dropped when the rewrite still has
+a fault; `rule_faults` counts found / rewritten / dropped per reason. Neighbouring label sections whose content
+words overlap (Jaccard) above `overlap_threshold` are rewritten apart (`SeparateRules`, one call per side); the
+rewrite is kept when it lowers the overlap. `overlap` reports every neighbouring pair before and after.
+
 Every writer output is checked. Cut by the token budget (finish reason "length"): asked again with twice the
 budget (up to `max_tokens_cap`), then with half the batch. Empty, or no rule in it: asked again once as a new
 sample. Still unusable: a fallback with its reason (the batch is skipped; a failed combine keeps the lists
@@ -29,11 +37,15 @@ from typing import Callable, Collection, Mapping, Sequence
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from thinktrace.guidelines.rule_check import FAULT_TEXT, FAULTS, RuleChecker, neighbour_pairs, section_overlap
+from thinktrace.labels import LabelSet
 from thinktrace.loader import load_relative
 
 SummarizeTraces = load_relative(__file__, "../signatures/guideline.py", "SummarizeTraces")
 CombineRules = load_relative(__file__, "../signatures/guideline.py", "CombineRules")
 ReviseRules = load_relative(__file__, "../signatures/guideline.py", "ReviseRules")
+RewriteRule = load_relative(__file__, "../signatures/guideline.py", "RewriteRule")
+SeparateRules = load_relative(__file__, "../signatures/guideline.py", "SeparateRules")
 
 #: Heading of the decision rules section of a synthesized guideline (one `### <label>` subsection per label).
 RULES_HEADING = "## Decision rules learned from the annotators' reasoning"
@@ -41,7 +53,7 @@ RULES_HEADING = "## Decision rules learned from the annotators' reasoning"
 #: Heading of the section of human-labelled examples (with the reasoning of their traces) added to a candidate.
 EXAMPLES_HEADING = "## Examples labelled by the human annotators"
 
-STAGES = ("map", "reduce", "revise")
+STAGES = ("map", "reduce", "revise", "check", "separate")
 
 _FENCE = re.compile(r"^```[\w-]*\n(.*?)\n?```$", re.S)
 _HEAD = re.compile(r"^\W*(new|revised)?[ _]?(guideline|decision[ _]rules|rules)\W*:?\s*\n", re.I)
@@ -105,6 +117,17 @@ def format_traces(batch: Sequence[dict], max_chars: int = 800) -> str:
                        for i, t in enumerate(batch, 1))
 
 
+def format_contrasts(by_label: Mapping[str, Sequence[dict]], max_chars: int = 400) -> str:
+    """`Neighbouring label <l>:` blocks, each trace as `- Item: ... / Reasoning: ...` ("none" without any)."""
+    blocks = []
+    for label, rows in by_label.items():
+        if rows:
+            blocks.append(f"Neighbouring label {label}:\n" + "\n".join(
+                f"- Item: {_clip(t['item'], max_chars)}\n  Reasoning: {_clip(t['rationale'], max_chars)}"
+                for t in rows))
+    return "\n\n".join(blocks) or "none"
+
+
 def format_numbered(texts: Sequence[str]) -> str:
     return "\n\n".join(f"[{i}]\n{t.strip()}" for i, t in enumerate(texts, 1))
 
@@ -150,8 +173,15 @@ class GuidelineWriter(dspy.Module):
                  max_traces_per_label: int | None = None, max_chars: int = 800, max_errors: int | None = None,
                  examples_per_label: int = 0, example_reasoning: bool = True, max_tokens: int = 768,
                  max_tokens_cap: int | None = None, context_tokens: int | None = None,
-                 count_tokens: Callable[[str], int] | None = None, retries: int = 1):
+                 count_tokens: Callable[[str], int] | None = None, retries: int = 1, contrasts: int = 0,
+                 check_rules: bool = False, overlap_threshold: float | None = None,
+                 train_texts: Sequence[str] = ()):
         super().__init__()
+        self.label_set = labels if isinstance(labels, LabelSet) else None
+        self.contrasts = int(contrasts)
+        self.check_rules = check_rules
+        self.overlap_threshold = overlap_threshold
+        self.train_texts = list(train_texts)
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (a reduce step combines at least two lists), got {batch_size}")
         self.labels = [str(lb) for lb in getattr(labels, "labels", labels)]
@@ -169,6 +199,8 @@ class GuidelineWriter(dspy.Module):
         self.summarize = dspy.Predict(SummarizeTraces)
         self.combine = dspy.Predict(CombineRules)
         self.rewrite = dspy.Predict(ReviseRules)
+        self.fix = dspy.Predict(RewriteRule)
+        self.separate = dspy.Predict(SeparateRules)
 
     # -- planning --------------------------------------------------------------------------------------------
     def batches(self, traces: Sequence[dict], priority: Collection[str] = (),
@@ -196,7 +228,8 @@ class GuidelineWriter(dspy.Module):
     # -- one checked call ------------------------------------------------------------------------------------
     @staticmethod
     def _state() -> dict:
-        return {"calls": 0, "fallbacks": [],
+        return {"calls": 0, "fallbacks": [], "rule_faults": {f: {"found": 0, "rewritten": 0, "dropped": 0}
+                                                             for f in FAULTS}, "dropped_rules": [],
                 "stats": {s: {"calls": 0, "truncated": 0, "retries": 0, "fallbacks": 0} for s in STAGES}}
 
     def _room(self, predictor, inputs: dict) -> int | None:
@@ -256,19 +289,23 @@ class GuidelineWriter(dspy.Module):
         state["stats"][stage]["fallbacks"] += 1
 
     # -- map / reduce ----------------------------------------------------------------------------------------
-    def _map(self, state: dict, guideline: str, label: str, batch: list[dict], where: str) -> list[str]:
-        """Rules from one batch; a batch too long for the prompt budget, or cut at the cap, goes in halves."""
+    def _map(self, state: dict, guideline: str, label: str, batch: list[dict], where: str,
+             contrasts: str = "none") -> list[str]:
+        """Rules from one batch (beside the neighbours' contrasts); a batch too long for the prompt budget, or cut
+        at the cap, goes in halves."""
         traces_text = format_traces(batch, self.max_chars)
-        if len(batch) > 1 and not self._fits(self.summarize, guideline=guideline, label=label, traces=traces_text):
+        if len(batch) > 1 and not self._fits(self.summarize, guideline=guideline, label=label, traces=traces_text,
+                                             contrasts=contrasts):
             half = len(batch) // 2
-            return self._map(state, guideline, label, batch[:half], where) + \
-                self._map(state, guideline, label, batch[half:], where)
-        text, why = self._ask(state, "map", self.summarize, guideline=guideline, label=label, traces=traces_text)
+            return self._map(state, guideline, label, batch[:half], where, contrasts) + \
+                self._map(state, guideline, label, batch[half:], where, contrasts)
+        text, why = self._ask(state, "map", self.summarize, guideline=guideline, label=label, traces=traces_text,
+                              contrasts=contrasts)
         if why and why.startswith("cut") and len(batch) > 1:
             state["stats"]["map"]["retries"] += 1
             half = len(batch) // 2
-            return self._map(state, guideline, label, batch[:half], where) + \
-                self._map(state, guideline, label, batch[half:], where)
+            return self._map(state, guideline, label, batch[:half], where, contrasts) + \
+                self._map(state, guideline, label, batch[half:], where, contrasts)
         if why:
             self._note(state, "map", label, f"{where} ({len(batch)} traces): {why}; batch skipped")
             return []
@@ -291,10 +328,22 @@ class GuidelineWriter(dspy.Module):
             return ["\n".join(group)]
         return [text]
 
-    def rules_for(self, state: dict, guideline: str, label: str, batches: list[list[dict]]) -> str | None:
+    def contrasts_for(self, label: str, plan: Mapping[str, list[list[dict]]]) -> str:
+        """Up to `contrasts` traces of each neighbouring label (label order), the first of its plan."""
+        if not self.contrasts:
+            return "none"
+        near = {}
+        for a, b in neighbour_pairs(self.labels, list(plan)):
+            if label in (a, b):
+                other = b if a == label else a
+                near[other] = [t for bt in plan[other] for t in bt][: self.contrasts]
+        return format_contrasts(near, self.max_chars // 2)
+
+    def rules_for(self, state: dict, guideline: str, label: str, batches: list[list[dict]],
+                  contrasts: str = "none") -> str | None:
         lists = []
         for n, batch in enumerate(batches):
-            lists += self._map(state, guideline, label, batch, f"batch {n}")
+            lists += self._map(state, guideline, label, batch, f"batch {n}", contrasts)
         level = 0
         while len(lists) > 1:
             level += 1
@@ -307,15 +356,77 @@ class GuidelineWriter(dspy.Module):
             lists = merged
         return lists[0] if lists else None
 
+    # -- rules that generalise -------------------------------------------------------------------------------
+    def checker(self, guideline: str, items: Sequence[str] = ()) -> RuleChecker:
+        return RuleChecker(self.label_set, guideline, list(items) + self.train_texts)
+
+    def checked(self, state: dict, guideline: str, label: str, text: str, checker: RuleChecker) -> str:
+        """`text` with every faulty rule line rewritten once (kept when the rewrite is clean) or dropped."""
+        if not self.check_rules or not text:
+            return text
+        out = []
+        for line in text.splitlines():
+            fault = checker.fault(line) if line.strip() in rule_lines(line) else None
+            if fault is None:
+                out.append(line)
+                continue
+            counts = state["rule_faults"][fault]
+            counts["found"] += 1
+            fixed, why = self._ask(state, "check", self.fix, guideline=guideline, label=label, rule=line.strip(),
+                                   problem=FAULT_TEXT[fault])
+            new = rule_lines(fixed) if not why else []
+            if new and all(checker.fault(ln) is None for ln in new):
+                counts["rewritten"] += 1
+                out += new
+            else:
+                counts["dropped"] += 1
+                state["dropped_rules"].append({"label": label, "fault": fault, "rule": line.strip(),
+                                               "rewrite": fixed or why})
+        return "\n".join(out).strip()
+
+    def separated(self, state: dict, guideline: str, rules: dict[str, str], checker: RuleChecker) -> list[dict]:
+        """Rewrite the rules of each neighbouring pair above overlap_threshold apart (both sides, one call each);
+        keep the rewrite when it lowers the pair's overlap. Returns every pair with its overlap before / after."""
+        report = []
+        for a, b in neighbour_pairs(self.labels, [lb for lb, t in rules.items() if t and t.strip()]):
+            before = section_overlap({a: rules[a], b: rules[b]}, [a, b])[0]["jaccard"]
+            row = {"a": a, "b": b, "before": before, "after": before, "rewritten": False}
+            limit = self.overlap_threshold
+            if limit is not None and before is not None and before > limit:
+                new = dict(rules)
+                for label, other in ((a, b), (b, a)):
+                    text, why = self._ask(state, "separate", self.separate, guideline=guideline, label=label,
+                                          rules=rules[label], neighbour_label=other, neighbour_rules=rules[other])
+                    if not why:
+                        text = self.checked(state, guideline, label, text, checker)
+                        if rule_lines(text):
+                            new[label] = text
+                after = section_overlap({a: new[a], b: new[b]}, [a, b])[0]["jaccard"]
+                if after is not None and after < row["before"]:
+                    rules[a], rules[b] = new[a], new[b]
+                    row.update(after=after, rewritten=True)
+                else:
+                    self._note(state, "separate", f"{a}|{b}", f"the rewrite did not lower the overlap "
+                               f"({row['before']} -> {after}); both sections kept")
+            report.append(row)
+        # a rewritten pair changes its other neighbours' overlap: report the final values
+        final = {(r["a"], r["b"]): r["jaccard"] for r in section_overlap(rules, self.labels)}
+        for row in report:
+            row["after"] = final.get((row["a"], row["b"]), row["after"])
+        return report
+
     def forward(self, guideline: str, traces: Sequence[dict], priority: Collection[str] = (),
                 order_seed: int | None = None) -> dspy.Prediction:
         state = self._state()
         plan = self.batches(traces, priority, order_seed)
         rules = {}
+        checker = self.checker(guideline, [t["item"] for t in traces])
         for label, batches in plan.items():
-            text = self.rules_for(state, guideline, label, batches)
+            text = self.rules_for(state, guideline, label, batches, self.contrasts_for(label, plan))
+            text = self.checked(state, guideline, label, text, checker) if text else text
             if text:
                 rules[label] = text
+        overlap = self.separated(state, guideline, rules, checker)
         missing = [lb for lb in plan if lb not in rules]
         examples, examples_text = {}, ""
         if self.examples_per_label:
@@ -323,6 +434,8 @@ class GuidelineWriter(dspy.Module):
             examples_text = format_examples(examples, self.example_reasoning)
         return dspy.Prediction(guideline=render_guideline(guideline, rules, examples_text), rules=rules,
                                examples_text=examples_text, missing=missing, stats=state["stats"],
+                               rule_faults=state["rule_faults"], dropped_rules=state["dropped_rules"],
+                               overlap=overlap,
                                fallbacks=state["fallbacks"], calls=state["calls"],
                                batches={lb: [[t["item_id"] for t in b] for b in bs] for lb, bs in plan.items()},
                                examples={lb: [t["item_id"] for t in ts] for lb, ts in examples.items()})
@@ -337,18 +450,26 @@ class GuidelineWriter(dspy.Module):
         by_label: dict[str, list[dict]] = defaultdict(list)
         for e in errors:
             by_label[str(e["human"])].append(e)
+        checker = self.checker(original, [e["item"] for e in errors])
         for label, rows in by_label.items():
             text, why = self._ask(state, "revise", self.rewrite, guideline=original, label=label,
                                   rules=rules.get(label) or "(no rules yet)",
                                   errors=format_errors(rows[: self.max_errors]))
+            text = self.checked(state, original, label, text, checker) if not why else text
             if why:
                 self._note(state, "revise", label, f"{why}; the label's rules unchanged")
+            elif not rule_lines(text):
+                self._note(state, "revise", label, "every revised rule was dropped by the rule check; the label's "
+                           "rules unchanged")
             else:
                 new[label] = text
         order = [lb for lb in self.labels if lb in new] + [lb for lb in new if lb not in self.labels]
         new = {lb: new[lb] for lb in order}
+        overlap = self.separated(state, original, new, checker)
         return dspy.Prediction(guideline=render_guideline(original, new, examples_text), rules=new,
                                examples_text=examples_text, missing=[], stats=state["stats"],
+                               rule_faults=state["rule_faults"], dropped_rules=state["dropped_rules"],
+                               overlap=overlap,
                                fallbacks=state["fallbacks"], calls=state["calls"],
                                errors_shown={lb: [e.get("item_id") for e in rows[: self.max_errors]]
                                              for lb, rows in by_label.items()})

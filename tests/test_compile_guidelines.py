@@ -35,6 +35,12 @@ def test_refined_guideline_is_written_compiled_and_evaluated(tmp_path, monkeypat
     assert "Guideline refinement" in report and "a+refined − a" in report
     assert "Original vs refined guideline — test split" in report and "it **beats** the original on dev" in report
     assert "| α among the LLM raters (2 raters) |" in report and "paired bootstrap over 10 items" in report
+    # every label got the same rule: each neighbouring pair overlaps fully, the rewrite could not separate them
+    g = metrics["guidelines"]
+    assert [(o["a"], o["b"], o["before"], o["rewritten"]) for o in g["overlap"]] == [
+        ("negative", "neutral", 1.0, False), ("neutral", "positive", 1.0, False)]
+    assert "| negative \\| neutral | 1.00 | 1.00 | no |" in report
+    assert "rule fault (refined guideline)" in report
     change = metrics["splits"]["test"]["inter_rater_change"]
     assert change["a"] == "baseline" and change["b"] == "refined-guideline" and change["n"] == 10
 
@@ -258,6 +264,10 @@ def test_the_compiled_rater_is_evaluated_and_paired_against_each_half(tmp_path, 
     findings = report.split("compiled rater (refined guideline + trace demos) vs the original zero-shot rater", 1)
     assert len(findings) == 2 and "a+compiled − a" in findings[1]
     assert report.index("compiled rater vs trace demos alone") < report.index("refined vs original guideline")
+    # the demos alone and the compiled program also competed on dev, in the same pool as the written guidelines
+    sel = metrics["guidelines"]["selection"]
+    assert sel["pool"] == ["0-0", "1-0", "demos", "compiled"] and sel["power"]["n_dev"] > 0
+    assert "**Selection on dev:** " in report and "dev's power: to detect Δα 0.10 at 80% power" in report
 
 
 def test_no_compiled_rater_without_demos(tmp_path, monkeypatch):

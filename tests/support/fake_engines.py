@@ -53,12 +53,17 @@ def keyword_rater():
 RULE = "RULE: judge by the sentiment words."
 
 
+def _writes_rules(inputs) -> bool:
+    """A writer call that answers with decision rules: map, reduce, revise, a rule's rewrite, a pair's separation."""
+    return any(k in inputs for k in ("traces", "rule_sets", "errors", "problem", "neighbour_rules"))
+
+
 def _guideline_rule(inputs, request, helps: bool = True):
     """Writer: summaries/merges add RULE. Rater: right on every item when its guideline carries RULE (helps) or
     on none (not helps), else right only on items whose number is even (the baseline disagrees with humans)."""
     from thinktrace.lm.scripted import text_of
 
-    if "traces" in inputs or "rule_sets" in inputs or "errors" in inputs:  # map, reduce, revise: rules only
+    if _writes_rules(inputs):  # map, reduce, revise: rules only
         return {"decision_rules": RULE}
     if "rules" in inputs:
         return {"new_guideline": inputs.get("guideline", "") + "\n" + RULE}
@@ -95,7 +100,7 @@ def guideline_aware():
 def mute_writer():
     """guideline_aware, but the writer's answers carry no rule (a writer whose outputs are unusable)."""
     def rule(inputs, request):
-        if "traces" in inputs or "rule_sets" in inputs or "errors" in inputs:
+        if _writes_rules(inputs):
             return {"decision_rules": "n/a"}
         return _guideline_rule(inputs, request)
     return ScriptedEngine(rule)

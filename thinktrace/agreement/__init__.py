@@ -7,6 +7,7 @@ Public API:
     rater_vs_human      one rater vs the aggregated human label (α, accuracy/macro-F1 or MAE/Spearman/accuracy,
                         Kendall's τ-b and ICC(3,1); the last two None (n/a) on nominal labels)
     paired_difference   rater b minus rater a on the same items, paired bootstrap (one- and two-sided p)
+    paired_mean_difference  mean over raters of α under program b minus under program a, paired bootstrap
     holm                Holm–Bonferroni adjusted p-values of one family of comparisons
     human_ceiling       human inter-annotator α and leave-one-annotator-out α (the ceiling for a rater; its targets
                         are built by the gold rule, `thinktrace.gold`, with the same aggregate and `tie_break`)
@@ -27,7 +28,7 @@ from thinktrace.agreement._icc import icc3_1, icc_moment_rows
 from thinktrace.agreement._inter_rater import inter_rater_alpha, paired_inter_rater_difference
 from thinktrace.agreement._inter_rater_icc import inter_rater_icc, paired_inter_rater_icc_difference
 from thinktrace.agreement._kendall import kendall_tau_b
-from thinktrace.agreement._paired import holm, paired_difference
+from thinktrace.agreement._paired import holm, paired_difference, paired_mean_difference
 from thinktrace.agreement._rater import rater_vs_human
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "kendall_tau_b",
     "majority",
     "paired_difference",
+    "paired_mean_difference",
     "paired_inter_rater_difference",
     "paired_inter_rater_icc_difference",
     "rater_vs_human",

@@ -92,3 +92,46 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     out = np.empty(m)
     out[order] = adjusted
     return [None if x is None else float(a) for x, a in zip(p_values, out)]
+
+
+def paired_mean_difference(
+    human: Sequence[str],
+    raters_a: dict[str, Sequence[str | None]],
+    raters_b: dict[str, Sequence[str | None]],
+    label_set: LabelSet,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Is program b better than program a, judged by every rater? The mean over raters of α(rater under b) −
+    α(rater under a), on the same items, with a paired bootstrap (each resample draws items once and scores every
+    rater under both programs on them). An undefined α counts as 0 (chance), as a guideline candidate's dev score
+    does. raters_a and raters_b name the same raters.
+
+    Returns ``{"a", "b", "diff", "ci", "se", "p_b_not_better", "p_two_sided", "n", "n_boot", "n_valid",
+    "ci_undefined"}``: a, b the mean α on all items, se the bootstrap standard deviation of the difference (what a
+    power calculation needs)."""
+    if set(raters_a) != set(raters_b) or not raters_a:
+        raise ValueError(f"raters_a {sorted(raters_a)} and raters_b {sorted(raters_b)} must name the same raters")
+    n_boot = check_n_boot(n_boot)
+    v = len(label_set)
+    names = sorted(raters_a)
+    rows = []
+    for name in names:
+        for labels in (raters_a[name], raters_b[name]):
+            h, r = encode_pair(human, labels, label_set, name)
+            rows.append(confusion_rows(h, r, v))
+
+    def mean_alpha(tables: list[np.ndarray], start: int) -> np.ndarray:
+        vals = [np.nan_to_num(np.asarray(table_metric(t.reshape(-1, v, v + 1), "alpha", label_set), dtype=float))
+                for t in tables[start::2]]
+        return np.mean(vals, axis=0)
+
+    full = [r.sum(axis=0) for r in rows]
+    value_a, value_b = float(mean_alpha(full, 0)[0]), float(mean_alpha(full, 1)[0])
+    boot = resampled_totals(rows, n_boot, seed)
+    diffs = mean_alpha(boot, 1) - mean_alpha(boot, 0)
+    summary = paired_summary(diffs, "p_b_not_better", True)
+    return {"a": json_float(value_a), "b": json_float(value_b), "diff": json_float(value_b - value_a),
+            "ci": summary["ci"], "se": json_float(float(np.std(diffs, ddof=1))) if len(diffs) > 1 else None,
+            "p_b_not_better": summary["p_b_not_better"], "p_two_sided": summary["p_two_sided"], "n": len(human),
+            "n_boot": summary["n_boot"], "n_valid": summary["n_valid"], "ci_undefined": summary["ci_undefined"]}

@@ -77,6 +77,27 @@ class ColumnsConfig(Section):
 _LabelValue = Union[str, int, float]
 
 
+class LeadConfig(Section):
+    """Show each item as its head and the lead of its body: e.g. a summary with the first ~120 words of the article
+    it summarizes, when the whole article is too long for a rater's context."""
+
+    marker: str = Field(
+        ..., min_length=1,
+        description="The text that starts the body (e.g. `Source article:`): everything up to and including its "
+        "first occurrence is kept as is, the body after it is cut to `words`. An item without it is an error.",
+    )
+    words: int = Field(
+        120, ge=1,
+        description="Words of the body kept (whitespace-separated, the first ones; line breaks become spaces); a cut "
+        "body ends in ` …`.",
+    )
+    group_by_body: bool = Field(
+        False,
+        description="Items with the same full body form one group, kept in one split as `columns.group` does (e.g. "
+        "the several summaries of one article). Not together with `columns.group`.",
+    )
+
+
 class DataConfig(Section):
     """Where the human annotations come from, how they are laid out, and how they become gold labels and splits."""
 
@@ -100,6 +121,11 @@ class DataConfig(Section):
         "annotator ids are the list positions 1..10.",
     )
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig, description="Column names of a tabular source.")
+    lead: Optional[LeadConfig] = Field(
+        None,
+        description="Shorten long items to their head and the lead of their body (see its fields); the item id, "
+        "when derived from the text, is taken from the full text. Null: items are shown whole.",
+    )
     annotator_columns: Optional[list[str]] = Field(
         None,
         description="`wide` format: the columns holding the annotators' labels (column name = annotator id). "
@@ -189,6 +215,12 @@ class DataConfig(Section):
         except LookupError:
             raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
         return value
+
+    @model_validator(mode="after")
+    def _one_grouping(self) -> "DataConfig":
+        if self.lead is not None and self.lead.group_by_body and self.columns.group is not None:
+            raise ValueError("lead.group_by_body and columns.group both name the groups; use one of them")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "DataConfig":

@@ -34,6 +34,7 @@ from thinktrace.gold import TIE_KINDS, gold_label
 from thinktrace.labels import LabelSet
 from thinktrace.data.config import SPLITS, DataConfig, SplitConfig
 from thinktrace.data.formats import _check_labels, _check_texts, _frame_rows, _Rows, _vader_rows
+from thinktrace.data.lead import lead_texts
 
 
 @dataclass
@@ -122,6 +123,10 @@ def load_corpus(cfg: DataConfig, base_dir: Path, seed: int) -> Corpus:
 
     label_set = cfg.labels()
     texts = _check_texts(rows, cfg, file)
+    if cfg.lead is not None:
+        texts, bodies = lead_texts(texts, rows.rows, cfg.lead, file)
+        if cfg.lead.group_by_body:
+            rows.groups = bodies
     labels, missing = _check_labels(rows, label_set, cfg, file)
     items_by_id, dup_rows, repeats = _group(rows, texts, labels, file)
     stats: dict = {

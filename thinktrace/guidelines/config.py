@@ -67,6 +67,22 @@ class GuidelinesConfig(Section):
                                     "of its trace. 0: rules only.")
     example_reasoning: bool = Field(True, description="traces: show the first sentence of each example's trace "
                                     "next to it (false: the item and its human label only).")
+    contrasts: int = Field(2, ge=0, le=20, description="traces: each writing call for a label also shows up to "
+                           "this many accepted traces of each neighbouring label (label order), so the rules say what "
+                           "separates the label from its neighbours (a 2 from a 3). 0: the label's traces alone.")
+    check_rules: bool = Field(True, description="Check every rule the writer writes: a rule that quotes an "
+                              "annotated item (train traces, dev errors), states a label the way a trace does (the "
+                              "label-leak detector's statement) or restates the original guideline is rewritten "
+                              "once and dropped when the rewrite still has a fault; counted per reason in the "
+                              "report and metrics.json (`guidelines.rule_faults`).")
+    overlap_threshold: float | None = Field(0.5, ge=0.0, le=1.0, description="Neighbouring label sections (label "
+                                            "order) whose content words have a Jaccard similarity above this are "
+                                            "rewritten apart (one writer call per side; kept when the overlap "
+                                            "drops). Every pair's overlap is reported. Null: report only.")
+    compete: list[str] = Field(default_factory=list, description="Other optimizers (gepa, mipro, or registered "
+                               "names) whose candidates join the same selection: each writes `candidates` "
+                               "candidates per round from the best guideline so far, scored on dev like the "
+                               "main optimizer's; the best on dev wins, whatever wrote it.")
     max_dev_items: int | None = Field(None, ge=1, description="Score candidates on at most this many dev items "
                                       "(the first in split order). Null: the whole dev split.")
     max_train_items: int | None = Field(50, ge=1, description="gepa / mipro: most train items given to the "
@@ -88,6 +104,24 @@ class GuidelinesConfig(Section):
         except SpecError as err:
             raise ValueError(err.message) from None
         return name
+
+    @field_validator("compete")
+    @classmethod
+    def _competitors(cls, names: list[str]) -> list[str]:
+        for name in names:
+            try:
+                guideline_optimizers.get(name, "guidelines.compete")
+            except SpecError as err:
+                raise ValueError(err.message) from None
+        if len(set(names)) != len(names):
+            raise ValueError(f"compete names an optimizer twice: {names}")
+        return names
+
+    @model_validator(mode="after")
+    def _compete_not_main(self) -> "GuidelinesConfig":
+        if self.optimizer in self.compete:
+            raise ValueError(f"compete names the main optimizer {self.optimizer!r}; list only the others")
+        return self
 
     @model_validator(mode="after")
     def _writer_name(self) -> "GuidelinesConfig":
@@ -128,16 +162,19 @@ def optimizer_of(cfg: GuidelinesConfig):
 def check_optimizer(cfg: GuidelinesConfig) -> None:
     """Raise a SpecError naming `guidelines.optimizer` when the chosen optimizer is not registered or cannot run
     here (its optional `check(cfg)`)."""
-    check = getattr(optimizer_of(cfg), "check", None)
-    if check is not None:
-        check(cfg)
+    for name in [cfg.optimizer, *cfg.compete]:
+        check = getattr(guideline_optimizers.get(name, "guidelines.optimizer"), "check", None)
+        if check is not None:
+            check(cfg)
 
 
 def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_raters: int, n_dev: int,
-               n_train: int = 0, n_labels: int | None = None) -> dict:
+               n_train: int = 0, n_labels: int | None = None, with_demos: bool = False) -> dict:
     """LM calls of a refinement, per round and in total (for a dry-run plan); an upper bound for a fresh run.
 
-    every round: C x n_raters x n_dev rater calls (dev scoring), plus n_raters x n_dev once for the original;
+    every round, for the main optimizer and each one in `compete`: C x n_raters x n_dev rater calls (dev
+    scoring), plus n_raters x n_dev once for the original (and twice more with `with_demos`: the demos-only and
+    the compiled program are selection candidates too);
     per candidate, the optimizer's own calls, from its optional `plan(cfg, round_, sizes)` hook (sizes: the
     arguments here, n_dev capped by max_dev_items) -> {"writer_calls", "rater_calls"} (an optimizer without one
     is counted as none):
@@ -145,7 +182,8 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
       round 1 writer calls per candidate = sum_l [ceil(n_l / B) + reduce(ceil(n_l / B))], where
       reduce(m) = 0 for m <= 1, else floor(m / B) + [m mod B >= 2] + reduce(ceil(m / B)) (combine calls);
       round r >= 2: at most one writer call (revise) per label per candidate.
-    Writer calls are counted without retries of cut or empty answers (the report counts those).
+    Writer calls are counted without retries of cut or empty answers, rewrites of faulty rules and rewrites of
+    overlapping label sections (the report counts those).
     gepa: <= gepa_max_metric_calls x n_raters rater calls inside the optimizer per candidate; writer (reflection)
       calls about one per reflective step, at most gepa_max_metric_calls / 2.
     mipro: mipro_num_trials x n_dev x n_raters rater calls per candidate; writer calls about
@@ -154,17 +192,23 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
     c = cfg.candidates
     dev = min(n_dev, cfg.max_dev_items or n_dev)
     scoring = n_raters * dev
-    plan = getattr(optimizer_of(cfg), "plan", None)
+    plans = [getattr(guideline_optimizers.get(name, "guidelines.optimizer"), "plan", None)
+             for name in [cfg.optimizer, *cfg.compete]]
     sizes = {"traces_per_label": dict(traces_per_label), "n_raters": n_raters, "n_dev": dev, "n_train": n_train,
              "n_labels": n_labels}
     rounds = []
     for r in range(1, cfg.rounds + 1):
-        own = plan(cfg, r, sizes) if plan is not None else {}
-        writer, inner = own.get("writer_calls", 0), own.get("rater_calls", 0)
-        rounds.append({"round": r, "writer_calls": c * writer, "rater_calls": c * (scoring + inner)})
+        writer = inner = total = 0
+        for plan in plans:
+            own = plan(cfg, r, sizes) if plan is not None else {}
+            writer += own.get("writer_calls", 0)
+            inner += own.get("rater_calls", 0)
+            total += scoring
+        rounds.append({"round": r, "writer_calls": c * writer, "rater_calls": c * (total + inner)})
+    once = scoring * (3 if with_demos else 1)
     return {"original_rater_calls": scoring, "rounds": rounds,
             "writer_calls": sum(r["writer_calls"] for r in rounds),
-            "rater_calls": scoring + sum(r["rater_calls"] for r in rounds)}
+            "rater_calls": once + sum(r["rater_calls"] for r in rounds)}
 
 
 def plan_traces(cfg: GuidelinesConfig, round_: int, sizes: dict) -> dict:

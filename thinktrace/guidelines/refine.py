@@ -3,6 +3,7 @@ from its log folder; `refine_guideline` is the entry point."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -23,14 +24,21 @@ from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 from thinktrace.guidelines.config import (DEFAULT_WRITER, KEPT_ORIGINAL_NOTE, GuidelinesConfig, check_optimizer,
                                           optimizer_of)
 from thinktrace.guidelines.rater_programs import adapter_of, factory_of
+from thinktrace.guidelines.rule_check import FAULTS
+from thinktrace.guidelines.selection import select
 from thinktrace.guidelines.writer import rollout_seed, writer_limits
+from thinktrace.registry import guideline_optimizers
+
+
+#: candidate kinds that are programs (a guideline with demos), never the refined guideline nor a text copy
+PROGRAM_KINDS = ("demos-only", "compiled")
 
 
 # -- the refinement -------------------------------------------------------------------------------------------
 class _Refinement:
     def __init__(self, cfg: GuidelinesConfig, *, original, traces, writer_lm, raters, rater_factory, dev_items,
                  label_set, adapter, seed, n_boot, log_dir, priority, train_items, threads, writer_adapter,
-                 writer_program=None):
+                 writer_program=None, demo_factory=None):
         self.cfg, self.original, self.traces = cfg, original, list(traces)
         self.writer_lm, self.raters, self.rater_factory = writer_lm, dict(raters), rater_factory
         self.dev = list(dev_items)[: cfg.max_dev_items or None]
@@ -39,6 +47,8 @@ class _Refinement:
             adapter_of(adapter, next(iter(self.raters), ""))
         self.priority, self.train_items = set(priority or ()), train_items
         self.threads = threads
+        self.demo_factory = demo_factory
+        self.optimizer_name = cfg.optimizer  #: the optimizer writing the current candidate (main or competitor)
         self.writer_program = writer_program or load_object(DEFAULT_WRITER, [], "programs.writer")
         self.log_dir = Path(log_dir)
         (self.log_dir / "candidates").mkdir(parents=True, exist_ok=True)
@@ -63,10 +73,20 @@ class _Refinement:
         return self.threads.get(name, 4) if isinstance(self.threads, Mapping) else self.threads
 
     def _writer(self):
-        return self.writer_program(self.label_set, batch_size=self.cfg.batch_size,
-                   max_traces_per_label=self.cfg.max_traces_per_label,
-                   examples_per_label=self.cfg.examples_per_label, example_reasoning=self.cfg.example_reasoning,
-                   **writer_limits(self.writer_lm, self.cfg))
+        cfg = self.cfg
+        generalise = {"contrasts": cfg.contrasts, "check_rules": cfg.check_rules,
+                      "overlap_threshold": cfg.overlap_threshold,
+                      "train_texts": [it.text for it in self.train_items or ()]}
+        try:  # a user's writer program without these options still runs (it gets none of them)
+            accepted = inspect.signature(self.writer_program).parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+                generalise = {k: v for k, v in generalise.items() if k in accepted}
+        except (TypeError, ValueError):
+            generalise = {}
+        return self.writer_program(self.label_set, batch_size=cfg.batch_size,
+                   max_traces_per_label=cfg.max_traces_per_label,
+                   examples_per_label=cfg.examples_per_label, example_reasoning=cfg.example_reasoning,
+                   **writer_limits(self.writer_lm, cfg), **generalise)
 
     # -- scoring ---------------------------------------------------------------------------------------------
     def ratings(self, cid: str) -> dict[str, dict[str, dict]]:
@@ -79,14 +99,14 @@ class _Refinement:
                 out[r["rater"]][r["item_id"]] = r
         return out
 
-    def score(self, cid: str, text: str) -> dict:
+    def score(self, cid: str, text: str, factory=None) -> dict:
         log = JsonlLog(self.log_dir / "ratings" / f"{cid}.jsonl", model=Prediction)
         have = self.ratings(cid)
         ids = [it.item_id for it in self.dev]
         for name, lm in self.raters.items():
             if all(i in have[name] for i in ids):
                 continue
-            program = factory_of(self.rater_factory, name)(text)
+            program = factory_of(factory or self.rater_factory, name)(text)
             for r in rate_items(program, lm, self.dev, log, split="dev", rater=name, threads=self._threads(name),
                                 done=set(have[name]), adapter=adapter_of(self.adapter, name),
                                 desc=f"guideline {cid} [{name}]"):
@@ -109,15 +129,20 @@ class _Refinement:
         return {"alpha": alpha, "alpha_est": est, "coverage": coverage, "mean": mean, "n_dev": len(ids)}
 
     # -- candidates ------------------------------------------------------------------------------------------
-    def candidate(self, round_: int, index: int, parent: dict | None, make: Callable[[int], tuple[str, dict]]) -> dict:
-        cid = f"{round_}-{index}"
+    def candidate(self, round_: int, index: int, parent: dict | None, make: Callable[[int], tuple[str, dict]],
+                  optimizer: str | None = None, cid: str | None = None, factory=None) -> dict:
+        """Write (or read back) and score one candidate. optimizer: the competitor writing it (its id is then
+        `<round>-<optimizer><index>`); cid + factory: a program candidate (demos only, compiled) whose text is
+        rated by `factory`'s programs, never taken for a copy of a text candidate."""
+        optimizer = optimizer or self.cfg.optimizer
+        cid = cid or (f"{round_}-{index}" if optimizer == self.cfg.optimizer else f"{round_}-{optimizer}{index}")
         md = self.log_dir / "candidates" / f"{cid}.md"
         meta_path = self.log_dir / "candidates" / f"{cid}.json"
         if md.exists() and meta_path.exists():  # written before: never regenerated
             text = md.read_text(encoding="utf-8")
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         else:
-            rollout = rollout_seed(self.seed, self.cfg.optimizer, round_, index)
+            rollout = rollout_seed(self.seed, optimizer, round_, index)
             text, meta = make(rollout)
             meta = {"id": cid, "round": round_, "index": index, "parent": parent["id"] if parent else None,
                     "rollout_id": rollout if round_ else None, **meta}
@@ -130,9 +155,10 @@ class _Refinement:
         self.metas[cid] = meta
         row = self._finished.get(cid)
         if row is None:
-            same = next((r for r in self.rows if self.texts[r["id"]] == text), None)
+            same = None if factory is not None else next(
+                (r for r in self.rows if self.texts[r["id"]] == text and r.get("kind") not in PROGRAM_KINDS), None)
             scores = {k: same[k] for k in ("alpha", "alpha_est", "coverage", "mean", "n_dev")} if same else \
-                self.score(cid, text)
+                self.score(cid, text, factory)
             row = {"id": cid, "round": round_, "index": index, "parent": meta.get("parent"),
                    "kind": meta.get("kind"), "file": f"candidates/{cid}.md", "chars": len(text),
                    **scores, "same_as": same["id"] if same else None,
@@ -140,6 +166,26 @@ class _Refinement:
             self.table.append(row)
         self.rows.append(row)
         return row
+
+    def labels_of(self, cid: str) -> dict[str, list]:
+        """{rater: dev labels in dev order} of a scored candidate."""
+        have = self.ratings(cid)
+        return {name: [have[name][it.item_id]["label"] for it in self.dev] for name in self.raters}
+
+    def rule_report(self, cid: str) -> dict:
+        """What the rule check and the overlap check did for one candidate (none for gepa / mipro texts)."""
+        meta = self.metas.get(cid) or {}
+        return {"rule_faults": meta.get("rule_faults"), "overlap": meta.get("overlap"),
+                "rules_dropped": len(meta.get("dropped_rules") or [])}
+
+    def rule_faults_total(self) -> dict:
+        total = {f: {"found": 0, "rewritten": 0, "dropped": 0} for f in FAULTS}
+        for meta in self.metas.values():
+            for fault, counts in (meta.get("rule_faults") or {}).items():
+                row = total.setdefault(fault, {"found": 0, "rewritten": 0, "dropped": 0})
+                for k in row:
+                    row[k] += int(counts.get(k) or 0)
+        return total
 
     @staticmethod
     def _top(rows: Sequence[dict]) -> dict:
@@ -157,7 +203,10 @@ class _Refinement:
     def best_synthesized(self) -> dict:
         """The best candidate other than the original (the refinement's own output, reported on test whether or
         not it beats the original on dev)."""
-        return self._top(self.rows[1:])
+        written = [r for r in self.rows[1:] if r.get("kind") not in PROGRAM_KINDS]
+        # a candidate that left the original unchanged (e.g. a competitor that found nothing) is the original
+        changed = [r for r in written if self.texts[r["id"]].strip() != self.original.strip()]
+        return self._top(changed or written)
 
     # -- what the writer did, and what the refined guideline is made of ---------------------------------------
     def writer_stats(self) -> dict:
@@ -196,21 +245,43 @@ class _Refinement:
     def run(self) -> dict:
         original = self.candidate(0, 0, None, lambda _: (self.original, {"kind": "original", "writer_calls": 0,
                                                                          "fallbacks": []}))
-        optimizer = optimizer_of(self.cfg)  # thinktrace.registry.guideline_optimizers
+        names = [self.cfg.optimizer, *self.cfg.compete]
         for round_ in range(1, self.cfg.rounds + 1):
             parent = self.best()
-            for index in range(self.cfg.candidates):
-                make = optimizer(self, round_, index, parent)
-                self.candidate(round_, index, parent, make)
+            for name in names:  # competitors write into the same pool, from the same best-so-far
+                optimizer = guideline_optimizers.get(name, "guidelines.optimizer")
+                self.optimizer_name = name
+                for index in range(self.cfg.candidates):
+                    make = optimizer(self, round_, index, parent)
+                    self.candidate(round_, index, parent, make, optimizer=name)
+            self.optimizer_name = self.cfg.optimizer
         best = self.best()
         refined = self.best_synthesized()
+        if self.demo_factory is not None:  # the trace demos compete too: alone, and with the refined guideline
+            for cid, kind, text in (("demos", "demos-only", self.original),
+                                    ("compiled", "compiled", self.texts[refined["id"]])):
+                self.candidate(0, 0, None, lambda _, k=kind, t=text: (t, {"kind": k, "writer_calls": 0,
+                                                                          "fallbacks": []}),
+                               cid=cid, factory=self.demo_factory)
+        # the pool: the original, every candidate that changed it, and the programs with demos
+        pool = [original] + [r for r in self.rows[1:] if r.get("kind") in PROGRAM_KINDS
+                             or self.texts[r["id"]].strip() != self.original.strip()]
+        selection = select(pool, original["id"], self.labels_of, [it.label for it in self.dev],
+                           self.label_set, self.n_boot, self.seed)
         result = {
             "optimizer": self.cfg.optimizer,
             "best": self.texts[best["id"]],
             "best_id": best["id"],
             "best_dev": {k: best[k] for k in ("alpha", "alpha_est", "coverage", "mean")},
             "original_dev": {k: original[k] for k in ("alpha", "alpha_est", "coverage", "mean")},
-            "kept_original": best["id"] == original["id"],
+            "kept_original": selection["kept_original"],
+            "selection": selection,
+            "rule_faults": self.rule_report(refined["id"])["rule_faults"],
+            "overlap": self.rule_report(refined["id"])["overlap"],
+            "rules_dropped": self.rule_report(refined["id"])["rules_dropped"],
+            "rule_faults_all_candidates": self.rule_faults_total(),
+            "overlap_threshold": self.cfg.overlap_threshold,
+            "compete": list(self.cfg.compete),
             "refined": self.texts[refined["id"]],
             "refined_id": refined["id"],
             "refined_dev": {k: refined[k] for k in ("alpha", "alpha_est", "coverage", "mean")},
@@ -241,7 +312,9 @@ def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[d
                      adapter: dspy.Adapter | Mapping[str, dspy.Adapter] | None = None,
                      seed: int = 0, n_boot: int = 200, log_dir: str | Path, priority: Collection[str] = (),
                      train_items: Sequence[Item] | None = None, threads: int | Mapping[str, int] = 4,
-                     writer_adapter: dspy.Adapter | None = None, writer_program: type | None = None) -> dict:
+                     writer_adapter: dspy.Adapter | None = None, writer_program: type | None = None,
+                     demo_factory: Callable[[str], dspy.Module] | Mapping[str, Callable[[str], dspy.Module]] | None
+                     = None) -> dict:
     """Refine `original` over cfg.rounds x cfg.candidates candidates; return the best on dev.
 
     traces: accepted trace rows (item_id, item, human, rationale, ...). writer_lm: the LM that writes candidates
@@ -250,7 +323,15 @@ def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[d
     label_set)), one for all or {rater: factory} (a rater prompted with its own answer order). dev_items: the dev split (the first cfg.max_dev_items are used). adapter: the raters' prompt
     format, one for all or {rater: adapter} (the writer uses writer_adapter, default: the first rater's). priority: item ids whose traces the writer reads
     first (items the baseline raters got wrong). train_items: gepa / mipro examples (default: the traced items).
-    threads: parallel dev ratings per rater (an int or {rater: n}).
+    threads: parallel dev ratings per rater (an int or {rater: n}). demo_factory(guideline) -> the rater program
+    with the trace demos (one for all or {rater: factory}): the demos-only program (original guideline) and the
+    compiled program (refined guideline) then compete in the selection as candidates `demos` and `compiled`.
+
+    Selection (`selection`, thinktrace.guidelines.selection): the dev winner among all candidates is chosen only
+    when a paired bootstrap of mean Δα against the original has its 95 % CI above 0; else the original is kept
+    (`kept_original`), with the reason. `selection.power` states the dev size needed to detect Δα 0.10 at 80 %
+    power from dev's paired variance. `rule_faults`, `rules_dropped` and `overlap`: what the rule check and the
+    overlap check did for the refined guideline (`rule_faults_all_candidates`: summed over candidates).
 
     Returns {"best": text, "best_id": "<round>-<index>", "best_dev", "original_dev": {"alpha": {rater: value},
     "alpha_est": {rater: Estimate dict}, "coverage", "mean"}, "kept_original", "note", "candidates": [rows in
@@ -265,4 +346,5 @@ def refine_guideline(cfg: GuidelinesConfig, *, original: str, traces: Sequence[d
     return _Refinement(cfg, original=original, traces=traces, writer_lm=writer_lm, raters=raters,
                        rater_factory=rater_factory, dev_items=dev_items, label_set=label_set, adapter=adapter,
                        seed=seed, n_boot=n_boot, log_dir=log_dir, priority=priority, train_items=train_items,
-                       threads=threads, writer_adapter=writer_adapter, writer_program=writer_program).run()
+                       threads=threads, writer_adapter=writer_adapter, writer_program=writer_program,
+                       demo_factory=demo_factory).run()

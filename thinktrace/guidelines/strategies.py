@@ -57,8 +57,14 @@ def from_traces(ref, index: int) -> Callable[[int], tuple[str, dict]]:
         return pred.guideline, {"kind": "traces", "writer_calls": pred.calls, "fallbacks": pred.fallbacks,
                                 "writer_stats": pred.stats, "rules": pred.rules,
                                 "examples_text": pred.examples_text, "missing_rules": pred.missing,
-                                "batches": pred.batches, "examples": pred.get("examples") or {}}
+                                "batches": pred.batches, "examples": pred.get("examples") or {},
+                                **_generalise(pred)}
     return make
+
+def _generalise(pred) -> dict:
+    """What the rule check and the overlap check did (a writer program without them: nothing)."""
+    return {k: pred.get(k) for k in ("rule_faults", "dropped_rules", "overlap") if pred.get(k) is not None}
+
 
 def dev_errors(ref, cid: str) -> list[dict]:
     """Dev items some rater labelled (parsable and) differently from the human; most-missed first,
@@ -93,7 +99,7 @@ def revision(ref, parent: dict) -> Callable[[int], tuple[str, dict]]:
         return pred.guideline, {"kind": "revision", "writer_calls": pred.calls, "fallbacks": pred.fallbacks,
                                 "writer_stats": pred.stats, "rules": pred.rules,
                                 "examples_text": pred.examples_text, "missing_rules": [],
-                                "errors_shown": pred.errors_shown}
+                                "errors_shown": pred.errors_shown, **_generalise(pred)}
     return make
 
 def examples(ref, items: Sequence) -> list[dspy.Example]:
@@ -110,11 +116,12 @@ def trainset(ref) -> list[dspy.Example]:
                 items.append(Item(t["item_id"], t["item"], str(t["human"]), [], [], "train"))
     items = items[: ref.cfg.max_train_items or None]
     if not items:
-        raise SpecError("guidelines.optimizer", f"{ref.cfg.optimizer} needs train items (none given, no traces)")
+        raise SpecError("guidelines.optimizer", f"{ref.optimizer_name} needs train items (none given, no traces)")
     return examples(ref, items)
 
 
-def optimized(ref, parent: dict) -> Callable[[int], tuple[str, dict]]:
+def optimized(ref, parent: dict, name: str) -> Callable[[int], tuple[str, dict]]:
+    """One run of dspy.GEPA (name "gepa") or dspy.MIPROv2 (any other) from the parent guideline."""
     def make(rollout: int) -> tuple[str, dict]:
         cfg = ref.cfg
         student = RaterPanel(factory_of(ref.rater_factory)(ref.texts[parent["id"]]), ref.raters, ref.adapter)
@@ -122,7 +129,7 @@ def optimized(ref, parent: dict) -> Callable[[int], tuple[str, dict]]:
         train, devset = trainset(ref), examples(ref, ref.dev)
         threads = max(ref._threads(n) for n in ref.raters)
         with dspy.context(adapter=ref.writer_adapter):
-            if cfg.optimizer == "gepa":
+            if name == "gepa":
                 from dspy.teleprompt.gepa import InstructionProposer
 
                 # GEPA's own proposer, in the writer's prompt format (its default, JSON, is hard for small LMs)
@@ -146,11 +153,11 @@ def optimized(ref, parent: dict) -> Callable[[int], tuple[str, dict]]:
         text = guideline_from_instructions(instructions, factory_of(ref.rater_factory))
         fallbacks = []
         if not text.strip():
-            fallbacks.append({"stage": cfg.optimizer, "label": None,
+            fallbacks.append({"stage": name, "label": None,
                               "what": "the optimizer returned empty instructions: guideline unchanged"})
             text = ref.texts[parent["id"]]
         # writer calls as DSPy's history of this candidate's writer copy records them (cache hits included)
-        return text, {"kind": cfg.optimizer, "writer_calls": len(getattr(wlm, "history", None) or []),
+        return text, {"kind": name, "writer_calls": len(getattr(wlm, "history", None) or []),
                       "fallbacks": fallbacks,
                       "instructions": instructions}
     return make
@@ -164,12 +171,12 @@ def traces_strategy(ref, round_: int, index: int, parent: dict):
 
 def gepa_strategy(ref, round_: int, index: int, parent: dict):
     """optimizer `gepa`: one run of dspy.GEPA from the best guideline so far."""
-    return optimized(ref, parent)
+    return optimized(ref, parent, "gepa")
 
 
 def mipro_strategy(ref, round_: int, index: int, parent: dict):
     """optimizer `mipro`: one run of dspy.MIPROv2 (instructions only) from the best guideline so far."""
-    return optimized(ref, parent)
+    return optimized(ref, parent, "mipro")
 
 
 traces_strategy.plan = plan_traces

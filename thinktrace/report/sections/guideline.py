@@ -77,17 +77,72 @@ def _rules_coverage(g: dict) -> list[Block]:
                  f"{sec.get('examples_lines', 0)} example lines")]
 
 
+def _selection(g: dict) -> list[Block]:
+    """Which program dev chose, whether dev could separate it from the original, and dev's power."""
+    sel = g.get("selection")
+    if not isinstance(sel, dict):
+        return []
+    comp = sel.get("vs_original") or {}
+    power = sel.get("power") or {}
+    lines: list = [[Strong("Selection on dev:"), " " + (sel.get("reason") or "")],
+                   f"pool: {', '.join(sel.get('pool') or [])}; chosen: {sel.get('chosen')} ({sel.get('chosen_kind')})"]
+    if comp:
+        lines.append(f"mean dev α, candidate {comp.get('b_id')} − original: {fmt_diff(comp)} (paired bootstrap "
+                     f"over {comp.get('n')} dev items)")
+    if power.get("n_needed") is not None:
+        enough = "enough" if power.get("enough") else "not enough"
+        lines.append(f"dev's power: to detect Δα {power['delta']:.2f} at {power['power']:.0%} power (two-sided, 5 %) "
+                     f"dev needs about {power['n_needed']} items from its own paired variance; it has "
+                     f"{power['n_dev']} ({enough})")
+    else:
+        lines.append("dev's power: n/a (no paired variance to plan from)")
+    kind = "warn" if sel.get("winner") != sel.get("chosen") else None
+    out: list[Block] = [Bullets(lines)]
+    if kind:
+        out.append(Text([Strong("Dev could not separate the winner from the original"),
+                         f": {sel.get('winner')} had the highest mean dev α, but the original is kept."], "warn"))
+    return out
+
+
+def _rule_checks(g: dict) -> list[Block]:
+    """What the rule check dropped or rewrote (per reason) and how alike neighbouring label sections are."""
+    out: list[Block] = []
+    faults = g.get("rule_faults") or {}
+    if faults:
+        total = g.get("rule_faults_all_candidates") or {}
+        out.append(Table(["rule fault (refined guideline)", "found", "rewritten", "dropped",
+                          "found, all candidates"],
+                         [[k, v.get("found", 0), v.get("rewritten", 0), v.get("dropped", 0),
+                           (total.get(k) or {}).get("found", 0)] for k, v in faults.items()]))
+    overlap = g.get("overlap") or []
+    if overlap:
+        limit = g.get("overlap_threshold")
+        out.append(Table([f"neighbouring labels (rewrite above {limit if limit is not None else 'off'})",
+                          "overlap before (Jaccard)", "after", "rewritten"],
+                         [[f"{o['a']} | {o['b']}", _num(o.get("before")), _num(o.get("after")),
+                           "yes" if o.get("rewritten") else "no"] for o in overlap]))
+    return out
+
+
+def _num(x) -> str:
+    return "n/a" if not isinstance(x, (int, float)) else f"{x:.2f}"
+
+
 def _candidates(g: dict) -> list[Block]:
     cands = [c for c in g.get("candidates") or [] if isinstance(c, dict)]
     if not cands:
         return []
     best_id = g.get("refined_id", g.get("best_id"))
+    selected = (g.get("selection") or {}).get("chosen")
     raters = sorted({r for c in cands if isinstance(c.get("alpha"), dict) for r in c["alpha"]})
     rows = []
     for c in cands:
         alpha = c.get("alpha") if isinstance(c.get("alpha"), dict) else {}
         cid = str(c.get("id", ""))
-        rows.append([[cid, " ", Strong("(chosen)")] if best_id is not None and cid == str(best_id) else cid,
+        marks = ([" ", Strong("(chosen)")] if best_id is not None and cid == str(best_id) else []) + \
+            ([" ", Strong("(selected on dev)")] if selected is not None and cid == str(selected)
+             and cid != str(best_id) else [])
+        rows.append([[cid, *marks] if marks else cid,
                      c.get("kind", ""), c.get("parent") or "", _mean(c.get("mean", c.get("score"))),
                      *["n/a" if alpha.get(r) is None else f"{alpha[r]:.3f}" for r in raters],
                      c.get("chars", ""), c.get("same_as") or ""])
@@ -106,7 +161,9 @@ def guideline(run: RunView) -> list[Block]:
         blocks.append(Bullets([_verdict(g), f"writer calls: {g.get('writer_calls')}, writer fallbacks (unusable "
                                f"outputs, each skipped or kept unchanged, with its reason in the candidate's json): "
                                f"{g.get('fallbacks')}"]))
+        blocks += _selection(g)
         blocks += _rules_coverage(g)
+        blocks += _rule_checks(g)
         stats = {k: v for k, v in (g.get("writer_stats") or {}).items() if v.get("calls")}
         if stats:
             blocks.append(Table(["writer stage", "calls", "cut by the token budget", "retries", "fallbacks"],

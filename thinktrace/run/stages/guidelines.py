@@ -35,20 +35,22 @@ class GuidelinesStage(Stage):
         spec, g = ctx.spec, ctx.spec.guidelines
         check_optimizer(g)
         per_label = Counter(ex.label for ex in ctx.examples)
+        demos = bool(spec.sampling.enabled and spec.sampling.max_demos)
         calls = plan_calls(g, {k: v * spec.sampling.keep for k, v in per_label.items()}, len(spec.models.raters),
-                           ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels))
+                           ctx.sizes["dev"], ctx.sizes["train"], n_labels=len(ctx.corpus.label_set.labels),
+                           with_demos=demos)
         # every baseline the run has by now: the configured raters, and the fine-tuning base when the finetune stage
         # added it as a baseline of its own (no rater on it)
         names = [r.name for r in spec.models.raters]
         if spec.finetune.enabled and ctx.roles.base_rater() is None:
             names.append(ctx.roles.base_name())
         ctx.variants += [guideline_name(name, part) for part in guideline_parts(g) for name in names]
-        if spec.sampling.enabled and spec.sampling.max_demos:  # when the traces stage finds demos to show
+        if demos:  # when the traces stage finds demos to show
             ctx.variants += [guideline_name(r.name, COMPILED) for r in spec.models.raters]
         if ctx.reviewed and spec.sampling.enabled:
             ctx.variants += [guideline_name(name, reviewed("refined")) for name in names]
             calls = {k: 2 * v for k, v in calls.items()}
-        return {"optimizer": g.optimizer, "rounds": g.rounds, "candidates": g.candidates,
+        return {"optimizer": g.optimizer, "compete": list(g.compete), "rounds": g.rounds, "candidates": g.candidates,
                 "writer_calls": calls["writer_calls"], "lm_calls_max": calls["writer_calls"] + calls["rater_calls"]}
 
     def run(self, ctx: RunContext) -> StageResult:
@@ -84,7 +86,8 @@ class GuidelinesStage(Stage):
         variants += compiled_raters(ctx, baselines, result["refined"])
         return StageResult(result, variants + (more or []))
 
-    def refine(self, ctx: RunContext, traces: list[dict], baselines: list[Variant], log_dir: str) -> dict:
+    def refine(self, ctx: RunContext, traces: list[dict], baselines: list[Variant], log_dir: str,
+               demos: bool = True) -> dict:
         """`guidelines.refine_guideline` from `traces`, candidates journalled in `log_dir` of the run folder."""
         from thinktrace.guidelines import priority_from_traces, refine_guideline
 
@@ -99,7 +102,17 @@ class GuidelinesStage(Stage):
             seed=ctx.spec.seed, n_boot=min(ctx.spec.evaluate.bootstrap, 200),
             log_dir=ctx.rundir.file(log_dir), priority=priority_from_traces(traces),
             train_items=ctx.corpus.split("train"), threads={v.name: v.model.num_threads for v in baselines},
-            writer_program=ctx.program_class("writer"))
+            writer_program=ctx.program_class("writer"),
+            demo_factory=self.demo_factory(ctx, baselines) if demos else None)
+
+    @staticmethod
+    def demo_factory(ctx: RunContext, baselines: list[Variant]) -> dict | None:
+        """The trace demos compete in the selection (demos only, and the compiled program) when every rater has
+        them: {rater: program factory with its demos}; None otherwise."""
+        demo_variants = {v.name: ctx.variant(demos_name(v.rater)) for v in baselines}
+        if demo_variants and all(d is not None and d.demos for d in demo_variants.values()):
+            return {name: (lambda g, d=d: ctx.program_for(d, g)) for name, d in demo_variants.items()}
+        return None
 
     def reviewed_refined(self, ctx: RunContext, baselines: list[Variant], raw_changed: bool) -> tuple[dict, list]:
         """The guideline refined from the reviewed traces (reviewed/guideline.md): (its refinement summary, each
@@ -107,7 +120,7 @@ class GuidelinesStage(Stage):
         when the writer left the guideline unchanged."""
         kept, counts = ctx.reviewed_traces()
         ctx.rundir.file("reviewed").mkdir(exist_ok=True)
-        result = self.refine(ctx, kept, baselines, "reviewed/guidelines")
+        result = self.refine(ctx, kept, baselines, "reviewed/guidelines", demos=False)  # raw demos: not this set
         ctx.rundir.write_text("reviewed/guideline.md", result["refined"].rstrip() + "\n")
         summary = {k: v for k, v in result.items() if k not in ("refined", "ablation_texts")}
         summary["review"] = counts

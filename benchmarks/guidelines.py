@@ -1,0 +1,254 @@
+"""The compiled-rater benchmark (issue 27): three real corpora, one table.
+
+    python benchmarks/guidelines.py [--corpus vader|convabuse|newsroom ...] [--runs DIR] [--out DIR] [--table-only]
+
+For each corpus spec under experiments/guidelines/ (committed before its test split was evaluated): a compile run
+into `<runs>/<spec name>/` (default runs/guidelines/, git-ignored: run folders hold item text). A run folder that
+exists is resumed (`--out` resumes); a complete one (metrics.json status complete) is not run again, so the whole
+benchmark is resumable: rerun the same command after a kill. Each run is its own process (its models, its memory).
+
+Then the published table is written from the runs' metrics.json and predictions.jsonl to `<out>/guidelines.md` and
+`<out>/guidelines.json` (default benchmarks/results/): per corpus and rater, the compiled rater (refined guideline +
+trace demos) against the original zero-shot rater, against demos alone and against the refined guideline alone,
+and the refined guideline against the original (paired Δα, 95 % CIs, test split); α among the LLM raters, original
+vs compiled (paired); the selection on dev (what was chosen, whether dev separated it from the original) and dev's
+power; writer faults (fallbacks), rules found faulty / rewritten / dropped per reason; the overlap of neighbouring
+label sections; runtime per stage on this machine. Item ids only, never item text. With --table-only, no run is
+started: the table is built from the run folders there are.
+
+Goal (docs/concepts/guidelines.md): the compiled rater beats the original with a CI above 0 on at least two
+corpora, and on none is the refined guideline worse with a CI below 0. The table states, per rater, whether it was
+reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "experiments" / "guidelines"
+CORPORA = ("vader", "convabuse", "newsroom")
+
+
+# -- the runs --------------------------------------------------------------------------------------------------
+def spec_name(path: Path) -> str:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["name"]
+
+
+def is_complete(run: Path) -> bool:
+    try:
+        return json.loads((run / "metrics.json").read_text())["status"]["state"] == "complete"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def run_corpus(spec: Path, runs: Path) -> tuple[Path, int, float]:
+    """Compile (or resume) one corpus; (run folder, exit code, seconds this call took). A complete run: not rerun."""
+    run = runs / spec_name(spec)
+    if is_complete(run):
+        return run, 0, 0.0
+    run.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    code = subprocess.call([sys.executable, "-m", "thinktrace.compile", str(spec), "--out", str(run)], cwd=ROOT)
+    return run, code, time.monotonic() - started
+
+
+# -- the table -------------------------------------------------------------------------------------------------
+COMPARISONS = (("compiled vs original zero-shot", "{r}", "{r}+compiled"),
+               ("compiled vs demos alone", "{r}+demos", "{r}+compiled"),
+               ("compiled vs refined guideline alone", "{r}+refined", "{r}+compiled"),
+               ("refined guideline vs original", "{r}", "{r}+refined"))
+
+
+def _comparison(split: dict, a: str, b: str) -> dict | None:
+    return next((c for c in split.get("comparisons") or [] if c.get("a") == a and c.get("b") == b), None)
+
+
+def _diff(c: dict | None) -> dict | None:
+    if not c:
+        return None
+    return {"diff": c.get("diff"), "ci": c.get("ci"), "ci_undefined": c.get("ci_undefined"), "n": c.get("n"),
+            "a": c.get("value_a", c.get("a")), "b": c.get("value_b", c.get("b"))}
+
+
+def inter_rater_change(run: Path, metrics: dict, raters: list[str]) -> dict | None:
+    """α among the LLM raters, original vs compiled, paired on the same test items (from predictions.jsonl)."""
+    from thinktrace.agreement import paired_inter_rater_difference
+    from thinktrace.labels import LabelSet
+
+    if len(raters) < 2:
+        return None
+    data = metrics.get("data") or {}
+    labels = LabelSet.of(data.get("label_set") or metrics["spec"]["data"]["label_set"],
+                         data.get("level") or metrics["spec"]["data"]["level"])
+    by: dict[str, dict[str, str | None]] = {}
+    with (run / "predictions.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if r.get("split") == "test":
+                by.setdefault(r["rater"], {})[r["item_id"]] = r.get("label")
+    names = raters + [f"{r}+compiled" for r in raters]
+    if not all(n in by for n in names):
+        return None
+    items = sorted(set.intersection(*(set(by[n]) for n in names)))
+    before = {r: [by[r][i] for i in items] for r in raters}
+    after = {r: [by[f"{r}+compiled"][i] for i in items] for r in raters}
+    boot = int((metrics.get("spec") or {}).get("evaluate", {}).get("bootstrap") or 1000)
+    return paired_inter_rater_difference(before, after, labels, n_boot=boot, seed=0)
+
+
+def corpus_row(run: Path) -> dict:
+    """What the published table needs from one run folder (item ids only)."""
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    test = (metrics.get("splits") or {}).get("test") or {}
+    raters = [v["name"] for v in metrics.get("variants") or [] if v.get("kind") == "baseline"]
+    g = metrics.get("guidelines") or {}
+    per_rater = {r: {label: _diff(_comparison(test, a.format(r=r), b.format(r=r))) for label, a, b in COMPARISONS}
+                 for r in raters}
+    sel = g.get("selection") or {}
+    return {
+        "run": run.name, "status": (metrics.get("status") or {}).get("state"), "n_test": test.get("n_items"),
+        "sizes": (metrics.get("data") or {}).get("per_split"),
+        "raters": per_rater,
+        "inter_rater": {"original": (test.get("inter_rater") or {}).get("baseline"),
+                        "compiled": (test.get("inter_rater") or {}).get("compiled-rater"),
+                        "change": inter_rater_change(run, metrics, raters) if test else None},
+        "selection": {k: sel.get(k) for k in ("pool", "winner", "chosen", "chosen_kind", "kept_original",
+                                             "separated", "reason")},
+        "dev_vs_original": sel.get("vs_original"),
+        "power": sel.get("power"),
+        "writer": {"calls": g.get("writer_calls"), "fallbacks": g.get("fallbacks"),
+                   "stats": g.get("writer_stats")},
+        "rule_faults": g.get("rule_faults"), "rules_dropped": g.get("rules_dropped"),
+        "rule_faults_all_candidates": g.get("rule_faults_all_candidates"),
+        "overlap": g.get("overlap"), "overlap_threshold": g.get("overlap_threshold"),
+        "runtime_s": metrics.get("timing"), "runtime_total_s": round(sum((metrics.get("timing") or {}).values()), 1),
+    }
+
+
+def goal(rows: dict[str, dict]) -> dict:
+    """Per rater: corpora where compiled beats the original (CI above 0) and where the refined guideline is worse
+    (CI below 0); reached when the first has >= 2 corpora and the second none."""
+    out: dict[str, dict] = {}
+    for corpus, row in rows.items():
+        for rater, comps in row["raters"].items():
+            g = out.setdefault(rater, {"compiled_beats_original": [], "refined_worse": [], "corpora": []})
+            g["corpora"].append(corpus)
+            c, r = comps["compiled vs original zero-shot"], comps["refined guideline vs original"]
+            if c and c["ci"] and c["ci"][0] is not None and c["ci"][0] > 0:
+                g["compiled_beats_original"].append(corpus)
+            if r and r["ci"] and r["ci"][1] is not None and r["ci"][1] < 0:
+                g["refined_worse"].append(corpus)
+    for g in out.values():
+        g["reached"] = len(g["compiled_beats_original"]) >= 2 and not g["refined_worse"] and len(g["corpora"]) == 3
+    return out
+
+
+def _fmt(d: dict | None) -> str:
+    if not d or d.get("diff") is None:
+        return "n/a"
+    ci = d.get("ci") or [None, None]
+    if d.get("ci_undefined") or ci[0] is None:
+        return f"{d['diff']:+.3f} [CI undefined]"
+    return f"{d['diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _est(e: dict | None) -> str:
+    if not e or e.get("value") is None:
+        return "n/a"
+    ci = e.get("ci") or [None, None]
+    return f"{e['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None else "")
+
+
+def markdown(rows: dict[str, dict], goals: dict) -> str:
+    lines = ["# The compiled rater on three corpora (issue 27)", "",
+             "Test split, paired bootstrap (95 % CI) on the same items. *compiled* = refined guideline + trace demos "
+             "(what program.json holds). Written by `python benchmarks/guidelines.py` from the run folders' "
+             "metrics.json; item ids only.", ""]
+    lines += ["| corpus | rater | Δα compiled − original | Δα compiled − demos | Δα compiled − refined | "
+              "Δα refined − original |", "|---|---|---|---|---|---|"]
+    for corpus, row in rows.items():
+        for rater, comps in row["raters"].items():
+            lines.append(f"| {corpus} | {rater} | " + " | ".join(_fmt(comps[k]) for k, _, _ in COMPARISONS) + " |")
+    lines += ["", "| corpus | test items | α among LLM raters: original | compiled | Δ (paired) | chosen on dev | "
+              "dev separated it | dev items needed for Δα 0.10 at 80 % | runtime (2 cores) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for corpus, row in rows.items():
+        ir, p, sel = row["inter_rater"], row["power"] or {}, row["selection"]
+        needed = f"{p.get('n_needed')} (dev has {p.get('n_dev')})" if p.get("n_needed") is not None else "n/a"
+        lines.append(f"| {corpus} | {row['n_test']} | {_est(ir['original'])} | {_est(ir['compiled'])} | "
+                     f"{_fmt(ir['change'])} | {sel.get('chosen')} ({sel.get('chosen_kind')}) | "
+                     f"{'yes' if sel.get('separated') else 'no'} | {needed} | {row['runtime_total_s']} s |")
+    lines += ["", "| corpus | writer calls | writer fallbacks | rules: quotes an item (found/rewritten/dropped) | "
+              "states a label | restates the original | neighbouring sections overlap (Jaccard, before → after) |",
+              "|---|---|---|---|---|---|---|"]
+    for corpus, row in rows.items():
+        f = row["rule_faults"] or {}
+
+        def frd(k: str) -> str:
+            v = f.get(k) or {}
+            return f"{v.get('found', 0)}/{v.get('rewritten', 0)}/{v.get('dropped', 0)}" if f else "n/a"
+        ov = "; ".join(f"{o['a']} vs {o['b']} {o['before']} → {o['after']}" for o in row["overlap"] or []) or "n/a"
+        lines.append(f"| {corpus} | {row['writer']['calls']} | {row['writer']['fallbacks']} | {frd('quotes_item')} | "
+                     f"{frd('states_label')} | {frd('restates_original')} | {ov} |")
+    lines += ["", "## Selection on dev", ""]
+    for corpus, row in rows.items():
+        lines.append(f"- {corpus}: {row['selection'].get('reason')}")
+    lines += ["", "## The goal", "",
+              "The compiled rater beats the original with a CI above 0 on at least two corpora, and on none is the "
+              "refined guideline worse with a CI below 0.", ""]
+    for rater, g in goals.items():
+        lines.append(f"- {rater}: compiled beats the original on {', '.join(g['compiled_beats_original']) or 'none'}; "
+                     f"refined worse on {', '.join(g['refined_worse']) or 'none'} "
+                     f"(of {', '.join(g['corpora'])}): **{'reached' if g['reached'] else 'not reached'}**")
+    return "\n".join(lines) + "\n"
+
+
+def build_table(runs: list[Path], out: Path) -> dict:
+    rows = {}
+    for run in runs:
+        if (run / "metrics.json").exists():
+            rows[run.name.removeprefix("guidelines-")] = corpus_row(run)
+    goals = goal(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "guidelines.json").write_text(json.dumps({"corpora": rows, "goal": goals}, indent=2, ensure_ascii=False)
+                                         + "\n", encoding="utf-8")
+    (out / "guidelines.md").write_text(markdown(rows, goals), encoding="utf-8")
+    return {"corpora": rows, "goal": goals}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/guidelines.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", action="append", choices=CORPORA, help="only this corpus (repeatable); default: all")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "guidelines", help="where the run folders go")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where the table goes")
+    p.add_argument("--table-only", action="store_true", help="build the table from the runs there are; run nothing")
+    args = p.parse_args(argv)
+    specs = [SPECS / f"{c}.yaml" for c in (args.corpus or CORPORA)]
+    folders, failed = [], []
+    for spec in specs:
+        if args.table_only:
+            folders.append(args.runs / spec_name(spec))
+            continue
+        run, code, seconds = run_corpus(spec, args.runs)
+        folders.append(run)
+        print(f"{spec.stem}: {'complete' if code == 0 else f'stopped (exit {code})'} in {seconds:.0f} s -> {run}")
+        if code != 0:
+            failed.append(spec.stem)
+    table = build_table(folders, args.out)
+    print(f"table: {args.out / 'guidelines.md'} ({len(table['corpora'])} corpora)")
+    if failed:
+        print(f"incomplete: {', '.join(failed)}; rerun the same command to resume", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

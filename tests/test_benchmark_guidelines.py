@@ -1,0 +1,66 @@
+"""benchmarks/guidelines.py: resumable runs per corpus and the published table (fake engines, a toy corpus)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from support.specs import fake_model, toy_spec, write_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_guidelines", ROOT / "benchmarks" / "guidelines.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def toy(tmp_path: Path) -> Path:
+    rater = {"provider": "python", "model": fake_model("guideline_aware"), "cache": False}
+    s = toy_spec(**{"models.raters": [dict(rater, name="a"), dict(rater, name="b")],
+                    "guidelines": {"enabled": True, "candidates": 1, "rounds": 1}})
+    s["name"] = "guidelines-toy"
+    s["sampling"]["max_demos"] = 2
+    return write_spec(tmp_path, s)
+
+
+def test_a_complete_run_is_not_rerun_and_the_table_has_ids_not_text(tmp_path):
+    b = bench()
+    spec = toy(tmp_path)
+    run, code, _ = b.run_corpus(spec, tmp_path / "runs")
+    assert code == 0 and b.is_complete(run) and run.name == "guidelines-toy"
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    again, code, seconds = b.run_corpus(spec, tmp_path / "runs")
+    assert again == run and code == 0 and seconds == 0.0 and (run / "metrics.json").stat().st_mtime_ns == stamp
+    table = b.build_table([run], tmp_path / "out")
+    row = table["corpora"]["toy"]
+    comps = row["raters"]["a"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["splits"]["test"]
+    truth = next(c for c in test["comparisons"] if c["a"] == "a" and c["b"] == "a+compiled")
+    assert comps["compiled vs original zero-shot"]["diff"] == truth["diff"]
+    assert set(comps) == {"compiled vs original zero-shot", "compiled vs demos alone",
+                          "compiled vs refined guideline alone", "refined guideline vs original"}
+    assert all(v is not None for v in comps.values())
+    assert row["inter_rater"]["change"]["n"] == test["n_items"]
+    assert row["selection"]["chosen"] and row["power"]["n_dev"] > 0 and row["overlap"]
+    md = (tmp_path / "out" / "guidelines.md").read_text()
+    assert "| toy | a |" in md and ("**not reached**" in md or "**reached**" in md)
+    texts = [json.loads(line)["item"] for line in (run / "traces.jsonl").read_text().splitlines()]
+    assert texts and not any(t in md or t in (tmp_path / "out" / "guidelines.json").read_text() for t in texts)
+
+
+def test_the_goal_needs_two_corpora_and_no_refined_loss():
+    b = bench()
+    win = {"diff": 0.2, "ci": [0.05, 0.3]}
+    flat = {"diff": 0.0, "ci": [-0.1, 0.1]}
+    loss = {"diff": -0.2, "ci": [-0.3, -0.05]}
+
+    def row(compiled, refined):
+        return {"raters": {"q": {"compiled vs original zero-shot": compiled, "refined guideline vs original": refined}}}
+    assert b.goal({"v": row(win, flat), "c": row(win, flat), "n": row(flat, flat)})["q"]["reached"]
+    assert not b.goal({"v": row(win, flat), "c": row(win, flat), "n": row(flat, loss)})["q"]["reached"]
+    assert not b.goal({"v": row(win, flat), "c": row(flat, flat), "n": row(flat, flat)})["q"]["reached"]
