@@ -178,3 +178,27 @@ def test_variants_are_rated_as_trained_and_paired(run):
     for question in ("traces vs labels alone, multitask format", "traces vs labels on all train items",
                      "label-then-rationale vs rationale-then-label format", "rows per label"):
         assert question in report
+
+
+def test_the_gpu_spec_for_an_8b_student_dry_runs_without_downloading(monkeypatch, capsys):
+    """experiments/distill-gpu-8b.yaml: a hub student on CUDA, every format; its plan needs neither the hub nor a
+    GPU (a download attempt fails the test)."""
+    import huggingface_hub
+
+    from support import TESTS
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the dry run tried to download")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = TESTS.parent / "experiments" / "distill-gpu-8b.yaml"
+    assert main([str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    from thinktrace.spec import load_spec
+
+    cfg = load_spec(spec).spec.finetune
+    assert cfg.device == "cuda" and cfg.precision == "bf16" and cfg.base.count("/") == 1
+    assert cfg.format == ["rationale_then_label", "multitask", "label_then_rationale"] and cfg.ablation_label_all
+    for kind in (*KINDS, "label-sft", "label-sft-all", "shuffled-trace-sft"):
+        assert f"qwen2.5-7b+{kind}" in out
