@@ -2,6 +2,7 @@
 
     python benchmarks/student_steps.py [--base qwen2.5-coder-0.5b] [--steps 4] [--batch 8] [--max-length 192]
                                        [--threads 1] [--precision fp32 bf16] [--json out.json]
+                                       [--markdown table.md] [--from-json out.json ...]
 
 Rows: real VADER lexicon words (the distill corpus, from the installed vaderSentiment package) in the rater's own
 prompt format (thinktrace's plain format, the shipped Judge signature, a one-sentence guideline) with a rationale of the
@@ -90,10 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path, help="also write the runs as a markdown table")
+    ap.add_argument("--from-json", type=Path, nargs="+", help="train nothing: tabulate earlier --json outputs")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one precision in this process
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.base, args.one, args.steps, args.batch, args.max_length, args.threads)))
+        return 0
+    if args.from_json:
+        outs = [json.loads(p.read_text()) for p in args.from_json]
+        text = markdown(outs)
+        print(text)
+        if args.markdown:
+            args.markdown.write_text(text)
         return 0
     from thinktrace.lm.embedded import canonical_name, convert_embedded
 
@@ -114,7 +124,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out["runs"][-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+    if args.markdown:
+        args.markdown.write_text(markdown([out]))
     return 0
+
+
+def markdown(outs: list[dict]) -> str:
+    """One row per run of each output, in order."""
+    lines = ["| student | precision | rows x steps | tokens/row (prompt + answer) | first step s | later steps s "
+             "(median) | steps/s | peak RSS MiB | final loss |", "|---|---|---|---|---|---|---|---|---|"]
+    for out in outs:
+        for r in out["runs"]:
+            t = r["row_tokens"]
+            lines.append(f"| {out['base']} | {r['precision']} | {r['batch']} x {r['steps']} | {t['mean']:.0f} "
+                         f"({t['prompt_mean']:.0f} + {t['completion_mean']:.0f}) | {r['first_step_s']:.1f} | "
+                         f"{r['later_step_s_median']:.1f} | {r['steps_per_s']:.3f} | {r['peak_rss_mib']:,} | "
+                         f"{r['final_loss']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
