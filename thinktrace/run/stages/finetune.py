@@ -76,8 +76,9 @@ class FinetuneStage(Stage):
                 "lm_calls_max": 0}
 
     def run(self, ctx: RunContext) -> StageResult:
-        """Train the trace-SFT rater, the label-only ablation and the shuffled-trace control on the same train rows
-        (and, with `sampling.self_traces`, the teacher's and the student's own traces on the items both explained);
+        """Train one trace-SFT rater per `finetune.format`, the label-only ablation and the shuffled-trace control on
+        the same train rows, label-only on every train example (`ablation_label_all`) and, with
+        `sampling.self_traces`, the teacher's and the student's own traces on the items both explained;
         the summary: their training results (each with the rows it trained on); the variants that evaluate them
         (paired differences to the base and `against`). Each adapter is a job in the run folder (`python -m
         thinktrace.finetune RUN_DIR --adapter NAME`), trained in a child process or through `finetune.launcher`;
