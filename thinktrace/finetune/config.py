@@ -65,6 +65,11 @@ class LauncherConfig(Section):
         return self
 
 
+#: how a training row holds the teacher's trace (``thinktrace.finetune.formats``)
+FORMATS = ("rationale_then_label", "multitask", "label_then_rationale")
+Format = Literal["rationale_then_label", "multitask", "label_then_rationale"]
+
+
 class FinetuneConfig(Section):
     """LoRA fine-tuning of an open rater on the inferred traces (TRL SFTTrainer + PEFT; CPU, CUDA or MPS, one
     process or several through accelerate/torchrun). The label-only ablation is trained with the same settings on
@@ -90,6 +95,21 @@ class FinetuneConfig(Section):
                             "from the last one.")
     ablation_label_only: bool = Field(True, description="Also train the label-only ablation (same items, answer "
                                       "without the trace), so the effect of the traces is measured.")
+    format: list[Format] = Field(
+        default_factory=lambda: ["rationale_then_label"], description="How the traces are trained (one adapter per "
+        "format; a single name or a list): `rationale_then_label` (`<base>+trace-sft`, the default): one row per "
+        "trace, the answer is the rationale then the label; `multitask` (`<base>+trace-sft-multitask`, distilling "
+        "step-by-step): each trace gives two rows told apart by the prompt, a label task (the label-only prompt "
+        "and answer) and a rationale task (the prompt asks for the rationale alone), and the rater is evaluated by "
+        "its label alone (the label-only prompt); `label_then_rationale` (`<base>+trace-sft-label-first`): the "
+        "answer is the label, then the rationale (evaluated with the label first). Every format trains on the same "
+        "items with the same seed and the same optimizer steps (multitask, with twice the rows, gets the steps of "
+        "one row per trace); each is paired against label-sft (and label-sft-all), the others against trace-sft.")
+    ablation_label_all: bool = Field(False, description="Also train `<base>+label-sft-all`: label-only rows on "
+                                     "*every* train example (the human label, whether or not the teacher explained "
+                                     "it), the practical baseline of a user who has labels for every item; trained "
+                                     "for `epochs` over its rows (more rows, more steps), paired against each "
+                                     "trace adapter and label-sft.")
     ablation_shuffled: bool = Field(True, description="Also train the shuffled-trace control `<base>+shuffled-trace-"
                                     "sft`: trace-sft's rows with each rationale moved to another item of the same "
                                     "label (a derangement seeded by the spec's seed; a rationale stays only where its "
@@ -120,6 +140,19 @@ class FinetuneConfig(Section):
                                          "shared-prefix shortcut off (it needs the key/value cache).")
     launcher: LauncherConfig = Field(default_factory=LauncherConfig, description="How compile starts training "
                                      "(inline, or accelerate/torchrun across processes).")
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list):
+            if not v:
+                raise ValueError(f"name at least one format ({', '.join(FORMATS)})")
+            bad = [f for f in v if f not in FORMATS]
+            if bad:
+                raise ValueError(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}")
+            v = list(dict.fromkeys(v))  # each format once, in the order given
+        return v
 
     @field_validator("base")
     @classmethod

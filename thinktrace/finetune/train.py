@@ -107,7 +107,7 @@ def _fingerprint(cfg: FinetuneConfig, rows: Sequence[dict], seed: int, dtype: st
     one-process fp32 run, so folders trained before they existed still resume."""
     keep = cfg.model_dump(exclude={"enabled", "save_steps", "num_threads", "ablation_label_only", "seed",
                                    "shared_prefix", "device", "precision", "gradient_checkpointing", "launcher",
-                                   "ablation_shuffled"})
+                                   "ablation_shuffled", "format", "ablation_label_all"})
     if dtype != "float32":
         keep["base_dtype"] = dtype
     if processes != 1:

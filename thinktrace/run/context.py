@@ -130,11 +130,11 @@ class RunContext:
             judge_predictor(program).demos = demo_examples(v.demos)
         return program
 
-    def rater_signature(self):
-        """The signature of the rater's judge predictor (what SFT rows are written in)."""
+    def rater_signature(self, order: str = "rationale_first"):
+        """The signature of the rater's judge predictor (what SFT rows are written in), its outputs in `order`."""
         from thinktrace.teleprompt import judge_predictor
 
-        return judge_predictor(self.rater_program()).signature
+        return judge_predictor(self.rater_program(order=order)).signature
 
     # -- data and variants -------------------------------------------------------------------------------------
     def eval_items(self, split: str):

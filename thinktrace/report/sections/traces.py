@@ -254,15 +254,17 @@ def finetune(run: RunView) -> list[Block]:
     if results:
         # which rows each adapter was given (runs made before this was recorded show the training numbers only)
         given = any(isinstance(r.get("trained_on"), dict) for r in results.values())
-        blocks.append(Table(["adapter", "base", *(["trained on", "examples", "rows", "items"] if given else []),
+        blocks.append(Table(["adapter", "base", *(["trained on", "examples", "rows", "items", "rows per label"]
+                                                   if given else []),
                              "train rows", "truncated", "steps", "final loss", "train time"],
                             [[k, r.get("base", ""), *(_trained_on(r.get("trained_on")) if given else []),
                               r.get("rows", ""), r.get("truncated_rows", 0), r.get("steps", ""),
                               num(r.get("final_loss"), ".4f"), num(r.get("total_train_seconds"), ".0f") + " s"]
                              for k, r in results.items()]))
         if given:
-            blocks.append(Text("rows / items: the rows the adapter was given and the items they cover; train rows: "
-                               "those it trained on (after `finetune.max_rows` and rows dropped for length).",
+            blocks.append(Text("rows / items: the rows the adapter was given and the items they cover; rows per "
+                               "label: its examples per label (a multitask trace, two rows, counts once); train "
+                               "rows: those it trained on (after `finetune.max_rows` and rows dropped for length).",
                                "note"))
         shuffled = (results.get("shuffled-trace-sft") or {}).get("trained_on") or {}
         if "rationales_moved" in shuffled:
@@ -283,10 +285,14 @@ def finetune(run: RunView) -> list[Block]:
 
 
 def _trained_on(info) -> list:
-    """[source, which examples, rows given, items covered] of an adapter (`trained_on` in its result)."""
+    """[source, which examples, rows given, items covered, examples per label] of an adapter (`trained_on` in its
+    result; a multitask trace counts once per label)."""
     if not isinstance(info, dict):
-        return ["", "", "", ""]
-    return [info.get("source", ""), info.get("selection", ""), info.get("rows", ""), info.get("items", "")]
+        return ["", "", "", "", ""]
+    per_label = info.get("rows_per_label")
+    per_label = ", ".join(f"{k}: {v}" for k, v in per_label.items()) if isinstance(per_label, dict) else ""
+    return [info.get("source", ""), info.get("selection", ""), info.get("rows", ""), info.get("items", ""),
+            per_label]
 
 
 def _self_traces(s) -> list[Block]:

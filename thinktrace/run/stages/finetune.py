@@ -1,7 +1,9 @@
-"""Stage `finetune` (use 1): LoRA SFT of the fine-tuning base on the traces, the label-only ablation and the
-shuffled-trace control (each rationale on another item of its label; checkpointed); with self-traces also on the
-teacher's and the student's own traces of the examples both explained; on a reviewed resume (`compile --reviewed`)
-also on the reviewed traces (`reviewed-trace-sft`, paired against trace-sft)."""
+"""Stage `finetune` (use 1): LoRA SFT of the fine-tuning base on the traces (one adapter per `finetune.format`:
+rationale then label, multitask, label then rationale), the label-only ablation on the same items, label-only on
+every train example (`ablation_label_all`) and the shuffled-trace control (each rationale on another item of its
+label; checkpointed); with self-traces also on the teacher's and the student's own traces of the examples both
+explained; on a reviewed resume (`compile --reviewed`) also on the reviewed traces (`reviewed-trace-sft`, paired
+against trace-sft)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from thinktrace.run.stages.base import PlanContext, Stage, StageResult
 from thinktrace.run.stages.self_traces import COMMON_KINDS, common_jobs, rows_trained_on
+from thinktrace.finetune.formats import EVAL_ORDER, FORMAT_KINDS, LABEL_ONLY_AT_EVAL
 from thinktrace.variants import Variant, adapter_name, reviewed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,23 +22,43 @@ if TYPE_CHECKING:  # pragma: no cover
 SHUFFLED = "shuffled-trace-sft"
 #: a reviewed resume's adapter: trace-sft's recipe on the reviewed traces (reviewed/sft.jsonl)
 REVIEWED_SFT = reviewed("trace-sft")
+#: label-only rows on every train example (the practical baseline: a user has labels for every item)
+LABEL_ALL = "label-sft-all"
+#: adapters evaluated by their label alone (label-only prompt, a short answer)
+LABEL_ONLY_KINDS = ("label-sft", LABEL_ALL, *(FORMAT_KINDS[f] for f in sorted(LABEL_ONLY_AT_EVAL)))
 
 
-def adapter_kinds(spec, reviewed: bool = False) -> list[str]:
-    """The adapters a run trains, in order (plan and run); `reviewed`: a reviewed resume's too."""
-    kinds = ["trace-sft"] + (["label-sft"] if spec.finetune.ablation_label_only else [])
-    kinds += [SHUFFLED] if spec.finetune.ablation_shuffled else []
+def adapter_kinds(spec, with_reviewed: bool = False) -> list[str]:
+    """The adapters a run trains, in order (plan and run): one per trace format, then the ablations;
+    `with_reviewed`: a reviewed resume's too."""
+    cfg = spec.finetune
+    kinds = [FORMAT_KINDS[f] for f in cfg.format]
+    kinds += ["label-sft"] if cfg.ablation_label_only else []
+    kinds += [LABEL_ALL] if cfg.ablation_label_all else []
+    kinds += [SHUFFLED] if cfg.ablation_shuffled and "rationale_then_label" in cfg.format else []
     kinds += list(COMMON_KINDS) if spec.sampling.self_traces else []
-    return kinds + ([REVIEWED_SFT] if reviewed else [])
+    return kinds + ([REVIEWED_SFT] if with_reviewed else [])
+
+
+def _against() -> dict[str, tuple[str, ...]]:
+    """Paired differences besides `− base`: each trace format against label-only on the same items and on all
+    items; the other formats also against trace-sft; trace-sft against the shuffled control; label-sft-all against
+    label-sft; the teacher's vs the student's own traces."""
+    out: dict[str, tuple[str, ...]] = {"trace-sft": ("label-sft", LABEL_ALL, SHUFFLED)}
+    for kind in FORMAT_KINDS.values():
+        out.setdefault(kind, ("label-sft", LABEL_ALL, "trace-sft"))
+    return {**out, LABEL_ALL: ("label-sft",), COMMON_KINDS[0]: (COMMON_KINDS[1],), REVIEWED_SFT: ("trace-sft",)}
 
 
 class FinetuneStage(Stage):
     name = "finetune"
-    artifacts = ("sft_label_only.jsonl", "sft_shuffled.jsonl", "finetune/")
-    #: paired differences besides `− base` (Δ = the kind − each listed kind): traces vs labels only on the same
-    #: items; traces vs the same rows with each rationale on another item of its label (shuffled); the teacher's
-    #: vs the student's own traces on the items both explained (same rows count)
-    against = {"trace-sft": ("label-sft", SHUFFLED), COMMON_KINDS[0]: (COMMON_KINDS[1],), REVIEWED_SFT: ("trace-sft",)}
+    artifacts = ("sft_label_only.jsonl", "sft_shuffled.jsonl", "sft_label_all.jsonl", "sft_multitask.jsonl",
+                 "sft_label_then_rationale.jsonl", "finetune/")
+    #: paired differences besides `− base` (Δ = the kind − each listed kind): each trace format vs labels only on
+    #: the same items and on all train items; formats vs each other; traces vs the same rows with each rationale on
+    #: another item of its label (shuffled); the teacher's vs the student's own traces on the items both explained;
+    #: the reviewed traces vs the raw ones
+    against = _against()
 
     def enabled(self, spec) -> bool:
         return spec.finetune.enabled
@@ -50,13 +73,18 @@ class FinetuneStage(Stage):
         if ctx.roles.base_rater() is None:  # no rater on the base: the run adds it as a baseline
             ctx.variants.append(base)
         ctx.variants += [adapter_name(base, kind) for kind in kinds]
-        return {"base": spec.finetune.base, "adapters": kinds, "steps_max": plan_steps(spec.finetune, n_rows),
+        steps = plan_steps(spec.finetune, n_rows)  # every trace format trains as many steps
+        if LABEL_ALL in kinds:
+            steps = max(steps, plan_steps(spec.finetune, len(ctx.examples)))
+        return {"base": spec.finetune.base, "adapters": kinds, "formats": list(spec.finetune.format),
+                "steps_max": steps,
                 "launcher": spec.finetune.launcher.kind, "processes": spec.finetune.launcher.num_processes,
                 "lm_calls_max": 0}
 
     def run(self, ctx: RunContext) -> StageResult:
-        """Train the trace-SFT rater, the label-only ablation and the shuffled-trace control on the same train rows
-        (and, with `sampling.self_traces`, the teacher's and the student's own traces on the items both explained);
+        """Train one trace-SFT rater per `finetune.format`, the label-only ablation and the shuffled-trace control on
+        the same train rows, label-only on every train example (`ablation_label_all`) and, with
+        `sampling.self_traces`, the teacher's and the student's own traces on the items both explained;
         the summary: their training results (each with the rows it trained on); the variants that evaluate them
         (paired differences to the base and `against`). Each adapter is a job in the run folder (`python -m
         thinktrace.finetune RUN_DIR --adapter NAME`), trained in a child process or through `finetune.launcher`;
@@ -72,17 +100,39 @@ class FinetuneStage(Stage):
             why = ("no accepted trace: nothing to fine-tune on, so no fine-tuned variant was evaluated (sample more: "
                    "sampling.k, sampling.strategy, a stronger generator)")
             return StageResult({"skipped": why, "warnings": [f"finetune skipped: {why}"]})
+        from thinktrace.finetune.formats import format_config, format_rows, rows_per_label
+        from thinktrace.run.stages.traces import train_examples
+
         signature = ctx.rater_signature()
-        rows = {"trace-sft": sft_rows(traces, signature, ctx.prompt_format)}  # = sft.jsonl (the traces stage wrote it)
-        files = {"trace-sft": "sft.jsonl", "label-sft": "sft_label_only.jsonl", SHUFFLED: "sft_shuffled.jsonl"}
-        trained_on = {"trace-sft": rows_trained_on(rows["trace-sft"], "the teacher's accepted traces",
-                                                   "every example the teacher explained")}
+        rows: dict[str, list[dict]] = {}
+        files = {"trace-sft": "sft.jsonl", "label-sft": "sft_label_only.jsonl", SHUFFLED: "sft_shuffled.jsonl",
+                 LABEL_ALL: "sft_label_all.jsonl"}
+        configs: dict = {}
+        trained_on: dict = {}
+        for fmt in cfg.format:
+            kind = FORMAT_KINDS[fmt]
+            rows[kind] = format_rows(fmt, traces, ctx.rater_signature, ctx.prompt_format)
+            configs[kind] = format_config(cfg, fmt, len(traces))
+            if kind != "trace-sft":  # sft.jsonl (rationale then label) is the traces stage's
+                files[kind] = f"sft_{fmt}.jsonl"
+                write_jsonl(ctx.rundir.file(files[kind]), rows[kind])
+            how = {"rationale_then_label": "the rationale, then the label",
+                   "label_then_rationale": "the label, then the rationale",
+                   "multitask": "two rows per trace: the label task and the rationale task"}[fmt]
+            trained_on[kind] = rows_trained_on(rows[kind], f"the teacher's accepted traces ({how})",
+                                               "every example the teacher explained", format=fmt)
         if cfg.ablation_label_only:
             rows["label-sft"] = sft_rows(traces, signature, ctx.prompt_format, with_rationale=False)
             write_jsonl(ctx.rundir.file(files["label-sft"]), rows["label-sft"])
             trained_on["label-sft"] = rows_trained_on(rows["label-sft"], "the labels of the teacher's accepted "
                                                       "traces", "the examples of trace-sft")
-        if cfg.ablation_shuffled:  # the same rows, each rationale on another item of its label (seeded)
+        if cfg.ablation_label_all:  # the human label of every train example, explained or not
+            every = [{**ex.toDict(), "label": str(ex.label)} for ex in train_examples(ctx)]
+            rows[LABEL_ALL] = sft_rows(every, signature, ctx.prompt_format, with_rationale=False)
+            write_jsonl(ctx.rundir.file(files[LABEL_ALL]), rows[LABEL_ALL])
+            trained_on[LABEL_ALL] = rows_trained_on(rows[LABEL_ALL], "the human labels of every train example",
+                                                    "every train example (explained by the teacher or not)")
+        if cfg.ablation_shuffled and "rationale_then_label" in cfg.format:  # trace-sft's rows, rationales moved
             shuffled = shuffled_rationales(traces, ctx.spec.seed)
             rows[SHUFFLED] = [{**row, "rationale_item_id": t["rationale_item_id"]}
                               for row, t in zip(sft_rows(shuffled, signature, ctx.prompt_format), shuffled)]
@@ -103,6 +153,8 @@ class FinetuneStage(Stage):
                 files[REVIEWED_SFT] = TracesStage.REVIEWED_SFT
                 trained_on[REVIEWED_SFT] = rows_trained_on(rows[REVIEWED_SFT], "the reviewed traces (rejected "
                                                            "dropped, confirmed edits in place)", "the reviewed examples")
+        for kind, kind_rows in rows.items():  # what each adapter's examples are, per label
+            trained_on[kind] = {**trained_on[kind], "rows_per_label": rows_per_label(kind_rows)}
         base_rater = ctx.roles.base_rater()
         added: list[Variant] = []
         if base_rater is not None:
@@ -114,12 +166,13 @@ class FinetuneStage(Stage):
         results: dict = {}
         on_base: bool | str = True
         for kind, kind_rows in rows.items():
-            write_job(ctx.rundir.path, kind, cfg, files[kind], ctx.spec.seed)
+            kind_cfg = configs.get(kind, cfg)
+            write_job(ctx.rundir.path, kind, kind_cfg, files[kind], ctx.spec.seed)
             if cfg.launcher.kind == "inline":
-                results[kind] = train_adapter_subprocess(cfg, kind_rows, ctx.rundir.file(f"finetune/{kind}"),
+                results[kind] = train_adapter_subprocess(kind_cfg, kind_rows, ctx.rundir.file(f"finetune/{kind}"),
                                                          seed=ctx.spec.seed, name=kind)
             else:
-                results[kind] = launch(cfg, ctx.rundir.path, kind)
+                results[kind] = launch(kind_cfg, ctx.rundir.path, kind)
             results[kind] = {**results[kind], "trained_on": trained_on[kind]}
             dtype = results[kind].get("base_dtype", "float32")
             on_base = True if dtype == "float32" else dtype  # the base weights' dtype during training
@@ -127,11 +180,13 @@ class FinetuneStage(Stage):
             model = base.model.model_copy(update={"name": adapter_name(base.name, kind),
                                                   "adapter": results[kind]["adapter_dir"], "cache": False,
                                                   "prompt_format": None, "training_base": on_base})
-            if kind == "label-sft":
+            label_only = kind in LABEL_ONLY_KINDS
+            if label_only:
                 model = model.model_copy(update={"max_tokens": 16})
+            order = next((EVAL_ORDER[f] for f, k in FORMAT_KINDS.items() if k == kind), "rationale_first")
             against = [adapter_name(base.name, other) for other in self.against.get(kind, ()) if other in rows]
             added.append(Variant(name=model.name, model=model, guideline=ctx.guideline, kind=kind, rater=base.name,
-                                 label_only=kind == "label-sft", compare_to=[base.name, *against]))
+                                 label_only=label_only, order=order, compare_to=[base.name, *against]))
         # the base rater (and its prompt and demos variants) run on the very weights the adapters were trained on
         on_weights = lambda v: v.model.training_base and not v.model.adapter  # noqa: E731
         replaced = {v.name: replace(v, model=v.model.model_copy(update={"training_base": on_base}))
