@@ -54,6 +54,8 @@ def test_refined_guideline_is_evaluated_on_test_even_when_it_loses_on_dev(tmp_pa
     assert not g["refined_beats_original"] and g["refined_id"] == "1-0" and g["refined_changed"]
     assert g["refined_dev"]["mean"] < g["original_dev"]["mean"]
     assert "RULE" in (out / "guideline.md").read_text()  # guideline.md is the refined guideline, not the winner
+    for name in ("a", "b"):  # the programs handed out are what dev chose: the original guideline
+        assert "RULE" not in (out / "programs" / f"{name}.json").read_text()
     test = json.loads((out / "metrics.json").read_text())["splits"]["test"]
     for name in ("a", "b"):  # evaluated on test and worse there too (the fake is wrong everywhere with RULE)
         assert test["raters"][f"{name}+refined"]["accuracy"]["value"] < test["raters"][name]["accuracy"]["value"]
@@ -267,6 +269,13 @@ def test_the_compiled_rater_is_evaluated_and_paired_against_each_half(tmp_path, 
     # the demos alone and the compiled program also competed on dev, in the same pool as the written guidelines
     sel = metrics["guidelines"]["selection"]
     assert sel["pool"] == ["0-0", "1-0", "demos", "compiled"] and sel["power"]["n_dev"] > 0
+    # the programs handed out are the chosen candidate: its guideline, and the demos when it is a program with demos
+    with_demos = sel["chosen_kind"] in ("demos-only", "compiled")
+    for name in ("a", "b"):
+        program = json.loads((out / "programs" / f"{name}.json").read_text())
+        assert bool(program["judge"]["demos"]) == with_demos, (sel["chosen"], program["judge"]["demos"])
+        assert ("RULE" in json.dumps(program["judge"]["signature"])) == (sel["chosen_kind"] not in ("original",
+                                                                                                   "demos-only"))
     assert "**Selection on dev:** " in report and "dev's power: to detect Δα 0.10 at 80% power" in report
 
 

@@ -42,11 +42,13 @@ def _slug(name: str) -> str:
 
 def write_rater_programs(best_guideline: str, raters: Collection[str] | Mapping[str, object],
                          rater_factory: Callable[[str], dspy.Module] | Mapping[str, Callable], out_dir: str | Path, *,
-                         original: str | None = None) -> dict:
+                         original: str | None = None, program_guideline: str | None = None) -> dict:
     """Write `guideline.md` (and `guideline.original.md` when `original` is given) and one compiled rater
-    program per rater, `programs/<rater>.json` (DSPy JSON, `program.save`): the judge's instructions carry the
-    guideline. The programs name no LM (no provider state, no keys): load one with
-    `rater_factory(...).load(path)` and run it under `dspy.context(lm=...)`. Returns the paths written."""
+    program per rater, `programs/<rater>.json` (DSPy JSON, `program.save`): the judge's instructions carry
+    `program_guideline` (default: the guideline of guideline.md; the run passes the candidate its dev selection
+    chose, and factories that add the trace demos when that candidate is a program with demos). The programs name no
+    LM (no provider state, no keys): load one with `rater_factory(...).load(path)` and run it under
+    `dspy.context(lm=...)`. Returns the paths written."""
     out = Path(out_dir)
     (out / "programs").mkdir(parents=True, exist_ok=True)
     paths: dict = {"guideline": out / "guideline.md", "programs": {}}
@@ -55,7 +57,8 @@ def write_rater_programs(best_guideline: str, raters: Collection[str] | Mapping[
         paths["original"] = out / "guideline.original.md"
         write_atomic(paths["original"], original.rstrip() + "\n")
     for name in raters:
-        program = factory_of(rater_factory, str(name))(best_guideline)
+        text = best_guideline if program_guideline is None else program_guideline
+        program = factory_of(rater_factory, str(name))(text)
         program._compiled = True
         path = out / "programs" / f"{_slug(str(name))}.json"
         program.save(str(path))

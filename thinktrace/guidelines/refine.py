@@ -276,6 +276,10 @@ class _Refinement:
             "original_dev": {k: original[k] for k in ("alpha", "alpha_est", "coverage", "mean")},
             "kept_original": selection["kept_original"],
             "selection": selection,
+            # what the run hands out (programs/<rater>.json): the candidate the selection chose, with the trace
+            # demos when it is a program with demos (demos only: the original guideline; compiled: the refined one)
+            "chosen": self.texts[selection["chosen"]],
+            "chosen_demos": selection.get("chosen_kind") in PROGRAM_KINDS,
             "rule_faults": self.rule_report(refined["id"])["rule_faults"],
             "overlap": self.rule_report(refined["id"])["overlap"],
             "rules_dropped": self.rule_report(refined["id"])["rules_dropped"],

@@ -65,7 +65,10 @@ class GuidelinesStage(Stage):
         raters = {v.name: ctx.lm(v.model) for v in baselines}
         factories = {v.name: (lambda g, v=v: ctx.program_for(v, g)) for v in baselines}
         result = self.refine(ctx, traces, baselines, "guidelines")
-        write_rater_programs(result["refined"], raters, factories, ctx.rundir.path, original=ctx.guideline)
+        # guideline.md: the refined guideline (what the report diffs and evaluates); programs/: what dev chose
+        demos = self.demo_factory(ctx, baselines) if result.get("chosen_demos") else None
+        write_rater_programs(result["refined"], raters, demos or factories, ctx.rundir.path, original=ctx.guideline,
+                             program_guideline=result.get("chosen", result["refined"]))
         more = self.reviewed_refined(ctx, baselines, bool(result.get("refined_changed"))) \
             if ctx.reviewed and ctx.spec.sampling.enabled else None
         if more is not None:
