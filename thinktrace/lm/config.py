@@ -49,6 +49,13 @@ class LlamaSettings(Section):
         "the repacked copy (Qwen2.5-Coder-1.5B Q4_K_M, 4 slots: 2.2 GiB resident mapped, 1.6 GiB read, no slower on 16 requests). Turn "
         "it on when several processes on one machine serve the same file (mapped pages are shared).",
     )
+    share_prefix: bool = Field(
+        default=False,
+        description="Compute a prefix that many requests share (a variant's system text, guideline and demos) once "
+        "and copy it to the other slots with llama.cpp's slot save/restore, instead of once per slot: each request "
+        "is pinned to the slot that holds most of its prompt (thinktrace.lm.prefix). Off by default until measured "
+        "on a quiet machine (`benchmarks/prefix.py`); the answers are the same either way.",
+    )
 
 
 class ModelConfig(Section):

@@ -53,8 +53,9 @@ def record_requests(recorder) -> None:
     _recorder = recorder
 
 
-def server_params(served: Served, settings, adapters=()):
-    """llama.cpp's parameters for serving `served` with `settings` (a LlamaSettings) and LoRA `adapters`."""
+def server_params(served: Served, settings, adapters=(), slot_dir=None):
+    """llama.cpp's parameters for serving `served` with `settings` (a LlamaSettings) and LoRA `adapters`;
+    `slot_dir`: where slot states are saved (``share_prefix``; None: the slots endpoint is off)."""
     import xllamacpp
 
     s = settings
@@ -72,7 +73,9 @@ def server_params(served: Served, settings, adapters=()):
         cpu.poll = s.poll
     p.warmup = False
     p.verbosity = -1
-    p.endpoint_slots = False
+    p.endpoint_slots = bool(slot_dir)  # slot save/restore (share_prefix), on the loopback listener only
+    if slot_dir:
+        p.slot_save_path = str(slot_dir).rstrip("/") + "/"
     if served.checkpoint is not None:  # the exact weights transformers trains: compute like it (flash attention
         # and an f16 KV cache each moved first-token probabilities by 1e-3 to 5e-3 against transformers)
         p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -95,8 +98,10 @@ class LlamaServer:
         self.before_start = None  # called (without locks held) before the server starts: see make_room
         self._cond = threading.Condition()
         self._inflight = 0
+        self._slots = None  # thinktrace.lm.prefix.SlotTable while running with share_prefix
+        self._slot_dir = None
         self._stats = {"calls": 0, "input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "generate_s": 0.0,
-                       "load_s": 0.0, "starts": 0}
+                       "load_s": 0.0, "starts": 0, "slot_saves": 0, "slot_restores": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def register_adapter(self, gguf: Path) -> int:
@@ -111,12 +116,19 @@ class LlamaServer:
             return len(self.adapters) - 1
 
     def _params(self):
-        return server_params(self.served, self.settings, self.adapters)
+        return server_params(self.served, self.settings, self.adapters, slot_dir=self._slot_dir)
 
     def _start_locked(self) -> None:
         import xllamacpp
 
         t0 = time.perf_counter()
+        if getattr(self.settings, "share_prefix", False):
+            import tempfile
+
+            from thinktrace.lm.prefix import SlotTable
+
+            self._slot_dir = tempfile.mkdtemp(prefix="thinktrace-slots-")
+            self._slots = SlotTable(self.settings.slots, self._cond)
         try:
             self._server = xllamacpp.Server(self._params())
         except Exception as err:
@@ -130,6 +142,15 @@ class LlamaServer:
         while self._inflight:
             self._cond.wait()
         self._server = None  # the server stops and frees its memory when the object goes
+        self._forget_slots()
+
+    def _forget_slots(self) -> None:
+        """A stopped server's slots hold nothing: drop the table and the saved slot states."""
+        if self._slot_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._slot_dir, ignore_errors=True)
+        self._slots = self._slot_dir = None
 
     def stop(self) -> None:
         """Stop the server once in-flight requests finish (the next request starts it again)."""
@@ -141,6 +162,7 @@ class LlamaServer:
         with self._cond:
             if self._inflight == 0:
                 self._server = None
+                self._forget_slots()
             return self._server is None
 
     @property
@@ -172,12 +194,23 @@ class LlamaServer:
         with self._cond:
             if self._server is None:
                 self._start_locked()
-            server = self._server
+            server, slots = self._server, self._slots
             self._inflight += 1
+            plan = None
+            if slots is not None:  # share_prefix: pinned to the slot holding most of the prompt (thinktrace.lm.prefix)
+                key = tuple((a["id"], a["scale"]) for a in payload.get("lora") or ())
+                plan = slots.acquire(key, payload["prompt"])
+                payload = {**payload, "id_slot": plan.slot}
         t0 = time.perf_counter()
+        ok = False
         try:
+            if plan is not None and plan.restore is not None:
+                self._restore(server, slots, plan)
             out = server.handle_completions(payload)
+            ok = isinstance(out, dict) and not out.get("error")
         finally:
+            if plan is not None:
+                self._release(server, slots, plan.slot, ok)
             with self._cond:
                 self._inflight -= 1
                 self._cond.notify_all()
@@ -193,6 +226,40 @@ class LlamaServer:
             self._stats["output_tokens"] += int(usage.get("completion_tokens") or 0)
             self._stats["generate_s"] += time.perf_counter() - t0
         return out
+
+    # -- shared prefixes (share_prefix) ----------------------------------------------------------------------------
+    def _slot_action(self, server, slot: int, action: str, filename: str) -> bool:
+        """llama.cpp's own slot save / restore (``POST /slots/{id}?action=...``) on this server's loopback listener;
+        False when it failed (the request then computes its prompt itself: slower, never different)."""
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(f"{server.listening_address}/slots/{slot}?action={action}",
+                                     data=json.dumps({"filename": filename}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                answer = json.loads(r.read() or b"{}")
+        except (OSError, ValueError):
+            return False
+        return isinstance(answer, dict) and not answer.get("error")
+
+    def _restore(self, server, slots, plan) -> None:
+        done = self._slot_action(server, plan.slot, "restore", plan.restore.filename)
+        with self._cond:
+            self._stats["slot_restores"] += done
+            if not done:
+                slots.restore_failed(plan.restore)
+
+    def _release(self, server, slots, slot: int, ok: bool) -> None:
+        with self._cond:
+            save = slots.release(slot, ok)
+        if save:  # a waiting request shares this slot's prefix: save it once, it is restored into other slots
+            name = f"slot{slot}.bin"
+            done = self._slot_action(server, slot, "save", name)
+            with self._cond:
+                self._stats["slot_saves"] += done
+                slots.saved(slot, name if done else None)
 
     def stats(self) -> dict[str, Any]:
         """Totals since creation: calls, prompt tokens (and how many came from llama.cpp's prompt cache), generated
