@@ -53,8 +53,9 @@ class LlamaSettings(Section):
         default=False,
         description="Compute a prefix that many requests share (a variant's system text, guideline and demos) once "
         "and copy it to the other slots with llama.cpp's slot save/restore, instead of once per slot: each request "
-        "is pinned to the slot that holds most of its prompt (thinktrace.lm.prefix). Off by default until measured "
-        "on a quiet machine (`benchmarks/prefix.py`); the answers are the same either way.",
+        "is pinned to the slot that holds most of its prompt (thinktrace.lm.prefix). Off by default: on the quantized "
+        "teacher, greedy answers differed from those without it (`benchmarks/prefix.py`), and whether that is "
+        "llama.cpp's batch-dependent arithmetic or the copy is not yet known.",
     )
 
 
