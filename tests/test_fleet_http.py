@@ -63,8 +63,11 @@ def test_requests_spread_over_the_fleet_and_failures_retry_on_the_other(tmp_path
     assert main([str(write_spec(tmp_path, fleet_spec(tmp_path, [steady.url, flaky.url]))), "--out", str(out)]) == 0
     done, n = settled_predictions(out), n_test(out)
     assert len(done) == n and not any(r["error"] for r in done.values())
-    # both servers answered a fair share; the flaky one failed some requests, and each was answered elsewhere
-    assert len(steady.answered) >= n // 3 and len(flaky.answered) >= n // 4
+    # both servers answered a share; the flaky one failed some requests, and each was answered elsewhere. The split
+    # follows the least busy endpoint, so it depends on timing: on a quiet machine the flaky server answers about a
+    # third (it fails one in three of the half it receives), on busy cores it was seen at 14 of 60. The bound checks
+    # that work is spread, not the exact ratio.
+    assert len(steady.answered) >= n // 3 and len(flaky.answered) >= n // 5
     assert flaky.failed >= 5
     assert set(flaky.failed_bodies) <= set(steady.answered)  # each failed request was answered by the other
     assert len(steady.answered) + len(flaky.answered) == n  # one answer per unit over the fleet
