@@ -109,3 +109,37 @@ def test_a_claim_shown_by_raw_cis_but_not_after_holm_says_so():
     assert claim_verdict(["better (CI above 0)"], ["no clear difference (p_adj 0.096)"]) == (
         "shown (every comparison that tests it reads better); not after Holm's adjustment over the table's rows")
     assert claim_verdict(["better (CI above 0)"], ["better (p_adj 0.010)"]).endswith("reads better)")
+
+
+def test_format_claims_are_read_only_when_the_run_trained_those_formats(tmp_path):
+    comps = [_comparison("s+label-sft", "s+trace-sft", 0.45, 0.5, -0.05, 0.15)]
+    text = _text(_run(tmp_path, comps, RATERS))
+    assert "multitask format" not in text and "every train item" not in text  # not trained: no line at all
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["variants"] += [{"name": "s+trace-sft-multitask", "kind": "trace-sft-multitask"},
+                            {"name": "s+label-sft-all", "kind": "label-sft-all"}]
+    raters = {**RATERS, "s+trace-sft-multitask": RATERS["s+trace-sft"], "s+label-sft-all": RATERS["s+label-sft"]}
+    metrics["splits"]["test"]["raters"] = raters
+    metrics["splits"]["test"]["comparisons"] = comps + [
+        _comparison("s+label-sft", "s+trace-sft-multitask", 0.45, 0.6, 0.02, 0.3),
+        _comparison("s+label-sft-all", "s+trace-sft", 0.7, 0.5, -0.3, -0.1),
+        _comparison("s+label-sft-all", "s+trace-sft-multitask", 0.7, 0.6, -0.2, 0.05)]
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    text = _text(RunView(tmp_path))
+    line = text.split("**Claim (1), multitask format**")[1].split("\n")[0]
+    assert "shown (every comparison that tests it reads better)" in line
+    assert "**Claim (1), label-then-rationale format**" not in text
+    line = text.split("**Claim (1) against labels on every train item**")[1].split("\n")[0]
+    assert "contradicted" not in line and "not shown" in line  # one format worse, the other spans 0
+
+
+def test_some_format_beating_labels_on_every_item():
+    from thinktrace.report.sections.reading import any_format_verdict
+
+    better, same, worse = ("better (CI above 0)", "better (p_adj 0.01)"), ("no clear difference (CI spans 0)", "n"), \
+        ("worse (CI below 0)", "worse (p_adj 0.01)")
+    assert any_format_verdict([same, better]).startswith("shown")
+    assert any_format_verdict([better, worse]).startswith("mixed")
+    assert any_format_verdict([worse, worse]).startswith("contradicted")
+    assert any_format_verdict([worse, same]).startswith("not shown")
+    assert any_format_verdict([("better (CI above 0)", "no clear difference (p_adj 0.2)")]).endswith("table's rows")

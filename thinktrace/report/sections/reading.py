@@ -18,13 +18,25 @@ from thinktrace.report.sections.findings import QUESTIONS, reading, rows
 from thinktrace.runview import RunView
 
 #: the paper's claims, each with the (kind of b, kind of a) comparisons that test it; a claim is shown only when
-#: every one of them that the run made reads better; a per-rater claim is read for each rater (the comparison's a)
-CLAIMS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool], ...] = (
+#: every one of them that the run made reads better; a per-rater claim is read for each rater (the comparison's a);
+#: an optional claim (the other finetune formats, and the practical baseline of labels on every train item) is read
+#: only when the run made one of its comparisons
+CLAIMS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool, bool], ...] = (
     ("(1)", "an open rater fine-tuned on inferred traces agrees with humans better than one fine-tuned on labels "
      "alone, and better than one fine-tuned on the same rows with the rationales shuffled",
-     (("trace-sft", "label-sft"), ("trace-sft", "shuffled-trace-sft")), False),
+     (("trace-sft", "label-sft"), ("trace-sft", "shuffled-trace-sft")), False, False),
+    ("(1), multitask format", "trained on the traces as a second task (distilling step-by-step) and rated by its "
+     "label alone, the rater agrees with humans better than one fine-tuned on labels alone (same items)",
+     (("trace-sft-multitask", "label-sft"),), False, True),
+    ("(1), label-then-rationale format", "trained to write the label, then the trace, the rater agrees with humans "
+     "better than one fine-tuned on labels alone (same items)",
+     (("trace-sft-label-first", "label-sft"),), False, True),
+    ("(1) against labels on every train item", "some trace format beats label-only fine-tuning on every train item "
+     "(the practical baseline: a user has labels for every item, traces only for the explained ones)",
+     (("trace-sft", "label-sft-all"), ("trace-sft-multitask", "label-sft-all"),
+      ("trace-sft-label-first", "label-sft-all")), False, True),
     ("(2)", "a guideline refined from the traces raises LLM-human agreement", (("refined-guideline", "baseline"),),
-     True),
+     True, False),
 )
 
 
@@ -79,6 +91,25 @@ def claim_verdict(readings: list[str], adjusted: list[str] | None = None) -> str
     return "not shown (a comparison's CI spans 0 or is undefined; that is no evidence of no effect either)"
 
 
+def any_format_verdict(found: list[tuple[str, str]]) -> str:
+    """"Some trace format beats labels on every item", from (raw reading, Holm reading) per format: shown when one
+    reads better (mixed when another reads worse), contradicted when every one reads worse, else not shown; a raw
+    verdict the Holm readings do not share says so, as in claim_verdict."""
+    raw = [r for r, _ in found]
+    if not raw:
+        return claim_verdict([])
+    better = [adj for r, adj in found if r.startswith("better")]
+    worse = [adj for r, adj in found if r.startswith("worse")]
+    holm = "; not after Holm's adjustment over the table's rows"
+    if better and worse:
+        return "mixed (one format reads better, another worse)"
+    if better:
+        return "shown (a format reads better)" + ("" if any(a.startswith("better") for a in better) else holm)
+    if len(worse) == len(raw):
+        return "contradicted (every format reads worse)" + ("" if any(a.startswith("worse") for a in worse) else holm)
+    return claim_verdict(["no clear difference"])
+
+
 def reading_blocks(run: RunView) -> list[Block]:
     """The reading of the run's main split: comparisons, claims, agreement among LLMs, the human ceiling."""
     split = run.main_split()
@@ -86,13 +117,17 @@ def reading_blocks(run: RunView) -> list[Block]:
         return []
     sentences = comparison_sentences(run, split)
     items: list = [parts for *_, parts in sentences]
-    for name, claim, tests, per_rater in CLAIMS:
+    for name, claim, tests, per_rater, optional in CLAIMS:
         made = [(a_name, says) for b, a, a_name, says, _ in sentences if (b, a) in tests]
+        if optional and not made:
+            continue
 
         def verdict_of(found: list[tuple[str, str]]) -> str:
             return claim_verdict([raw for raw, _ in found], [adj for _, adj in found])
 
-        if per_rater and made:
+        if name.startswith("(1) against labels on every"):
+            verdict = any_format_verdict([s for _, s in made])
+        elif per_rater and made:
             names = list(dict.fromkeys(a_name for a_name, _ in made))
             verdict = "; ".join(f"for {r}, {verdict_of([s for n, s in made if n == r])}" for r in names)
         else:
