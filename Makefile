@@ -33,11 +33,11 @@ distill: install
 
 # The distill run's traces reviewed by a scripted policy through the review app's endpoints (reject every trace that
 # states its label), then resumed with the reviewed set: findings get "reviewed vs raw traces" (issue 29). Published
-# into results/distill-reviewed.
+# into results/distill-reviewed and docs/results/distill-reviewed.md.
 distill-reviewed: distill
 	$(BIN)/thinktrace review runs/distill/main --policy reject-label-leaks
 	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --resume runs/distill/main --reviewed
-	$(BIN)/python -m thinktrace.results runs/distill/main results/distill-reviewed
+	$(BIN)/python -m thinktrace.results runs/distill/main results/distill-reviewed --docs docs/results/distill-reviewed.md
 
 # The compiled-rater benchmark (issue 27): VADER words, ConvAbuse severity, Newsroom informativeness; hours on 2
 # cores, resumable (run it again after a kill); the table goes to benchmarks/results/guidelines.md.
