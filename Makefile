@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed
+.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed convabuse-distill
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,13 @@ distill-reviewed: distill
 	$(BIN)/thinktrace review runs/distill/main --policy reject-label-leaks
 	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --resume runs/distill/main --reviewed
 	$(BIN)/python -m thinktrace.results runs/distill/main results/distill-reviewed --docs docs/results/distill-reviewed.md
+
+# The distill design on ConvAbuse severity (experiments/convabuse-distill.yaml, issue 28; ~2 h on 2 cores, needs
+# ../shared/datasets): runs into runs/convabuse-distill/main (resumes it), then publishes results/convabuse-distill
+# with item ids instead of item text (the corpus is not shipped with the repository).
+convabuse-distill: install
+	$(BIN)/python -m thinktrace.compile experiments/convabuse-distill.yaml --out runs/convabuse-distill/main
+	$(BIN)/python -m thinktrace.results runs/convabuse-distill/main results/convabuse-distill --docs docs/results/convabuse-distill.md --ids-only
 
 # The compiled-rater benchmark (issue 27): VADER words, ConvAbuse severity, Newsroom informativeness; hours on 2
 # cores, resumable (run it again after a kill); the table goes to benchmarks/results/guidelines.md.

@@ -57,3 +57,34 @@ def _allocate(mib: int) -> int:
     for i in range(0, len(block), 4096):
         block[i] = 1
     return len(block)
+
+
+def test_a_footprint_adds_the_earlier_sessions_and_keeps_their_peaks():
+    now = StageFootprint(seconds=2.0, peak_rss_mib=400.0, calls=1, prompt_tokens=10, generated_tokens=3)
+    earlier = {"seconds": 600.0, "peak_rss_mib": 2100.0, "children_peak_rss_mib": 3000.0, "calls": 470,
+               "prompt_tokens": 1000, "cached_prompt_tokens": 900, "generated_tokens": 80, "load_seconds": 9.5}
+    rec = now.merged(earlier).record()
+    assert rec == {"seconds": 602.0, "peak_rss_mib": 2100.0, "children_peak_rss_mib": 3000.0, "calls": 471,
+                   "prompt_tokens": 1010, "cached_prompt_tokens": 900, "generated_tokens": 83, "load_seconds": 9.5}
+    assert now.merged(None) is now and now.merged({"peak_rss_mib": "x"}).peak_rss_mib == 400.0  # torn: ignored
+
+
+def test_a_resume_that_finds_the_stages_done_keeps_what_they_cost_when_they_ran(tmp_path):
+    import json
+
+    from support.specs import toy_spec, write_spec
+
+    from thinktrace.compile import main
+
+    spec, out = write_spec(tmp_path, toy_spec(), "toy.yaml"), tmp_path / "run"
+    assert main([str(spec), "--out", str(out)]) == 0
+    journal = json.loads((out / "footprints.json").read_text())
+    assert set(journal) >= {"traces", "evaluate"}
+    journal["evaluate"].update(peak_rss_mib=99999.0, calls=1234)  # what a heavy first session would have left
+    (out / "footprints.json").write_text(json.dumps(journal))
+    first = json.loads((out / "metrics.json").read_text())["stages"]["evaluate"]
+    assert main([str(spec), "--resume", str(out)]) == 0
+    stages = json.loads((out / "metrics.json").read_text())
+    assert stages["stages"]["evaluate"]["peak_rss_mib"] == 99999.0 and stages["peak_rss_mib"]["evaluate"] == 99999
+    assert stages["stages"]["evaluate"]["calls"] == 1234 + 0  # the resume rated nothing anew
+    assert stages["stages"]["evaluate"]["seconds"] >= first["seconds"]  # the sessions add up

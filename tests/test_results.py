@@ -48,6 +48,21 @@ def test_publish_keeps_the_small_files_and_a_summary_with_the_findings(run, tmp_
     assert not (out / "report.html").exists() and not (out / "predictions.jsonl").exists()
 
 
+def test_ids_only_publishes_no_item_text_and_the_docs_page_says_where_the_report_stays(run, tmp_path):
+    out, page = tmp_path / "results" / "toy", tmp_path / "toy.md"
+    assert results.main([str(run), str(out)]) == 0 and (out / "report.md").exists()  # an earlier full publish
+    assert results.main([str(run), str(out), "--ids-only", "--docs", str(page)]) == 0
+    kept = {p.name for p in out.iterdir()}
+    assert kept == {"metrics.json", "spec.resolved.yaml", "summary.md"}  # report.md and figures/ removed
+    items = [json.loads(line)["item"] for line in (run / "traces.jsonl").read_text().splitlines() if line.strip()]
+    assert items and "report.md" in {p.name for p in run.iterdir()}
+    published = [(out / name).read_text() for name in kept] + [page.read_text()]
+    assert not [i for i in items if any(i in text for text in published)]  # no item quoted anywhere
+    text = page.read_text()
+    assert "stays in its run folder" in text and "`report.md`" not in text
+    assert text == results.docs_page(RunView(out), "toy")  # re-renders from the folder itself
+
+
 def test_the_readme_block_between_markers_is_replaced_and_nothing_else(run, tmp_path):
     out = tmp_path / "toy"
     results.publish(run, out)

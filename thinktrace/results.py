@@ -4,6 +4,7 @@ results table and the docs site's results page in step with them.
     python -m thinktrace.results runs/distill/main results/distill                   # metrics, spec, report, summary
     python -m thinktrace.results runs/distill/main results/distill --readme README.md --docs docs/results/distill.md
     python -m thinktrace.results results/distill results/distill --readme README.md --docs docs/results/distill.md
+    python -m thinktrace.results runs/convabuse-distill/main results/convabuse-distill --ids-only   # no item text
 
 The results folder holds metrics.json, spec.resolved.yaml, report.md with its figures/ (PNG) and summary.md: the
 findings table (the paper's questions, see `thinktrace.report.sections.findings`) and the per-variant scores. Journals,
@@ -130,15 +131,25 @@ def docs_page(run: RunView, name: str) -> str:
     description = " ".join(str(run.spec.get("description") or "").split())
     if description:
         head += [_wrap(md_text(description)), ""]
+    report = ("`report.md` (the run's full report, with its figures), " if (run.path / "report.md").exists()
+              else "")
+    kept_out = ("" if report else " The run's full report stays in its run folder: it quotes items of a corpus "
+                "the repository does not ship, and published results name items by id only.")
     head += [_wrap(f"Every number on this page is read off `results/{name}/metrics.json` by `python -m "
-                   f"thinktrace.results`. The folder `results/{name}/` of the repository also holds `report.md` "
-                   "(the run's full report, with its figures), `summary.md` (this page's tables) and "
-                   "`spec.resolved.yaml` (the spec as it ran). How to read the numbers: "
-                   "[What the numbers mean](../numbers.md)."), ""]
+                   f"thinktrace.results`. The folder `results/{name}/` of the repository also holds {report}"
+                   "`summary.md` (this page's tables) and `spec.resolved.yaml` (the spec as it ran)." + kept_out
+                   + " How to read the numbers: [What the numbers mean](../numbers.md)."), ""]
     return "\n".join(head) + "\n" + body.strip() + "\n"
 
 
-def publish(run_dir: Path, out: Path) -> list[Path]:
+#: what `--ids-only` leaves in the run folder: the report quotes items (trace samples, the guideline's examples)
+QUOTES_ITEMS = ("report.md",)
+
+
+def publish(run_dir: Path, out: Path, ids_only: bool = False) -> list[Path]:
+    """Copy the run's small files into `out` and write its summary.md. `ids_only`: for a corpus the repository does
+    not ship (e.g. ../shared datasets), nothing that quotes an item's text is copied: report.md and its figures
+    stay in the run folder (an earlier copy in `out` is removed); metrics.json and summary.md name items by id."""
     run = RunView(run_dir)
     state = (run.metrics.get("status") or {}).get("state", "complete")
     if state not in FINISHED:
@@ -147,11 +158,17 @@ def publish(run_dir: Path, out: Path) -> list[Path]:
     written = []
     same = run.path.resolve() == out.resolve()  # re-rendering a results folder itself: nothing to copy
     for name in KEPT:
+        if ids_only and name in QUOTES_ITEMS:
+            if not same:
+                (out / name).unlink(missing_ok=True)
+            continue
         if (run.path / name).exists():
             if not same:
                 shutil.copyfile(run.path / name, out / name)
             written.append(out / name)
-    if (run.path / FIGURE_DIR).is_dir() and not same:
+    if ids_only and not same:
+        shutil.rmtree(out / FIGURE_DIR, ignore_errors=True)
+    elif (run.path / FIGURE_DIR).is_dir() and not same:
         shutil.copytree(run.path / FIGURE_DIR, out / FIGURE_DIR, dirs_exist_ok=True)
     summary = out / "summary.md"
     write_atomic(summary, render_markdown(summary_report(run), out))
@@ -174,9 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", type=Path, help="also replace this file's results block (between markers)")
     p.add_argument("--docs", type=Path, help="also write the docs site's page of the results, e.g. "
                                              "docs/results/distill.md")
+    p.add_argument("--ids-only", action="store_true",
+                   help="publish nothing that quotes item text (report.md and its figures stay in the run folder): "
+                        "for corpora the repository does not ship")
     args = p.parse_args(argv)
     try:
-        paths = publish(args.run_dir, args.out)
+        paths = publish(args.run_dir, args.out, ids_only=args.ids_only)
         if args.readme:
             update_readme(args.readme, args.out.name, readme_block(RunView(args.out)))
             paths.append(args.readme)

@@ -67,7 +67,8 @@ def _engine_totals() -> dict[str, int]:
 
 @dataclass
 class StageFootprint:
-    """One stage's cost in this session (a resumed stage counts what the resume did)."""
+    """One stage's cost in one session (a resumed stage counts what the resume did; `merged` adds the earlier
+    sessions')."""
 
     seconds: float = 0.0
     peak_rss_mib: float = 0.0  #: this process, over the stage
@@ -99,3 +100,25 @@ class StageFootprint:
 
     def record(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def merged(self, earlier: dict | None) -> "StageFootprint":
+        """This session's footprint on top of what earlier sessions of the run folder recorded for the stage
+        (`record()` of theirs): times and tokens add up, peaks are the largest of any session, so a resume that
+        finds a stage done (seconds, no memory) never hides what the stage cost when it ran."""
+        if not isinstance(earlier, dict):
+            return self
+        out = StageFootprint(**self.record())
+
+        def num(key: str) -> float:
+            value = earlier.get(key)
+            return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+        out.seconds = round(self.seconds + num("seconds"), 3)
+        out.load_seconds = round(self.load_seconds + num("load_seconds"), 3)
+        for key in ("calls", "prompt_tokens", "cached_prompt_tokens", "generated_tokens"):
+            setattr(out, key, int(getattr(self, key) + num(key)))
+        out.peak_rss_mib = max(self.peak_rss_mib, num("peak_rss_mib"))
+        peaks = [v for v in (self.children_peak_rss_mib, earlier.get("children_peak_rss_mib"))
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        out.children_peak_rss_mib = max(peaks) if peaks else None
+        return out

@@ -46,8 +46,10 @@ class Pipeline:
         self.timing: dict[str, float] = self._timing_so_far()
         #: the command that continues this run (the compile command sets it; named in outage messages)
         self.resume_command = f"python -m thinktrace.compile {loaded.path} --resume {rundir.path}"
-        #: each stage's wall time, peak memory and local-model tokens in this session (metrics.json `stages`)
+        #: each stage's wall time, peak memory and local-model tokens over every session of this run folder
+        #: (metrics.json `stages`; journalled in footprints.json after each stage, as timing.json)
         self.footprints: dict[str, StageFootprint] = {}
+        self._earlier_footprints: dict = self._journal("footprints.json")
         self.result: dict = {}
 
     @property
@@ -58,13 +60,17 @@ class Pipeline:
     def rundir(self) -> RunDir:
         return self.ctx.rundir
 
-    def _timing_so_far(self) -> dict[str, float]:
-        path = self.rundir.file("timing.json")
+    def _journal(self, name: str) -> dict:
+        path = self.rundir.file(name)
         try:
             data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         except (OSError, ValueError):
-            return {}  # a torn file costs the earlier sessions' times, never the run
-        return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
+            return {}  # a torn file costs the earlier sessions' figures, never the run
+        return data if isinstance(data, dict) else {}
+
+    def _timing_so_far(self) -> dict[str, float]:
+        data = self._journal("timing.json")
+        return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
 
     def _write_setup(self) -> None:
         corpus = self.ctx.corpus
@@ -104,7 +110,9 @@ class Pipeline:
             seconds = time.perf_counter() - start
             self.timing[name] = self.timing.get(name, 0.0) + seconds
             self.rundir.write_json("timing.json", {k: round(v, 3) for k, v in self.timing.items()})
-            self.footprints[name] = footprint.stop(seconds)
+            self.footprints[name] = footprint.stop(seconds).merged(self._earlier_footprints.get(name))
+            self.rundir.write_json("footprints.json", {**self._earlier_footprints,
+                                                       **{k: f.record() for k, f in self.footprints.items()}})
         return result
 
     def apply(self, result: StageResult) -> None:

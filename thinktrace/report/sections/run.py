@@ -145,8 +145,9 @@ def cost(run: RunView) -> list[Block]:
                               *([""] * len(tokens))]]))
         if usage:
             blocks.append(Text("peak memory: this process during the stage (the local models run in it), and the "
-                               "largest child process it ran; local calls and tokens: requests served by llama.cpp "
-                               "in this session, with the share of prompt tokens served from its prompt cache.",
+                               "largest child process it ran (the largest of any session of the run); local calls and "
+                               "tokens: requests served by llama.cpp over the run's sessions, with the share of "
+                               "prompt tokens served from its prompt cache.",
                                "note"))
     else:
         blocks.append(Text("no timing in metrics.json", "note"))
