@@ -215,5 +215,5 @@ def test_each_published_summary_re_renders_byte_for_byte(folder):
     metrics.json (report.md also needs the run's journals, which results/ does not keep)."""
     from thinktrace.report.render import render_markdown
 
-    rendered = render_markdown(results.summary_report(RunView(folder)), folder)
+    rendered = render_markdown(results.summary_report(RunView(folder), folder.name), folder)
     assert rendered == (folder / "summary.md").read_text(encoding="utf-8")

@@ -56,14 +56,15 @@ def scores_table(run: RunView, split: str) -> Table:
                  rows)
 
 
-def summary_report(run: RunView) -> Report:
-    """The findings, their reading, what ran and the per-variant scores, every number read off the run's files."""
+def summary_report(run: RunView, name: str | None = None) -> Report:
+    """The findings, their reading, what ran and the per-variant scores, every number read off the run's files;
+    titled with `name` (the results folder's, e.g. a reviewed resume published apart from its run) or the spec's."""
     split = run.main_split()
     blocks = [*findings.findings(run), *reading_blocks(run), *what_ran(run)]
     if split is not None:
         blocks = [*blocks, Heading(f"Scores per variant ({split} split, vs the aggregated human label)"),
                   scores_table(run, split)]
-    return Report(f"Results: {run.name}", [], [ReportSection("findings", "Does it work?", blocks)])
+    return Report(f"Results: {name or run.name}", [], [ReportSection("findings", "Does it work?", blocks)])
 
 
 #: the width README and docs prose is wrapped at (tests/test_docs.py: no paragraph over 8 lines)
@@ -122,7 +123,7 @@ def docs_page(run: RunView, name: str) -> str:
     """The docs site's page of the results folder `results/NAME/`: where it comes from, the experiment's
     description, then the summary (findings, reading, what ran, scores per variant), every number read off its
     metrics.json. Figures stay in the folder's report.md (a docs page links only to files under docs/)."""
-    summary = render_markdown(summary_report(run))
+    summary = render_markdown(summary_report(run, name))
     title, body = summary.split("\n", 1) if summary.startswith("# ") else (f"# Results: {name}", summary)
     head = [title, "",
             f"<!-- Generated from results/{name}/ by `python -m thinktrace.results RUN results/{name} --docs "
@@ -171,7 +172,7 @@ def publish(run_dir: Path, out: Path, ids_only: bool = False) -> list[Path]:
     elif (run.path / FIGURE_DIR).is_dir() and not same:
         shutil.copytree(run.path / FIGURE_DIR, out / FIGURE_DIR, dirs_exist_ok=True)
     summary = out / "summary.md"
-    write_atomic(summary, render_markdown(summary_report(run), out))
+    write_atomic(summary, render_markdown(summary_report(run, out.name), out))
     return [*written, summary]
 
 
