@@ -2,6 +2,8 @@
 process at 4 rows per pass vs 2 rows x 2 accumulated passes (the same rows per optimizer step).
 
     python benchmarks/memory.py [--requests 16] [--json out.json] [--markdown table.md]
+    python benchmarks/memory.py --no-serve --spec experiments/convabuse-distill.yaml \
+        --rows RUN_DIR/sft.jsonl --train 8x1 4x2 2x4 --max-steps 2      # a spec's training at rows per pass
 
 Each configuration runs in its own subprocess, so its peak RSS (VmHWM) is its own:
 
@@ -9,8 +11,10 @@ Each configuration runs in its own subprocess, so its peak RSS (VmHWM) is its ow
           rating prompts sent from 4 threads; `llama.mmap` true (the file mapped: llama.cpp repacks the quantized
           weights into its CPU layout and the mapped pages stay resident beside the copy) vs false (the default).
           Reported: peak RSS, resident file-backed and anonymous memory, generated tokens per second.
-  train   the quickstart's `finetune` section on the SFT rows in `--rows` (a quickstart run's sft.jsonl; skipped
-          without it), in this process (no child of its own), batch 4 x 1 vs 2 x 2. Reported: peak RSS, seconds.
+  train   the `finetune` section of `--spec` (default: the quickstart's) on the SFT rows in `--rows` (that spec's
+          run's sft.jsonl; skipped without it), in this process (no child of its own), at each `--train` setting
+          of rows per pass x passes accumulated (default 4x1 2x2: the same rows per optimizer step), for
+          `--max-steps` steps when given (the peak comes in the first). Reported: peak RSS, seconds.
 
 Offline; needs the embedded models (`thinktrace install-assets`).
 """
@@ -37,7 +41,7 @@ def status_mib() -> dict:
         return {line.split(":")[0]: int(line.split()[1]) // 1024 for line in f if line.startswith(keys)}
 
 
-def serve(mmap: bool, requests: int) -> dict:
+def serve(mmap: bool, requests: int, spec_path: str) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
     import xllamacpp
@@ -45,7 +49,7 @@ def serve(mmap: bool, requests: int) -> dict:
     from thinktrace import load_spec
     from thinktrace.lm.llamacpp import get_server, server_params
 
-    spec = load_spec(SPEC).spec
+    spec = load_spec(spec_path).spec
     cfg = next(r for r in spec.models.raters if r.model == "qwen2.5-coder-1.5b")
     cfg = cfg.model_copy(update={"llama": cfg.llama.model_copy(update={"mmap": mmap})})
     server = get_server(cfg)  # the tokenizer and the prepared weights, as a run has them
@@ -74,7 +78,7 @@ def serve(mmap: bool, requests: int) -> dict:
             "tokens_per_s": round(tokens / wall, 2)}
 
 
-def train(rows_path: str, batch: int, accum: int) -> dict:
+def train(rows_path: str, batch: int, accum: int, spec_path: str, max_steps: int) -> dict:
     import shutil
     import tempfile
 
@@ -89,7 +93,8 @@ def train(rows_path: str, batch: int, accum: int) -> dict:
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
-    cfg = load_spec(SPEC).spec.finetune.model_copy(update={"batch_size": batch, "grad_accum": accum})
+    update = {"batch_size": batch, "grad_accum": accum, **({"max_steps": max_steps} if max_steps else {})}
+    cfg = load_spec(spec_path).spec.finetune.model_copy(update=update)
     rows = [json.loads(line) for line in Path(rows_path).read_text(encoding="utf-8").splitlines() if line.strip()]
     out = Path(tempfile.mkdtemp(prefix="thinktrace-memory-bench-"))
     try:
@@ -124,22 +129,31 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, *rest = sys.argv[2:]
-        out = serve(rest[0] == "true", int(rest[1])) if kind == "serve" else train(rest[0], int(rest[1]), int(rest[2]))
+        kind, spec_path, *rest = sys.argv[2:]
+        out = (serve(rest[0] == "true", int(rest[1]), spec_path) if kind == "serve"
+               else train(rest[0], int(rest[1]), int(rest[2]), spec_path, int(rest[3])))
         print(json.dumps(out))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=16)
-    ap.add_argument("--rows", help="an sft.jsonl to train on (a quickstart run's); without it, no training rows")
+    ap.add_argument("--spec", default=str(SPEC), help="the spec whose models and finetune section are measured")
+    ap.add_argument("--rows", help="an sft.jsonl to train on (a run of --spec); without it, no training rows")
+    ap.add_argument("--train", nargs="+", default=["4x1", "2x2"], metavar="BxA",
+                    help="rows per pass x passes accumulated, one training process each")
+    ap.add_argument("--max-steps", type=int, default=0, help="train this many steps (0: the spec's epochs)")
+    ap.add_argument("--no-serve", action="store_true", help="skip the llama.cpp configurations")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
     args = ap.parse_args()
-    rows = [child(["serve", "true", str(args.requests)]), child(["serve", "false", str(args.requests)])]
+    rows = [] if args.no_serve else [child(["serve", args.spec, "true", str(args.requests)]),
+                                     child(["serve", args.spec, "false", str(args.requests)])]
     if args.rows:
-        rows += [child(["train", args.rows, "4", "1"]), child(["train", args.rows, "2", "2"])]
+        for setting in args.train:
+            batch, accum = setting.lower().split("x")
+            rows.append(child(["train", args.spec, args.rows, batch, accum, str(args.max_steps)]))
     from pipeline import conditions  # benchmarks/pipeline.py, beside this script
 
-    text = f"{table(rows)}\n\n{conditions(SPEC)}"
+    text = f"{table(rows)}\n\n{conditions(Path(args.spec))}"
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
