@@ -11,32 +11,43 @@ is no evidence of no effect, and a collapsed variant's α is not a rater's agree
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from thinktrace.report.flags import rater_flags
 from thinktrace.report.format import fmt_diff, fmt_est
 from thinktrace.report.model import Block, Bullets, Strong, Text
 from thinktrace.report.sections.findings import QUESTIONS, reading, rows
 from thinktrace.runview import RunView
 
-#: the paper's claims, each with the (kind of b, kind of a) comparisons that test it; a claim is shown only when
-#: every one of them that the run made reads better; a per-rater claim is read for each rater (the comparison's a);
-#: an optional claim (the other finetune formats, and the practical baseline of labels on every train item) is read
-#: only when the run made one of its comparisons
-CLAIMS: tuple[tuple[str, str, tuple[tuple[str, str], ...], bool, bool], ...] = (
-    ("(1)", "an open rater fine-tuned on inferred traces agrees with humans better than one fine-tuned on labels "
-     "alone, and better than one fine-tuned on the same rows with the rationales shuffled",
-     (("trace-sft", "label-sft"), ("trace-sft", "shuffled-trace-sft")), False, False),
-    ("(1), multitask format", "trained on the traces as a second task (distilling step-by-step) and rated by its "
-     "label alone, the rater agrees with humans better than one fine-tuned on labels alone (same items)",
-     (("trace-sft-multitask", "label-sft"),), False, True),
-    ("(1), label-then-rationale format", "trained to write the label, then the trace, the rater agrees with humans "
-     "better than one fine-tuned on labels alone (same items)",
-     (("trace-sft-label-first", "label-sft"),), False, True),
-    ("(1) against labels on every train item", "some trace format beats label-only fine-tuning on every train item "
-     "(the practical baseline: a user has labels for every item, traces only for the explained ones)",
-     (("trace-sft", "label-sft-all"), ("trace-sft-multitask", "label-sft-all"),
-      ("trace-sft-label-first", "label-sft-all")), False, True),
-    ("(2)", "a guideline refined from the traces raises LLM-human agreement", (("refined-guideline", "baseline"),),
-     True, False),
+@dataclass(frozen=True)
+class Claim:
+    """One of the paper's claims and the (kind of b, kind of a) comparisons that test it."""
+
+    name: str
+    text: str
+    tests: tuple[tuple[str, str], ...]
+    per_rater: bool = False  #: read for each rater (the comparison's a)
+    optional: bool = False  #: read only when the run made one of its comparisons
+    any_test: bool = False  #: shown when one comparison reads better (default: every comparison made must)
+
+
+#: the paper's claims; optional ones: the other finetune formats, and the practical baseline of labels on every item
+CLAIMS: tuple[Claim, ...] = (
+    Claim("(1)", "an open rater fine-tuned on inferred traces agrees with humans better than one fine-tuned on labels "
+          "alone, and better than one fine-tuned on the same rows with the rationales shuffled",
+          (("trace-sft", "label-sft"), ("trace-sft", "shuffled-trace-sft"))),
+    Claim("(1), multitask format", "trained on the traces as a second task (distilling step-by-step) and rated by "
+          "its label alone, the rater agrees with humans better than one fine-tuned on labels alone (same items)",
+          (("trace-sft-multitask", "label-sft"),), optional=True),
+    Claim("(1), label-then-rationale format", "trained to write the label, then the trace, the rater agrees with "
+          "humans better than one fine-tuned on labels alone (same items)",
+          (("trace-sft-label-first", "label-sft"),), optional=True),
+    Claim("(1) against labels on every train item", "some trace format beats label-only fine-tuning on every train "
+          "item (the practical baseline: a user has labels for every item, traces only for the explained ones)",
+          (("trace-sft", "label-sft-all"), ("trace-sft-multitask", "label-sft-all"),
+           ("trace-sft-label-first", "label-sft-all")), optional=True, any_test=True),
+    Claim("(2)", "a guideline refined from the traces raises LLM-human agreement", (("refined-guideline", "baseline"),),
+          per_rater=True),
 )
 
 
@@ -117,22 +128,22 @@ def reading_blocks(run: RunView) -> list[Block]:
         return []
     sentences = comparison_sentences(run, split)
     items: list = [parts for *_, parts in sentences]
-    for name, claim, tests, per_rater, optional in CLAIMS:
-        made = [(a_name, says) for b, a, a_name, says, _ in sentences if (b, a) in tests]
-        if optional and not made:
+    for c in CLAIMS:
+        made = [(a_name, says) for b, a, a_name, says, _ in sentences if (b, a) in c.tests]
+        if c.optional and not made:
             continue
 
         def verdict_of(found: list[tuple[str, str]]) -> str:
+            if c.any_test:
+                return any_format_verdict(found)
             return claim_verdict([raw for raw, _ in found], [adj for _, adj in found])
 
-        if name.startswith("(1) against labels on every"):
-            verdict = any_format_verdict([s for _, s in made])
-        elif per_rater and made:
+        if c.per_rater and made:
             names = list(dict.fromkeys(a_name for a_name, _ in made))
             verdict = "; ".join(f"for {r}, {verdict_of([s for n, s in made if n == r])}" for r in names)
         else:
             verdict = verdict_of([s for _, s in made])
-        items.append([Strong(f"Claim {name}"), f", {claim}: {verdict}."])
+        items.append([Strong(f"Claim {c.name}"), f", {c.text}: {verdict}."])
     data = run.split(split)
     change = data.get("inter_rater_change")
     for ch in change if isinstance(change, list) else [change] if change else []:
