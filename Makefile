@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed convabuse-distill
+.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed distill-05b convabuse-distill
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,13 @@ distill-reviewed: distill
 	$(BIN)/thinktrace review runs/distill/main --policy reject-label-leaks
 	$(BIN)/python -m thinktrace.compile experiments/distill.yaml --resume runs/distill/main --reviewed
 	$(BIN)/python -m thinktrace.results runs/distill/main results/distill-reviewed --docs docs/results/distill-reviewed.md
+
+# The distill design with the larger embedded student Qwen2.5-Coder-0.5B (experiments/distill-05b.yaml, issue 28; hours on
+# 2 cores): runs into runs/distill-05b/main (resumes it), then publishes results/distill-05b.
+distill-05b: install
+	$(BIN)/thinktrace install-assets --student qwen2.5-coder-0.5b
+	$(BIN)/python -m thinktrace.compile experiments/distill-05b.yaml --out runs/distill-05b/main
+	$(BIN)/python -m thinktrace.results runs/distill-05b/main results/distill-05b --docs docs/results/distill-05b.md
 
 # The distill design on ConvAbuse severity (experiments/convabuse-distill.yaml, issue 28; ~2 h on 2 cores, needs
 # ../shared/datasets): runs into runs/convabuse-distill/main (resumes it), then publishes results/convabuse-distill

@@ -6,8 +6,9 @@ compiled rater's guideline + demos, then one item each) on the quickstart's Qwen
 
 Reported per condition (medians over repeats): wall seconds (model load excluded: each server answers a short
 unrelated request first), prompt tokens llama.cpp computed (prompt minus cached), slot saves and restores, and
-whether every answer equals the other condition's. Offline; needs the embedded models (`thinktrace
-install-assets`).
+whether every answer equals the other condition's, and whether each condition repeats its own answers (the
+determinism question: with continuous batching, greedy answers may depend on which requests share a batch).
+Offline; needs the embedded models (`thinktrace install-assets`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def one(share: bool, reqs, model) -> dict:
             d["cached_tokens"], **d, "texts": texts}
 
 
+def _yn(v: bool | None) -> str:
+    return "not repeated" if v is None else ("yes" if v else "NO")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=20)
@@ -86,6 +91,11 @@ def main(argv=None) -> int:
                   f"saves {r['slot_saves']}, restores {r['slot_restores']}", file=sys.stderr, flush=True)
     by = {s: [r for r in runs if r["share_prefix"] is s] for s in (False, True)}
     same = all(a["texts"] == b["texts"] for a in by[False] for b in by[True])
+    # the determinism question: does each condition repeat itself? (llama.cpp batches requests as they arrive, so
+    # greedy answers may depend on timing even without share_prefix)
+    repeats = {s: all(r["texts"] == by[s][0]["texts"] for r in by[s][1:]) if len(by[s]) > 1 else None
+               for s in (False, True)}
+    differ = sum(a != b for a, b in zip(by[False][0]["texts"], by[True][0]["texts"]))
     rows = []
     for s in (False, True):
         med = lambda k, s=s: statistics.median(r[k] for r in by[s])  # noqa: E731
@@ -106,7 +116,9 @@ def main(argv=None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     lines += ["", f"on / off wall time: {ratio:.2f}x; answers identical in every run: {'yes' if same else 'NO'}. "
               f"{args.items} requests sharing a ~{args.prefix_words}-word prefix, Qwen2.5-Coder-1.5B with the "
-              f"quickstart's llama settings, {args.repeats} repeats per condition, alternated. Measured "
+              f"quickstart's llama settings, {args.repeats} repeats per condition, alternated. {differ} of "
+              f"{args.items} answers differ between the conditions' first runs; each condition repeats itself: "
+              f"off {_yn(repeats[False])}, on {_yn(repeats[True])}. Measured "
               f"{time.strftime('%Y-%m-%d')} at commit {commit.strip()} on {len(__import__('os').sched_getaffinity(0))} "
               f"CPU cores ({platform.machine()}, Python {platform.python_version()})."]
     table = "\n".join(lines)
@@ -114,7 +126,9 @@ def main(argv=None) -> int:
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "ratio": ratio, "identical": same, "args": vars(args),
+        Path(args.json).write_text(json.dumps({"rows": rows, "ratio": ratio, "identical": same, "differ": differ,
+                                               "repeats_itself": {"off": repeats[False], "on": repeats[True]},
+                                               "args": vars(args),
                                                "runs": [{k: v for k, v in r.items() if k != "texts"} for r in runs]},
                                               indent=2) + "\n")
     return 0 if same else 1
