@@ -64,8 +64,10 @@ def one(share: bool, reqs, model) -> dict:
             d["cached_tokens"], **d, "texts": texts}
 
 
-def _yn(v: bool | None) -> str:
-    return "not repeated" if v is None else ("yes" if v else "NO")
+def _yn(v: bool | None, changed: int | None = None) -> str:
+    if v is None:
+        return "not repeated"
+    return "yes" if v else "NO" + (f" ({changed} answers changed)" if changed is not None else "")
 
 
 def main(argv=None) -> int:
@@ -96,6 +98,8 @@ def main(argv=None) -> int:
     repeats = {s: all(r["texts"] == by[s][0]["texts"] for r in by[s][1:]) if len(by[s]) > 1 else None
                for s in (False, True)}
     differ = sum(a != b for a, b in zip(by[False][0]["texts"], by[True][0]["texts"]))
+    within = {s: max((sum(a != b for a, b in zip(by[s][0]["texts"], r["texts"])) for r in by[s][1:]), default=None)
+              for s in (False, True)}  # the most answers a repeat changed against the condition's first run
     rows = []
     for s in (False, True):
         med = lambda k, s=s: statistics.median(r[k] for r in by[s])  # noqa: E731
@@ -118,7 +122,7 @@ def main(argv=None) -> int:
               f"{args.items} requests sharing a ~{args.prefix_words}-word prefix, Qwen2.5-Coder-1.5B with the "
               f"quickstart's llama settings, {args.repeats} repeats per condition, alternated. {differ} of "
               f"{args.items} answers differ between the conditions' first runs; each condition repeats itself: "
-              f"off {_yn(repeats[False])}, on {_yn(repeats[True])}. Measured "
+              f"off {_yn(repeats[False], within[False])}, on {_yn(repeats[True], within[True])}. Measured "
               f"{time.strftime('%Y-%m-%d')} at commit {commit.strip()} on {len(__import__('os').sched_getaffinity(0))} "
               f"CPU cores ({platform.machine()}, Python {platform.python_version()})."]
     table = "\n".join(lines)
@@ -128,6 +132,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "ratio": ratio, "identical": same, "differ": differ,
                                                "repeats_itself": {"off": repeats[False], "on": repeats[True]},
+                                               "changed_by_a_repeat": {"off": within[False], "on": within[True]},
                                                "args": vars(args),
                                                "runs": [{k: v for k, v in r.items() if k != "texts"} for r in runs]},
                                               indent=2) + "\n")
