@@ -202,3 +202,53 @@ def test_the_gpu_spec_for_an_8b_student_dry_runs_without_downloading(monkeypatch
     assert cfg.format == ["rationale_then_label", "multitask", "label_then_rationale"] and cfg.ablation_label_all
     for kind in (*KINDS, "label-sft", "label-sft-all", "shuffled-trace-sft"):
         assert f"qwen2.5-7b+{kind}" in out
+
+
+def test_the_cap_per_label_keeps_the_first_examples_of_each_label_in_order():
+    from thinktrace.finetune.formats import cap_per_label
+
+    rows = [{"item_id": f"i{n}", "label": lab} for n, lab in enumerate(["1", "1", "-2", "1", "-2", "0"])]
+    assert [r["item_id"] for r in cap_per_label(rows, 1)] == ["i0", "i2", "i5"]
+    assert [r["item_id"] for r in cap_per_label(rows, 2)] == ["i0", "i1", "i2", "i4", "i5"]
+    assert cap_per_label(rows, None) == rows
+
+
+def test_the_plan_counts_the_steps_of_capped_rows(tmp_path):
+    free = _plan(tmp_path, ablation_label_all=True)["finetune"]["steps_max"]
+    capped = _plan(tmp_path, ablation_label_all=True, max_per_label=1)["finetune"]["steps_max"]
+    assert capped < free
+
+
+@pytest.fixture(scope="module")
+def capped_run(tiny_model_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("capped")
+    spec = toy_spec(**{
+        "models.generator": {"name": "teacher", "provider": "python", "model": f"{FAKE_ENGINES}:keyword_rater",
+                             "cache": False},
+        "sampling.k": 4, "trace_quality.enabled": False, "evaluate.bootstrap": 20, "evaluate.max_items": 4,
+        "finetune": {"enabled": True, "base": str(tiny_model_dir), "epochs": 1, "save_steps": 50, "batch_size": 4,
+                     "max_length": 480, "num_threads": 1, "ablation_label_all": True, "max_per_label": 1,
+                     "format": ["rationale_then_label", "multitask"]}})
+    path = write_spec(work, spec)
+    out = work / "run"
+    with children_in_process():
+        assert main([str(path), "--out", str(out)]) == 0
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_max_per_label_caps_every_adapter_on_the_same_items(capped_run):
+    out, metrics = capped_run
+    ft = metrics["finetune"]
+    traces = read_jsonl(out / "traces.jsonl")
+    labels = {t["label"] for t in traces}
+    assert len(traces) > len(labels)  # the cap binds: some label has more than one trace
+    kinds = ("trace-sft", "trace-sft-multitask", "label-sft", "shuffled-trace-sft", "label-sft-all")
+    for kind in kinds:
+        per_label = ft[kind]["trained_on"]["rows_per_label"]
+        assert max(per_label.values()) == 1 and ft[kind]["trained_on"]["max_per_label"] == 1, (kind, per_label)
+    assert len({ft[k]["trained_on"]["items"] for k in kinds[:4]}) == 1  # the same items for traces and labels
+    rows = read_jsonl(out / "sft_rationale_then_label.jsonl")  # what trace-sft trained on; sft.jsonl keeps all
+    assert len(rows) == len(labels) < len(read_jsonl(out / "sft.jsonl")) == len(traces)
+    job = json.loads((out / "finetune" / "trace-sft" / "job.json").read_text())
+    assert "sft_rationale_then_label.jsonl" in json.dumps(job)  # a launcher reads the capped rows too
+    assert "capped at 1 examples per label" in (out / "report.md").read_text()

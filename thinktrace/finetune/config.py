@@ -117,6 +117,12 @@ class FinetuneConfig(Section):
                                     "\"traces help\" must beat explanations that do not fit the item.")
     max_rows: int | None = Field(None, ge=1, description="Train on at most this many rows (the first ones, in "
                                  "trace order). Null: all.")
+    max_per_label: int | None = Field(None, ge=1, description="Train on at most this many examples per label (the "
+                                      "first ones in trace order), for every adapter alike: the trace formats, "
+                                      "label-only on the same items, the shuffled control, the reviewed traces and "
+                                      "label-only on every train example. A corpus whose labels are mostly one "
+                                      "value otherwise teaches the student to answer that value (rows per label are "
+                                      "reported). Null: no cap.")
     num_threads: int | None = Field(None, ge=1, le=1024, description="Torch CPU threads while training (restored "
                                     "afterwards). Null: torch's default (one per core). On a busy machine fewer "
                                     "threads can be several times faster: measured 3-5x for 1 thread instead of 2 on "

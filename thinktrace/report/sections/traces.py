@@ -266,6 +266,12 @@ def finetune(run: RunView) -> list[Block]:
                                "label: its examples per label (a multitask trace, two rows, counts once); train "
                                "rows: those it trained on (after `finetune.max_rows` and rows dropped for length).",
                                "note"))
+            caps = {r["trained_on"].get("max_per_label") for r in results.values()
+                    if isinstance(r.get("trained_on"), dict)} - {None}
+            if caps:
+                blocks.append(Text(f"capped at {', '.join(map(str, sorted(caps)))} examples per label "
+                                   "(`finetune.max_per_label`, the first ones in trace order), every adapter alike.",
+                                   "note"))
         shuffled = (results.get("shuffled-trace-sft") or {}).get("trained_on") or {}
         if "rationales_moved" in shuffled:
             blocks.append(Text(

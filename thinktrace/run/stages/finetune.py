@@ -53,6 +53,7 @@ def _against() -> dict[str, tuple[str, ...]]:
 class FinetuneStage(Stage):
     name = "finetune"
     artifacts = ("sft_label_only.jsonl", "sft_shuffled.jsonl", "sft_label_all.jsonl", "sft_multitask.jsonl",
+                 "sft_rationale_then_label.jsonl",
                  "sft_label_then_rationale.jsonl", "finetune/")
     #: paired differences besides `− base` (Δ = the kind − each listed kind): each trace format vs labels only on
     #: the same items and on all train items; formats vs each other; traces vs the same rows with each rationale on
@@ -68,6 +69,13 @@ class FinetuneStage(Stage):
 
         spec = ctx.spec
         n_rows = len(ctx.examples) * spec.sampling.keep
+        n_all = len(ctx.examples)
+        if spec.finetune.max_per_label:  # at most the cap per label, for traces and for every train example
+            from collections import Counter
+
+            cap = spec.finetune.max_per_label
+            n_rows = min(n_rows, cap * len(ctx.corpus.label_set.labels))
+            n_all = sum(min(cap, n) for n in Counter(str(ex.label) for ex in ctx.examples).values())
         kinds = adapter_kinds(spec, ctx.reviewed)
         base = ctx.roles.base_name()
         if ctx.roles.base_rater() is None:  # no rater on the base: the run adds it as a baseline
@@ -75,7 +83,7 @@ class FinetuneStage(Stage):
         ctx.variants += [adapter_name(base, kind) for kind in kinds]
         steps = plan_steps(spec.finetune, n_rows)  # every trace format trains as many steps
         if LABEL_ALL in kinds:
-            steps = max(steps, plan_steps(spec.finetune, len(ctx.examples)))
+            steps = max(steps, plan_steps(spec.finetune, n_all))
         return {"base": spec.finetune.base, "adapters": kinds, "formats": list(spec.finetune.format),
                 "steps_max": steps,
                 "launcher": spec.finetune.launcher.kind, "processes": spec.finetune.launcher.num_processes,
@@ -100,7 +108,7 @@ class FinetuneStage(Stage):
             why = ("no accepted trace: nothing to fine-tune on, so no fine-tuned variant was evaluated (sample more: "
                    "sampling.k, sampling.strategy, a stronger generator)")
             return StageResult({"skipped": why, "warnings": [f"finetune skipped: {why}"]})
-        from thinktrace.finetune.formats import format_config, format_rows, rows_per_label
+        from thinktrace.finetune.formats import cap_per_label, format_config, format_rows, rows_per_label
         from thinktrace.run.stages.traces import train_examples
 
         signature = ctx.rater_signature()
@@ -109,12 +117,15 @@ class FinetuneStage(Stage):
                  LABEL_ALL: "sft_label_all.jsonl"}
         configs: dict = {}
         trained_on: dict = {}
+        capped = cap_per_label(traces, cfg.max_per_label)  # every adapter trains on the same examples per label
+        trained_on_cap = {"max_per_label": cfg.max_per_label} if cfg.max_per_label else {}
+        cut_by_cap, traces = len(capped) < len(traces), capped
         for fmt in cfg.format:
             kind = FORMAT_KINDS[fmt]
             rows[kind] = format_rows(fmt, traces, ctx.rater_signature, ctx.prompt_format)
             configs[kind] = format_config(cfg, fmt, len(traces))
-            if kind != "trace-sft":  # sft.jsonl (rationale then label) is the traces stage's
-                files[kind] = f"sft_{fmt}.jsonl"
+            if kind != "trace-sft" or cut_by_cap:  # sft.jsonl (every trace, rationale then label): the traces
+                files[kind] = f"sft_{fmt}.jsonl"      # stage's; capped rows go to a file of their own
                 write_jsonl(ctx.rundir.file(files[kind]), rows[kind])
             how = {"rationale_then_label": "the rationale, then the label",
                    "label_then_rationale": "the label, then the rationale",
@@ -127,7 +138,8 @@ class FinetuneStage(Stage):
             trained_on["label-sft"] = rows_trained_on(rows["label-sft"], "the labels of the teacher's accepted "
                                                       "traces", "the examples of trace-sft")
         if cfg.ablation_label_all:  # the human label of every train example, explained or not
-            every = [{**ex.toDict(), "label": str(ex.label)} for ex in train_examples(ctx)]
+            every = cap_per_label([{**ex.toDict(), "label": str(ex.label)} for ex in train_examples(ctx)],
+                                  cfg.max_per_label)
             rows[LABEL_ALL] = sft_rows(every, signature, ctx.prompt_format, with_rationale=False)
             write_jsonl(ctx.rundir.file(files[LABEL_ALL]), rows[LABEL_ALL])
             trained_on[LABEL_ALL] = rows_trained_on(rows[LABEL_ALL], "the human labels of every train example",
@@ -148,13 +160,17 @@ class FinetuneStage(Stage):
             from thinktrace.run.stages.traces import TracesStage
 
             kept, _ = ctx.reviewed_traces()
-            if kept:
-                rows[REVIEWED_SFT] = sft_rows(kept, signature, ctx.prompt_format)
+            capped_kept = cap_per_label(kept, cfg.max_per_label)
+            if capped_kept:
+                rows[REVIEWED_SFT] = sft_rows(capped_kept, signature, ctx.prompt_format)
                 files[REVIEWED_SFT] = TracesStage.REVIEWED_SFT
+                if len(capped_kept) < len(kept):  # the traces stage's file holds every reviewed trace
+                    files[REVIEWED_SFT] = "reviewed/sft_capped.jsonl"
+                    write_jsonl(ctx.rundir.file(files[REVIEWED_SFT]), rows[REVIEWED_SFT])
                 trained_on[REVIEWED_SFT] = rows_trained_on(rows[REVIEWED_SFT], "the reviewed traces (rejected "
                                                            "dropped, confirmed edits in place)", "the reviewed examples")
         for kind, kind_rows in rows.items():  # what each adapter's examples are, per label
-            trained_on[kind] = {**trained_on[kind], "rows_per_label": rows_per_label(kind_rows)}
+            trained_on[kind] = {**trained_on[kind], "rows_per_label": rows_per_label(kind_rows), **trained_on_cap}
         base_rater = ctx.roles.base_rater()
         added: list[Variant] = []
         if base_rater is not None:
