@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed distill-05b convabuse-distill
+.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed distill-05b convabuse-distill convabuse-distill-balanced
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,13 @@ distill-05b: install
 convabuse-distill: install
 	$(BIN)/python -m thinktrace.compile experiments/convabuse-distill.yaml --out runs/convabuse-distill/main
 	$(BIN)/python -m thinktrace.results runs/convabuse-distill/main results/convabuse-distill --docs docs/results/convabuse-distill.md --ids-only
+
+# The ConvAbuse distill design with rows balanced over labels (experiments/convabuse-distill-balanced.yaml, issue 28:
+# convabuse-distill's students all collapsed to the majority label): runs into runs/convabuse-distill-balanced/main
+# (resumes it), then publishes results/convabuse-distill-balanced with item ids instead of item text.
+convabuse-distill-balanced: install
+	$(BIN)/python -m thinktrace.compile experiments/convabuse-distill-balanced.yaml --out runs/convabuse-distill-balanced/main
+	$(BIN)/python -m thinktrace.results runs/convabuse-distill-balanced/main results/convabuse-distill-balanced --docs docs/results/convabuse-distill-balanced.md --ids-only
 
 # The compiled-rater benchmark (issue 27): VADER words, ConvAbuse severity, Newsroom informativeness; hours on 2
 # cores, resumable (run it again after a kill); the table goes to benchmarks/results/guidelines.md.

@@ -25,3 +25,19 @@ def test_trainset_per_item_and_per_annotator():
     assert [e.key for e in trainset(corpus(aggregate="each"))] == [e.key for e in per_ann]
     assert len(trainset(c, max_items=3)) == 3
     assert not {e.item_id for e in per_item} & {it.item_id for it in c.split("test")}
+
+
+def test_trainset_caps_examples_per_label_keeping_the_first_in_order():
+    from collections import Counter
+
+    c = corpus()
+    per_ann = trainset(c, per_annotator=True)
+    counts = Counter(e.label for e in per_ann)
+    assert max(counts.values()) > 1
+    capped = trainset(c, per_annotator=True, max_per_label=1)
+    assert Counter(e.label for e in capped) == {label: 1 for label in counts}
+    first = {}
+    for e in per_ann:
+        first.setdefault(e.label, e.key)
+    assert [e.key for e in capped] == [k for k in (e.key for e in per_ann) if k in set(first.values())]
+    assert trainset(c, per_annotator=True, max_per_label=10_000) == per_ann

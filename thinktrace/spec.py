@@ -80,6 +80,10 @@ class SamplingConfig(Section):
                              "of it) when its label matches. False: such an attempt is journalled with its finish "
                              "reason and counted, never a trace (its rationale may end mid-thought).")
     max_items: int | None = Field(None, ge=1, description="Sample traces for at most this many train items.")
+    max_per_label: int | None = Field(None, ge=1, description="Sample traces for at most this many train examples "
+                                      "per human label (the first ones in split order): a corpus whose labels are "
+                                      "mostly one value spends its sampling budget on the others. Label-only on every "
+                                      "train example (`finetune.ablation_label_all`) uses the same examples.")
     per_annotator: bool = Field(False, description="One trace per (item, annotator label) instead of per item, so "
                                 "annotators who disagree get different traces (needs per-annotator labels).")
     max_demos: int = Field(4, ge=0, description="Accepted traces kept as few-shot demos (balanced over labels) in "

@@ -15,10 +15,10 @@ from thinktrace.records import ITEM, LABEL, RATIONALE, record_cut
 
 
 def trainset(corpus: Corpus, split: str = "train", per_annotator: bool = False,
-             max_items: int | None = None) -> list[dspy.Example]:
+             max_items: int | None = None, max_per_label: int | None = None) -> list[dspy.Example]:
     """Training examples for the teleprompter: one per item (gold label), or one per (item, annotator label) in
     per-annotator mode (`sampling.per_annotator`, or `data.aggregate: each`), so annotators who disagree get
-    different traces."""
+    different traces. `max_per_label`: at most that many examples per label, the first ones in split order."""
     per_annotator = per_annotator or corpus.aggregate == "each"
     items: list[Item] = corpus.split(split)
     if max_items:
@@ -34,6 +34,15 @@ def trainset(corpus: Corpus, split: str = "train", per_annotator: bool = False,
         else:
             examples.append(dspy.Example(key=it.item_id, item_id=it.item_id, annotator=None, item=it.text,
                                          label=it.label, human_labels=list(it.labels)).with_inputs("item"))
+    if max_per_label:
+        seen: dict[str, int] = {}
+        kept = []
+        for ex in examples:
+            n = seen.get(str(ex.label), 0)
+            if n < max_per_label:
+                seen[str(ex.label)] = n + 1
+                kept.append(ex)
+        examples = kept
     return examples
 
 

@@ -35,7 +35,8 @@ def train_examples(ctx: RunContext):
     from thinktrace.traces import trainset
 
     cfg = ctx.spec.sampling
-    return trainset(ctx.corpus, per_annotator=cfg.per_annotator, max_items=cfg.max_items)
+    return trainset(ctx.corpus, per_annotator=cfg.per_annotator, max_items=cfg.max_items,
+                    max_per_label=cfg.max_per_label)
 
 
 def raise_pending(stage: str, tele, n_examples: int) -> None:
@@ -59,7 +60,8 @@ class TracesStage(Stage):
         from thinktrace.traces import trainset
 
         spec = ctx.spec
-        ctx.examples = trainset(ctx.corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items)
+        ctx.examples = trainset(ctx.corpus, per_annotator=spec.sampling.per_annotator, max_items=spec.sampling.max_items,
+                                max_per_label=spec.sampling.max_per_label)
         if spec.sampling.max_demos:
             ctx.variants += [demos_name(r.name) for r in spec.models.raters]
             if ctx.reviewed:
