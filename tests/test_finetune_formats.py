@@ -114,21 +114,26 @@ def test_the_plan_names_every_format_and_the_label_all_baseline(tmp_path, capsys
     assert "smollm2-135m+trace-sft-multitask" in out and "smollm2-135m+label-sft-all" in out
 
 
-@pytest.fixture(scope="module")
-def run(tiny_model_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("formats")
+def _compile(tmp_path_factory, tiny_model_dir, name: str, **finetune) -> tuple:
+    """A run with the fake teacher and `finetune` settings (training on the tiny checkpoint): (run folder, metrics)."""
+    work = tmp_path_factory.mktemp(name)
     spec = toy_spec(**{
         "models.generator": {"name": "teacher", "provider": "python", "model": f"{FAKE_ENGINES}:keyword_rater",
                              "cache": False},
         "sampling.k": 4, "trace_quality.enabled": False, "evaluate.bootstrap": 20, "evaluate.max_items": 4,
         "finetune": {"enabled": True, "base": str(tiny_model_dir), "epochs": 1, "save_steps": 50, "batch_size": 4,
-                     "max_length": 480, "num_threads": 1, "ablation_shuffled": False, "ablation_label_all": True,
-                     "format": ["rationale_then_label", "multitask", "label_then_rationale"]}})
+                     "max_length": 480, "num_threads": 1, "ablation_label_all": True, **finetune}})
     path = write_spec(work, spec)
     out = work / "run"
     with children_in_process():
         assert main([str(path), "--out", str(out)]) == 0
     return out, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory):
+    return _compile(tmp_path_factory, tiny_model_dir, "formats", ablation_shuffled=False,
+                    format=["rationale_then_label", "multitask", "label_then_rationale"])
 
 
 def test_every_format_trains_the_same_items_and_steps(run):
@@ -221,19 +226,8 @@ def test_the_plan_counts_the_steps_of_capped_rows(tmp_path):
 
 @pytest.fixture(scope="module")
 def capped_run(tiny_model_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("capped")
-    spec = toy_spec(**{
-        "models.generator": {"name": "teacher", "provider": "python", "model": f"{FAKE_ENGINES}:keyword_rater",
-                             "cache": False},
-        "sampling.k": 4, "trace_quality.enabled": False, "evaluate.bootstrap": 20, "evaluate.max_items": 4,
-        "finetune": {"enabled": True, "base": str(tiny_model_dir), "epochs": 1, "save_steps": 50, "batch_size": 4,
-                     "max_length": 480, "num_threads": 1, "ablation_label_all": True, "max_per_label": 1,
-                     "format": ["rationale_then_label", "multitask"]}})
-    path = write_spec(work, spec)
-    out = work / "run"
-    with children_in_process():
-        assert main([str(path), "--out", str(out)]) == 0
-    return out, json.loads((out / "metrics.json").read_text())
+    return _compile(tmp_path_factory, tiny_model_dir, "capped", max_per_label=1,
+                    format=["rationale_then_label", "multitask"])
 
 
 def test_max_per_label_caps_every_adapter_on_the_same_items(capped_run):
