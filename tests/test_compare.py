@@ -126,3 +126,18 @@ def test_a_comparison_carries_its_resample_count_and_prints_an_undefined_ci_as_u
                  "ci_undefined": True}
     assert fmt_delta_alpha(undefined) == "-0.100 [CI undefined (646/1000 valid resamples)] p=0.900"
     assert fmt_delta_alpha({"diff": -0.1, "ci": [-0.2, 0.0], "p": 0.9}) == "-0.100 [-0.200, +0.000] p=0.900"  # old
+
+
+def test_match_pairs_a_later_runs_rater_with_another_rater_of_the_first_run(runs, capsys):
+    r1, r2, _ = runs
+    comp = compare([RunView(r1), RunView(r2)], match=[("kw-sft", "kw")])
+    rows = rows_by(comp)
+    # r2's kw is paired with r1's kw-sft: the reverse of r1's own kw-sft - kw (the fake rater repeats itself)
+    mapped = rows[("toy/r2", "kw")]
+    assert mapped["vs_first_note"] == "vs toy/r1 kw-sft"
+    assert mapped["vs_first"]["diff"] == pytest.approx(-rows[("toy/r1", "kw-sft")]["vs_baseline"]["diff"])
+    assert rows[("toy/r2", "kw-sft")]["vs_first"]["diff"] == pytest.approx(0.0)  # not `kw+...`: its own name
+    assert main([str(r1), str(r2), "--match", "kw-sft=kw", "--n-boot", "20"]) == 0
+    assert "vs toy/r1 kw-sft" in capsys.readouterr().out
+    assert main([str(r1), str(r2), "--match", "kw-sft"]) == 2
+    assert "--match takes FIRST=OTHER" in capsys.readouterr().err

@@ -1,13 +1,13 @@
 """Compare compiled programs across runs and variants.
 
-    python -m thinktrace.compare RUN [RUN ...] [--html OUT.html] [--split test] [--n-boot N]
+    python -m thinktrace.compare RUN [RUN ...] [--html OUT.html] [--split test] [--n-boot N] [--match FIRST=OTHER]
 
 One table over every (run, variant): α with its 95 % CI, items, parse rate, the difference to the run's baseline
 variant of the same rater (paired bootstrap from the prediction records), and the difference to the FIRST run's
-variant of the same name when both runs evaluated the same items with the same human labels (otherwise the runs are
-listed but not paired, with a message saying so). Then the cost of each run. Markdown goes to stdout, a
-self-contained HTML page (with an α forest plot) to --html. A path that is not a run folder: one line on stderr,
-exit code 2.
+variant of the same name (or of the rater `--match` maps it to: two students fine-tuned the same ways) when both
+runs evaluated the same items with the same human labels (otherwise the runs are listed but not paired, with a
+message saying so). Then the cost of each run. Markdown goes to stdout, a self-contained HTML page (with an α
+forest plot) to --html. A path that is not a run folder: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -82,7 +82,18 @@ def _pairable(first: RunView, other: RunView, split: str) -> str | None:
     return None
 
 
-def compare(runs: Sequence[RunView], split: str = "test", n_boot: int | None = None) -> RunComparison:
+def first_name(name: str, match: Sequence[tuple[str, str]] = ()) -> str:
+    """The first run's variant a later run's variant `name` is paired with: its own name, unless a `match` pair
+    (first, other) maps the rater `other` (and its variants `other+...`) to `first` (`first+...`), e.g. the same
+    adapter kind on another student: ("smollm2-135m", "qwen2.5-coder-0.5b")."""
+    for first, other in match:
+        if name == other or name.startswith(other + "+"):
+            return first + name[len(other):]
+    return name
+
+
+def compare(runs: Sequence[RunView], split: str = "test", n_boot: int | None = None,
+            match: Sequence[tuple[str, str]] = ()) -> RunComparison:
     comp = RunComparison(split=split, runs=list(runs))
     first = runs[0]
     why_not = {i: _pairable(first, run, split) for i, run in enumerate(runs) if i > 0}
@@ -121,14 +132,14 @@ def compare(runs: Sequence[RunView], split: str = "test", n_boot: int | None = N
                 row["vs_first_note"] = "(reference run)"
             elif why_not.get(i):
                 row["vs_first_note"] = "not paired: different items"
-            elif v["name"] not in (first.split(split).get("raters") or {}):
-                row["vs_first_note"] = f"no variant {v['name']} in {first.label}"
+            elif (theirs := first_name(v["name"], match)) not in (first.split(split).get("raters") or {}):
+                row["vs_first_note"] = f"no variant {theirs} in {first.label}"
             else:
                 fh = first.human(split)
                 human_both = {k: fh.get(k, human.get(k)) for k in set(fh) | set(human)}
                 row["vs_first"] = paired(first, split, first.eval_items(split) or [], human_both,
-                                         first.labels(split, v["name"]), run.labels(split, v["name"]), n_boot)
-                row["vs_first_note"] = f"vs {first.label}"
+                                         first.labels(split, theirs), run.labels(split, v["name"]), n_boot)
+                row["vs_first_note"] = f"vs {first.label}" + (f" {theirs}" if theirs != v["name"] else "")
             comp.rows.append(row)
     return comp
 
@@ -161,7 +172,9 @@ def variant_table(comp: RunComparison) -> tuple[list[str], list[list[str]]]:
              pct(r["parse_rate"]),
              fmt_delta_alpha(r["vs_baseline"], r["vs_baseline_note"]) + (f" ({r['vs_baseline_note']})"
                                                                    if r["vs_baseline"] else ""),
-             fmt_delta_alpha(r["vs_first"], r["vs_first_note"])] for r in comp.rows]
+             fmt_delta_alpha(r["vs_first"], r["vs_first_note"]) + (
+                 f" ({r['vs_first_note']})" if r["vs_first"] and r["vs_first_note"] != f"vs {first}" else "")]
+            for r in comp.rows]
     return head, rows
 
 
@@ -181,8 +194,8 @@ def runs_table(comp: RunComparison) -> tuple[list[str], list[list[str]]]:
 
 EXPLAIN = ("Δα: difference in Krippendorff's α (b − a) on the same items with a paired bootstrap 95% CI; p: share of "
            "resamples in which b is not better. Δα vs baseline: against the run's baseline variant of the same "
-           "rater. Cross-run Δα: against the first run's variant of the same name, only when both runs evaluated "
-           "the same items with the same human labels.")
+           "rater. Cross-run Δα: against the first run's variant of the same name (or the name `--match` maps it "
+           "to), only when both runs evaluated the same items with the same human labels.")
 
 
 def build_report(comp: RunComparison) -> Report:
@@ -216,14 +229,15 @@ def build_report(comp: RunComparison) -> Report:
                    ReportSection("runs", "Runs and cost", [Table(*runs_table(comp))])])
 
 
-def compare_runs(*runs, split: str = "test", n_boot: int | None = None) -> RunComparison:
+def compare_runs(*runs, split: str = "test", n_boot: int | None = None,
+                 match: Sequence[tuple[str, str]] = ()) -> RunComparison:
     """`compare` on run folders given as paths, `RunView`s or API `Run`s (anything with a `path`), the first the
     reference (`thinktrace.compare(...)`); raises RunError when one is not a readable run folder. Its `markdown()`
     is what the command prints."""
     views = [r if isinstance(r, RunView) else RunView(Path(getattr(r, "path", r))) for r in runs]
     if not views:
         raise ValueError("compare needs at least one run")
-    return compare(views, split, n_boot)
+    return compare(views, split, n_boot, match)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,7 +247,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="evaluation split to compare (default: test)")
     parser.add_argument("--n-boot", type=int, default=None,
                         help="bootstrap resamples of the paired differences (default: each run's evaluate.bootstrap)")
+    parser.add_argument("--match", action="append", default=[], metavar="FIRST=OTHER",
+                        help="pair a later run's rater OTHER and its variants (OTHER+trace-sft, ...) with the first "
+                             "run's FIRST (FIRST+trace-sft, ...), e.g. two students fine-tuned the same ways: "
+                             "smollm2-135m=qwen2.5-coder-0.5b (repeatable)")
     args = parser.parse_args(argv)
+    match = []
+    for m in args.match:
+        first, sep, other = m.partition("=")
+        if not sep or not first or not other:
+            print(f"error: --match takes FIRST=OTHER (two rater names), got {m!r}", file=sys.stderr)
+            return 2
+        match.append((first, other))
     try:
         runs = [RunView(Path(p)) for p in args.runs]
     except RunError as err:
@@ -242,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.n_boot is not None and args.n_boot < 1:
         print(f"error: --n-boot must be at least 1 (got {args.n_boot})", file=sys.stderr)
         return 2
-    comp = compare(runs, args.split, args.n_boot)
+    comp = compare(runs, args.split, args.n_boot, match)
     report = build_report(comp)  # built once (its plot too), rendered for stdout and for --html
     print(render_markdown(report))  # figures only in the HTML page
     if args.html:
