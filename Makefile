@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SPEC ?= experiments/quickstart.yaml
 
-.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed distill-05b convabuse-distill convabuse-distill-balanced
+.PHONY: guidelines-benchmark quickstart test test-slow install clean distill distill-reviewed distill-05b distill-05b-smollm2 convabuse-distill convabuse-distill-balanced
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,13 @@ distill-05b: install
 	$(BIN)/thinktrace install-assets --student qwen2.5-coder-0.5b
 	$(BIN)/python -m thinktrace.compile experiments/distill-05b.yaml --out runs/distill-05b/main
 	$(BIN)/python -m thinktrace.results runs/distill-05b/main results/distill-05b --docs docs/results/distill-05b.md
+
+# distill-05b's design with SmolLM2-135M as the student (experiments/distill-05b-smollm2.yaml): run after distill-05b, its
+# traces come from the DSPy cache (the teacher's requests are the same); then both students paired on the same words.
+distill-05b-smollm2: distill-05b
+	$(BIN)/python -m thinktrace.compile experiments/distill-05b-smollm2.yaml --out runs/distill-05b-smollm2/main
+	$(BIN)/python -m thinktrace.results runs/distill-05b-smollm2/main results/distill-05b-smollm2 --docs docs/results/distill-05b-smollm2.md
+	$(BIN)/python -m thinktrace.compare runs/distill-05b-smollm2/main runs/distill-05b/main --match smollm2-135m=qwen2.5-coder-0.5b --html results/distill-05b/students.html | tee results/distill-05b/students.md
 
 # The distill design on ConvAbuse severity (experiments/convabuse-distill.yaml, issue 28; ~2 h on 2 cores, needs
 # ../shared/datasets): runs into runs/convabuse-distill/main (resumes it), then publishes results/convabuse-distill
