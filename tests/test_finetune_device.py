@@ -29,7 +29,7 @@ MAC = Capabilities(mps=True)
     ("auto", "auto", VOLTA, ("cuda", "fp16", "float16")),
     ("auto", "auto", MAC, ("mps", "fp32", "float32")),
     ("cpu", "auto", AMPERE, ("cpu", "fp32", "float32")),  # a GPU present, the CPU asked for
-    ("cpu", "bf16", CPU, ("cpu", "bf16", "bfloat16")),
+    ("cpu", "bf16", Capabilities(cpu_bf16=True), ("cpu", "bf16", "bfloat16")),
     ("cuda", "fp32", AMPERE, ("cuda", "fp32", "float32")),
     ("cuda", "fp16", AMPERE, ("cuda", "fp16", "float16")),
     ("mps", "fp16", MAC, ("mps", "fp16", "float16")),
@@ -47,6 +47,8 @@ def test_device_and_precision_choice(device, precision, caps, want):
     ("mps", "auto", AMPERE, "finetune.device", "no MPS device"),
     ("auto", "bf16", VOLTA, "finetune.precision", "bf16 is not native"),
     ("mps", "bf16", MAC, "finetune.precision", "bf16 is not native"),
+    ("cpu", "bf16", CPU, "finetune.precision", "bf16 is not native on this CPU"),
+    ("auto", "bf16", CPU, "finetune.precision", "use fp32 or auto"),
     ("cpu", "fp16", AMPERE, "finetune.precision", "needs an accelerator"),
     ("tpu", "auto", CPU, "finetune.device", "allowed: auto, cpu, cuda, mps"),
     ("cpu", "int8", CPU, "finetune.precision", "allowed: auto, fp32, bf16, fp16"),

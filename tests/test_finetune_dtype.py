@@ -14,6 +14,7 @@ from support.tiny_model import make_rows, tiny_cfg
 
 from thinktrace.errors import SpecError
 from thinktrace.finetune import train_adapter
+from thinktrace.finetune.device import Capabilities
 
 
 def test_bf16_adapter_is_served_on_a_bf16_base(tiny_model_dir, tmp_path, monkeypatch):
@@ -26,6 +27,8 @@ def test_bf16_adapter_is_served_on_a_bf16_base(tiny_model_dir, tmp_path, monkeyp
     from thinktrace.lm.weights import adapter_gguf, served_model
 
     monkeypatch.setenv("THINKTRACE_CACHE", str(tmp_path / "cache"))
+    # the dtype path, not the speed: on a CPU without native bf16 the tiny model's two steps are still quick
+    monkeypatch.setattr("thinktrace.finetune.train.detect", lambda: Capabilities(cpu_bf16=True))
     cfg = tiny_cfg(tiny_model_dir, device="cpu", precision="bf16", max_steps=2, num_threads=1)
     result = train_adapter(cfg, make_rows(8), tmp_path / "ft", seed=0, name="trace", progress=False)
     adapter = Path(result["adapter_dir"])
