@@ -41,3 +41,25 @@ def test_trainset_caps_examples_per_label_keeping_the_first_in_order():
         first.setdefault(e.label, e.key)
     assert [e.key for e in capped] == [k for k in (e.key for e in per_ann) if k in set(first.values())]
     assert trainset(c, per_annotator=True, max_per_label=10_000) == per_ann
+
+
+def test_a_run_samples_only_the_capped_examples(tmp_path):
+    import json
+    from collections import Counter
+
+    from support import read_jsonl
+    from support.specs import toy_spec, write_spec
+
+    from thinktrace.compile import main
+
+    spec = toy_spec(**{"sampling.per_annotator": True, "sampling.max_per_label": 2,
+                       "sampling.strategy": "blind_then_hinted", "trace_quality.enabled": False,
+                       "guidelines.enabled": False, "evaluate.max_items": 2})
+    out = tmp_path / "run"
+    assert main([str(write_spec(tmp_path, spec)), "--out", str(out)]) == 0
+    capped = trainset(corpus(), per_annotator=True, max_per_label=2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["traces"]["examples"] == len(capped) < len(trainset(corpus(), per_annotator=True))
+    sampled = {a["key"] for a in read_jsonl(out / "attempts.jsonl")}
+    assert sampled == {e.key for e in capped}  # nothing spent on the examples past the cap
+    assert max(Counter(t["human"] for t in read_jsonl(out / "traces.jsonl")).values()) <= 2
