@@ -210,7 +210,7 @@ def test_the_gpu_spec_for_an_8b_student_dry_runs_without_downloading(monkeypatch
 
 
 def test_the_cap_per_label_keeps_the_first_examples_of_each_label_in_order():
-    from thinktrace.finetune.formats import cap_per_label
+    from thinktrace.traces import cap_per_label
 
     rows = [{"item_id": f"i{n}", "label": lab} for n, lab in enumerate(["1", "1", "-2", "1", "-2", "0"])]
     assert [r["item_id"] for r in cap_per_label(rows, 1)] == ["i0", "i2", "i5"]

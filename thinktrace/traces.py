@@ -34,16 +34,23 @@ def trainset(corpus: Corpus, split: str = "train", per_annotator: bool = False,
         else:
             examples.append(dspy.Example(key=it.item_id, item_id=it.item_id, annotator=None, item=it.text,
                                          label=it.label, human_labels=list(it.labels)).with_inputs("item"))
-    if max_per_label:
-        seen: dict[str, int] = {}
-        kept = []
-        for ex in examples:
-            n = seen.get(str(ex.label), 0)
-            if n < max_per_label:
-                seen[str(ex.label)] = n + 1
-                kept.append(ex)
-        examples = kept
-    return examples
+    return cap_per_label(examples, max_per_label)
+
+
+def cap_per_label(examples: Sequence, cap: int | None) -> list:
+    """The first `cap` examples (train examples, traces or rows: anything with a `label`) of each label, in their
+    order; all of them when `cap` is None. Sampling (`sampling.max_per_label`) and fine-tuning
+    (`finetune.max_per_label`) cap with it."""
+    if not cap:
+        return list(examples)
+    seen: dict[str, int] = {}
+    out = []
+    for ex in examples:
+        label = str(ex.get("label"))
+        if seen.get(label, 0) < cap:
+            seen[label] = seen.get(label, 0) + 1
+            out.append(ex)
+    return out
 
 
 def sft_rows(traces: Sequence[dict], signature, adapter: dspy.Adapter | None = None,

@@ -58,21 +58,6 @@ def format_config(cfg: FinetuneConfig, fmt: str, n_traces: int) -> FinetuneConfi
                                   "max_rows": cfg.max_rows * 2 if cfg.max_rows else None})
 
 
-def cap_per_label(examples: Sequence[dict], cap: int | None) -> list[dict]:
-    """The first `cap` examples (traces, or train examples with a `label`) of each label, in their order; all of
-    them when `cap` is None."""
-    if not cap:
-        return list(examples)
-    seen: dict[str, int] = {}
-    out = []
-    for ex in examples:
-        label = str(ex.get("label"))
-        if seen.get(label, 0) < cap:
-            seen[label] = seen.get(label, 0) + 1
-            out.append(ex)
-    return out
-
-
 def rows_per_label(rows: Sequence[dict]) -> dict[str, int]:
     """Training examples per label (a multitask trace counts once: its label-task row), labels in sorted order."""
     from collections import Counter

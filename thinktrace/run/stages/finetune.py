@@ -100,7 +100,7 @@ class FinetuneStage(Stage):
         from thinktrace.finetune import train_adapter_subprocess
         from thinktrace.finetune.launch import launch, write_job
         from thinktrace.rundir import write_jsonl
-        from thinktrace.traces import shuffled_rationales, sft_rows
+        from thinktrace.traces import cap_per_label, shuffled_rationales, sft_rows
 
         traces = ctx.rundir.log("traces.jsonl").read()
         cfg = ctx.spec.finetune
@@ -108,7 +108,7 @@ class FinetuneStage(Stage):
             why = ("no accepted trace: nothing to fine-tune on, so no fine-tuned variant was evaluated (sample more: "
                    "sampling.k, sampling.strategy, a stronger generator)")
             return StageResult({"skipped": why, "warnings": [f"finetune skipped: {why}"]})
-        from thinktrace.finetune.formats import cap_per_label, format_config, format_rows, rows_per_label
+        from thinktrace.finetune.formats import format_config, format_rows, rows_per_label
         from thinktrace.run.stages.traces import train_examples
 
         signature = ctx.rater_signature()
