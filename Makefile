@@ -43,18 +43,19 @@ distill-reviewed: distill
 	$(BIN)/python -m thinktrace.results $(RUNS)/distill/main results/distill-reviewed --docs docs/results/distill-reviewed.md
 
 # The distill design with the larger embedded student Qwen2.5-Coder-0.5B (experiments/distill-05b.yaml, issue 28; hours on
-# 2 cores): runs into runs/distill-05b/main (resumes it), then publishes results/distill-05b.
+# 2 cores): runs into runs/distill-05b/main (resumes it), then publishes results/distill-05b with its journals
+# (the VADER words are public): attempts.jsonl for distill-05b-smollm2 to replay, predictions.jsonl to pair with it.
 distill-05b: install
 	$(BIN)/thinktrace install-assets --student qwen2.5-coder-0.5b
 	$(BIN)/python -m thinktrace.compile experiments/distill-05b.yaml --out $(RUNS)/distill-05b/main
-	$(BIN)/python -m thinktrace.results $(RUNS)/distill-05b/main results/distill-05b --docs docs/results/distill-05b.md
+	$(BIN)/python -m thinktrace.results $(RUNS)/distill-05b/main results/distill-05b --docs docs/results/distill-05b.md --with-journals
 
-# distill-05b's design with SmolLM2-135M as the student (experiments/distill-05b-smollm2.yaml): run after distill-05b, its
-# traces come from the DSPy cache (the teacher's requests are the same); then both students paired on the same words.
-distill-05b-smollm2: distill-05b
+# distill-05b's design with SmolLM2-135M as the student (experiments/distill-05b-smollm2.yaml): it replays the traces
+# published in results/distill-05b (sampling.attempts_from), then pairs both students on the same words.
+distill-05b-smollm2: install
 	$(BIN)/python -m thinktrace.compile experiments/distill-05b-smollm2.yaml --out $(RUNS)/distill-05b-smollm2/main
-	$(BIN)/python -m thinktrace.results $(RUNS)/distill-05b-smollm2/main results/distill-05b-smollm2 --docs docs/results/distill-05b-smollm2.md
-	$(BIN)/python -m thinktrace.compare $(RUNS)/distill-05b-smollm2/main $(RUNS)/distill-05b/main --match smollm2-135m=qwen2.5-coder-0.5b --html results/distill-05b/students.html | tee results/distill-05b/students.md
+	$(BIN)/python -m thinktrace.results $(RUNS)/distill-05b-smollm2/main results/distill-05b-smollm2 --docs docs/results/distill-05b-smollm2.md --with-journals
+	$(BIN)/python -m thinktrace.compare results/distill-05b-smollm2 results/distill-05b --match smollm2-135m=qwen2.5-coder-0.5b --html results/distill-05b/students.html | tee results/distill-05b/students.md
 
 # The distill design on ConvAbuse severity (experiments/convabuse-distill.yaml, issue 28; ~2 h on 2 cores, needs
 # ../shared/datasets): runs into runs/convabuse-distill/main (resumes it), then publishes results/convabuse-distill

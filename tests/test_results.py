@@ -63,6 +63,38 @@ def test_ids_only_publishes_no_item_text_and_the_docs_page_says_where_the_report
     assert text == results.docs_page(RunView(out), "toy")  # re-renders from the folder itself
 
 
+def test_with_journals_publishes_what_another_experiment_replays_and_compare_pairs(run, tmp_path, capsys):
+    from support import read_jsonl
+    from support.specs import write_spec
+
+    from thinktrace.compile import main
+
+    out, page = tmp_path / "results" / "toy", tmp_path / "toy.md"
+    assert results.main([str(run), str(out), "--with-journals", "--docs", str(page)]) == 0
+    for journal in ("attempts.jsonl", "predictions.jsonl"):
+        assert (out / journal).read_bytes() == (run / journal).read_bytes()
+    from thinktrace.compare import main as compare
+
+    assert compare([str(out), str(run)]) == 0  # the published folder pairs with a run like a run folder
+    shown = capsys.readouterr().out
+    assert "toy" in shown and "no results" not in shown and "not paired" not in shown
+    assert results.main([str(run), str(tmp_path / "plain")]) == 0
+    assert not (tmp_path / "plain" / "attempts.jsonl").exists()  # only when asked
+    assert "`attempts.jsonl` (the sampling journal" in " ".join(page.read_text().split())
+    assert "`predictions.jsonl` (every rating" in " ".join(page.read_text().split())
+    assert results.main([str(run), str(out), "--with-journals", "--ids-only"]) == 2  # it quotes items
+    assert "not with --ids-only" in capsys.readouterr().err
+    # an experiment on the same requests replays it from the results folder: the same traces, no new attempt
+    import yaml
+
+    spec = yaml.safe_load((run / "spec.resolved.yaml").read_text())
+    spec["sampling"]["attempts_from"] = str(out)
+    again = tmp_path / "again"
+    assert main([str(write_spec(tmp_path, spec)), "--out", str(again)]) == 0
+    assert all(a["reused_from"] == str(out) for a in read_jsonl(again / "attempts.jsonl"))
+    assert read_jsonl(again / "traces.jsonl") == read_jsonl(run / "traces.jsonl")
+
+
 def test_the_readme_block_between_markers_is_replaced_and_nothing_else(run, tmp_path):
     out = tmp_path / "toy"
     results.publish(run, out)

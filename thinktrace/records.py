@@ -97,6 +97,8 @@ class Attempt(Record):
     #: accepted as a trace under the settings it was sampled with; a resumed run derives acceptance again from the
     #: record under its own settings (thinktrace.teleprompt.RejectionSampling.settle)
     accepted: bool = False
+    #: `sampling.attempts_from` as given: this attempt was made by that run and replayed here (thinktrace.reuse)
+    reused_from: str | None = None
 
 
 class Trace(BaseModel):

@@ -134,6 +134,11 @@ def docs_page(run: RunView, name: str) -> str:
         head += [_wrap(md_text(description)), ""]
     report = ("`report.md` (the run's full report, with its figures), " if (run.path / "report.md").exists()
               else "")
+    if (run.path / ATTEMPTS).exists():
+        report += ("`attempts.jsonl` (the sampling journal, which another experiment replays with "
+                   f"`sampling.attempts_from: results/{name}`), ")
+    if (run.path / PREDICTIONS).exists():
+        report += "`predictions.jsonl` (every rating, which `python -m thinktrace.compare` pairs across runs), "
     kept_out = ("" if report else " The run's full report stays in its run folder: it quotes items of a corpus "
                 "the repository does not ship, and published results name items by id only.")
     head += [_wrap(f"Every number on this page is read off `results/{name}/metrics.json` by `python -m "
@@ -145,12 +150,20 @@ def docs_page(run: RunView, name: str) -> str:
 
 #: what `--ids-only` leaves in the run folder: the report quotes items (trace samples, the guideline's examples)
 QUOTES_ITEMS = ("report.md",)
+#: `--with-journals`: the sampling journal (another experiment replays it with `sampling.attempts_from`) and the
+#: predictions (`python -m thinktrace.compare` pairs the published run with another from them)
+ATTEMPTS, PREDICTIONS = "attempts.jsonl", "predictions.jsonl"
 
 
-def publish(run_dir: Path, out: Path, ids_only: bool = False) -> list[Path]:
+def publish(run_dir: Path, out: Path, ids_only: bool = False, with_journals: bool = False) -> list[Path]:
     """Copy the run's small files into `out` and write its summary.md. `ids_only`: for a corpus the repository does
     not ship (e.g. ../shared datasets), nothing that quotes an item's text is copied: report.md and its figures
-    stay in the run folder (an earlier copy in `out` is removed); metrics.json and summary.md name items by id."""
+    stay in the run folder (an earlier copy in `out` is removed); metrics.json and summary.md name items by id.
+    `with_journals`: also the sampling journal (attempts.jsonl), so that another experiment can train on the same
+    traces (`sampling.attempts_from: results/NAME`), and the predictions (predictions.jsonl), so that `compare`
+    pairs the published run with another; both quote items (rationales)."""
+    if ids_only and with_journals:
+        raise ValueError("--with-journals publishes traces and rationales, which quote items: not with --ids-only")
     run = RunView(run_dir)
     state = (run.metrics.get("status") or {}).get("state", "complete")
     if state not in FINISHED:
@@ -158,7 +171,7 @@ def publish(run_dir: Path, out: Path, ids_only: bool = False) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     same = run.path.resolve() == out.resolve()  # re-rendering a results folder itself: nothing to copy
-    for name in KEPT:
+    for name in KEPT + ((ATTEMPTS, PREDICTIONS) if with_journals else ()):
         if ids_only and name in QUOTES_ITEMS:
             if not same:
                 (out / name).unlink(missing_ok=True)
@@ -195,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ids-only", action="store_true",
                    help="publish nothing that quotes item text (report.md and its figures stay in the run folder): "
                         "for corpora the repository does not ship")
+    p.add_argument("--with-journals", action="store_true",
+                   help="also publish the sampling journal (attempts.jsonl: another experiment replays the same traces "
+                        "with `sampling.attempts_from: results/NAME`) and predictions.jsonl (`compare` pairs the "
+                        "published run with another); both quote items")
     args = p.parse_args(argv)
     try:
-        paths = publish(args.run_dir, args.out, ids_only=args.ids_only)
+        paths = publish(args.run_dir, args.out, ids_only=args.ids_only, with_journals=args.with_journals)
         if args.readme:
             update_readme(args.readme, args.out.name, readme_block(RunView(args.out)))
             paths.append(args.readme)

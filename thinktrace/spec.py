@@ -93,6 +93,13 @@ class SamplingConfig(Section):
                            "neither variant.")
     num_threads: int | None = Field(None, ge=1, description="Examples sampled in parallel (default: the "
                                     "generator's num_threads).")
+    attempts_from: str | None = Field(None, description="Reuse another run's sampling attempts: its run folder (or "
+                                      "its attempts.jsonl, with its spec.resolved.yaml beside it), relative to the "
+                                      "spec's folder or the working directory. Its attempts for this run's train "
+                                      "examples are replayed, not sampled again, so two experiments that differ only "
+                                      "after the traces (another student) share one trace set; the other run must "
+                                      "have the same seed, guideline, infer program, prompt format, k, strategy, "
+                                      "temperature and generator model (else a one-line error names the field).")
     self_traces: bool = Field(False, description="Also sample the student's own traces (the untuned fine-tuning "
                               "base as generator; same k, keep, strategy, seeds; journal `self/attempts.jsonl`) on "
                               "the examples the generator explained and fine-tune `<base>+self-trace-sft` and "

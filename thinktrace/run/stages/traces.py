@@ -67,7 +67,8 @@ class TracesStage(Stage):
             if ctx.reviewed:
                 ctx.variants += [reviewed_demos_name(r.name) for r in spec.models.raters]
         return {"generator": spec.generator.name, "strategy": spec.sampling.strategy, "examples": len(ctx.examples),
-                "k": spec.sampling.k, "lm_calls_max": len(ctx.examples) * spec.sampling.calls_per_example()}
+                "k": spec.sampling.k, "lm_calls_max": len(ctx.examples) * spec.sampling.calls_per_example(),
+                **({"attempts_from": spec.sampling.attempts_from} if spec.sampling.attempts_from else {})}
 
     def run(self, ctx: RunContext) -> StageResult:
         from thinktrace.records import Trace
@@ -83,6 +84,7 @@ class TracesStage(Stage):
         teacher = ctx.program_class("infer")(guideline=ctx.guideline, label_set=ctx.corpus.label_set)
         student = ctx.rater_program()
         log = ctx.rundir.log("attempts.jsonl")
+        reused = self.reuse(ctx, examples, log)
         tele = rejection_sampling(ctx, ctx.lm(teacher_role.model), log,
                                   threads=cfg.num_threads or teacher_role.model.num_threads, max_demos=cfg.max_demos)
         compiled = tele.compile(student, trainset=examples, teacher=teacher, journal=log.read())
@@ -91,7 +93,7 @@ class TracesStage(Stage):
         write_jsonl(ctx.rundir.file("traces.jsonl"), traces, model=Trace)
         write_jsonl(ctx.rundir.file("sft.jsonl"), sft_rows(traces, ctx.rater_signature(), ctx.prompt_format))
         compiled.save(str(ctx.rundir.file("program.json")))
-        stats = {**acceptance_stats(tele.attempts, examples), "accept_cut": cfg.accept_cut}
+        stats = {**acceptance_stats(tele.attempts, examples), "accept_cut": cfg.accept_cut, **reused}
         variants = []
         if cfg.max_demos:  # the compiled program's demos, used: every rater is also evaluated with them
             demos = select_demos(traces, ctx.corpus.label_set, cfg.max_demos)
@@ -103,6 +105,23 @@ class TracesStage(Stage):
             stats["reviewed"], more = self.reviewed_set(ctx, traces, bool(variants))
             variants += more
         return StageResult(stats, variants)
+
+    @staticmethod
+    def reuse(ctx: RunContext, examples: list, log) -> dict:
+        """`sampling.attempts_from`: append the other run's attempts for examples this run has none of yet to this
+        run's journal (checked by thinktrace.reuse); the summary says where from, how many, and for how many
+        examples (every attempt taken, on any resume)."""
+        from thinktrace import reuse
+
+        ref = ctx.spec.sampling.attempts_from
+        if not ref:
+            return {}
+        own = log.read()
+        for record in reuse.load(ref, ctx.loaded.base_dir, ctx.spec, ctx.guideline, examples, own):
+            log.append({**record, "reused_from": ref})
+        taken = [r for r in log.read() if r.get("reused_from")]
+        return {"attempts_from": ref, "reused_attempts": len(taken),
+                "reused_examples": len({r["key"] for r in taken})}
 
     def reviewed_set(self, ctx: RunContext, raw: list[dict], raw_demos: bool) -> tuple[dict, list]:
         """Write the reviewed traces and their SFT rows; (their counts, the reviewed-demos variants: each rater with
