@@ -14,6 +14,7 @@ error propagates.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 from collections import deque
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
@@ -51,7 +52,10 @@ def drive(pool: Pool, units: Iterable[Any], handle: Callable[[Any, Any], Iterabl
                 unit, result = pool.next()
                 inflight -= 1
                 queue.extendleft(reversed(list(handle(unit, result) or ())))
-        except BaseException:
+        except BaseException as err:
+            if isinstance(err, KeyboardInterrupt) and inflight:  # the wait can be long: say why nothing seems to stop
+                print(f"stopping: waiting for the {inflight} calls in flight, whose results are kept",
+                      file=sys.stderr, flush=True)
             for unit, result in pool.stop():  # calls that finished while the stage was stopping are kept too
                 handle(unit, result)
             raise
