@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from thinktrace.errors import SpecError, ThinktraceError
 from thinktrace.finetune import FinetuneConfig, plan_steps
+from thinktrace.finetune import device
 from thinktrace.finetune.device import Capabilities, choose, detect
 from thinktrace.finetune.launch import launch, launcher_command, main, write_job
 from thinktrace.finetune.loss import step_aside_reason
@@ -65,9 +66,12 @@ def test_detect_reads_torch(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device, "cpu_native_bf16", lambda: False)  # the machine's own CPU does not decide the test
     assert detect() == VOLTA
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert detect() == CPU
+    monkeypatch.setattr(device, "cpu_native_bf16", lambda: True)
+    assert detect() == Capabilities(cpu_bf16=True)
 
 
 def test_spec_fields_defaults_and_errors():

@@ -54,12 +54,18 @@ def detect() -> Capabilities:
 
     cuda = bool(torch.cuda.is_available())
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    try:
-        cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN: no native CPU bf16 either
-        cpu_bf16 = False
     return Capabilities(cuda=cuda, cuda_bf16=cuda and bool(torch.cuda.is_bf16_supported()), mps=mps,
-                        cpu_bf16=cpu_bf16)
+                        cpu_bf16=cpu_native_bf16())
+
+
+def cpu_native_bf16() -> bool:
+    """Does this CPU multiply bf16 natively (AVX512-BF16 or AMX), as oneDNN reports it?"""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN: no native CPU bf16 either
+        return False
 
 
 def choose(device: str, precision: str, caps: Capabilities) -> Placement:

@@ -111,13 +111,13 @@ class TracesStage(Stage):
         """`sampling.attempts_from`: append the other run's attempts for examples this run has none of yet to this
         run's journal (checked by thinktrace.reuse); the summary says where from, how many, and for how many
         examples (every attempt taken, on any resume)."""
-        from thinktrace import reuse
+        from thinktrace.reuse import load
 
         ref = ctx.spec.sampling.attempts_from
         if not ref:
             return {}
         own = log.read()
-        for record in reuse.load(ref, ctx.loaded.base_dir, ctx.spec, ctx.guideline, examples, own):
+        for record in load(ref, ctx.loaded.base_dir, ctx.spec, ctx.guideline, examples, own):
             log.append({**record, "reused_from": ref})
         taken = [r for r in log.read() if r.get("reused_from")]
         return {"attempts_from": ref, "reused_attempts": len(taken),
