@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import yaml
 
 from thinktrace.errors import SpecError
+from thinktrace.lm.outcome import one_line
 
 FIELD = "sampling.attempts_from"
 ATTEMPTS, SPEC = "attempts.jsonl", "spec.resolved.yaml"
@@ -45,6 +46,10 @@ def source_files(ref: str, base_dir: Path) -> tuple[Path, Path]:
     return attempts, spec
 
 
+def _shown(value: Any) -> str:
+    return json.dumps(value)[:80]
+
+
 def _generator(raw: dict) -> dict:
     models = raw.get("models") or {}
     return models.get("generator") or (models.get("raters") or [{}])[0]
@@ -65,8 +70,7 @@ def check_same_requests(source_spec: dict, spec, guideline: str) -> None:
     pairs += [(f"the generator's {k}", theirs.get(k), ours.get(k)) for k in SAME_GENERATOR]
     for name, other, this in pairs:
         if other != this:
-            shown = (lambda v: json.dumps(v)[:80])
-            raise SpecError(FIELD, f"the other run's {name} is {shown(other)}, this spec's {shown(this)}: its "
+            raise SpecError(FIELD, f"the other run's {name} is {_shown(other)}, this spec's {_shown(this)}: its "
                             f"attempts answer other requests (reuse needs the same teacher, prompt and sampling)")
 
 
@@ -110,7 +114,3 @@ def load(ref: str, base_dir: Path, spec, guideline: str, examples: Sequence, own
         raise SpecError(FIELD, f"{spec_path} is not YAML ({one_line(err)})") from None
     check_same_requests(source_spec, spec, guideline)
     return reused_attempts(attempts, examples, own)
-
-
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200]
