@@ -11,8 +11,11 @@ from thinktrace.execution.pools import ThreadPool, drive
 
 def test_an_interrupt_keeps_the_calls_in_flight_and_says_it_waits_for_them(capsys):
     release = threading.Event()
+    running = threading.Barrier(3, timeout=5)  # units 0, 1 and 2 are all running before unit 0's result is handled
 
     def task(lms, unit):
+        if unit < 3:
+            running.wait()
         if unit:  # every unit but the first waits until the interrupt has been raised
             release.wait(5)
         return unit * 10
