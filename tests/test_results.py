@@ -12,6 +12,7 @@ import pytest
 from support.toy_runs import add_later_stages, compile_run
 
 from thinktrace import results
+from thinktrace.portable import portable
 from thinktrace.report.sections.findings import reading, rows
 from thinktrace.runview import RunView
 
@@ -39,7 +40,9 @@ def test_publish_keeps_the_small_files_and_a_summary_with_the_findings(run, tmp_
     out = tmp_path / "results" / "toy"
     assert results.main([str(run), str(out)]) == 0
     assert {"metrics.json", "spec.resolved.yaml", "report.md", "summary.md"} <= {p.name for p in out.iterdir()}
-    assert json.loads((out / "metrics.json").read_text()) == json.loads((run / "metrics.json").read_text())
+    published = (out / "metrics.json").read_text()
+    assert json.loads(published) == json.loads(portable((run / "metrics.json").read_text(), run))
+    assert str(run.resolve()) not in published and str(Path.home()) not in published
     summary = (out / "summary.md").read_text()
     assert "| fine-tuned on traces vs untuned | kw-sft − kw | -0.340 [-0.600, -0.100] |" in summary
     assert "worse (CI below 0)" in summary and "| kw-sft | trace-sft | 0.510 [0.200, 0.800] |" in summary
@@ -126,6 +129,18 @@ def test_the_readme_block_is_the_short_findings_table_and_the_claims(run, tmp_pa
     assert "| fine-tuned on traces vs untuned | kw-sft − kw | -0.340 [-0.600, -0.100] | worse (CI below 0) |" in block
     assert "- **Claim (1)**" in block and "Scores per variant" not in block
     assert all(len(line) <= results.WIDTH for line in block.splitlines() if not line.startswith("|"))
+
+
+def test_published_files_name_no_folder_of_the_machine_they_ran_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "x"
+    text = json.dumps({"adapter": f"{run.resolve()}/finetune/a/adapter", "spec": f"{tmp_path.resolve()}/exp.yaml",
+                       "file": "/opt/venv/lib/python3.11/site-packages/vaderSentiment/v.txt",
+                       "base_path": f"{Path.home()}/.cache/thinktrace/models/m", "other": f"{run.resolve()}x/y"})
+    got = json.loads(portable(text, run))
+    assert got == {"adapter": "<run>/finetune/a/adapter", "spec": "./exp.yaml",
+                   "file": "<site-packages>/vaderSentiment/v.txt", "base_path": "~/.cache/thinktrace/models/m",
+                   "other": "./runs/xx/y"}  # a folder's name is replaced only where the name ends
 
 
 def test_a_results_folder_re_renders_onto_itself_without_changing_its_files(tmp_path):

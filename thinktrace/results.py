@@ -33,6 +33,7 @@ from thinktrace.report.model import Bullets, Strong
 from thinktrace.report.render import FIGURE_DIR, md_cell, md_text, render_markdown
 from thinktrace.report.sections import findings
 from thinktrace.report.sections.reading import reading_blocks, what_ran
+from thinktrace.portable import portable
 from thinktrace.rundir import write_atomic
 from thinktrace.runview import RunError, RunView
 
@@ -155,6 +156,11 @@ QUOTES_ITEMS = ("report.md",)
 ATTEMPTS, PREDICTIONS = "attempts.jsonl", "predictions.jsonl"
 
 
+def _copy_portable(src: Path, dst: Path, run_dir: Path) -> None:
+    """Copy a text file with its local paths made portable (`portable`); write it in place when src is dst."""
+    write_atomic(dst, portable(src.read_text(encoding="utf-8"), run_dir))
+
+
 def publish(run_dir: Path, out: Path, ids_only: bool = False, with_journals: bool = False) -> list[Path]:
     """Copy the run's small files into `out` and write its summary.md. `ids_only`: for a corpus the repository does
     not ship (e.g. ../shared datasets), nothing that quotes an item's text is copied: report.md and its figures
@@ -177,8 +183,7 @@ def publish(run_dir: Path, out: Path, ids_only: bool = False, with_journals: boo
                 (out / name).unlink(missing_ok=True)
             continue
         if (run.path / name).exists():
-            if not same:
-                shutil.copyfile(run.path / name, out / name)
+            _copy_portable(run.path / name, out / name, run.path)
             written.append(out / name)
     if ids_only and not same:
         shutil.rmtree(out / FIGURE_DIR, ignore_errors=True)

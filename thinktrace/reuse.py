@@ -19,6 +19,7 @@ import yaml
 
 from thinktrace.errors import SpecError
 from thinktrace.lm.outcome import one_line
+from thinktrace.portable import portable_value
 
 FIELD = "sampling.attempts_from"
 ATTEMPTS, SPEC = "attempts.jsonl", "spec.resolved.yaml"
@@ -68,8 +69,8 @@ def check_same_requests(source_spec: dict, spec, guideline: str) -> None:
               for k in SAME_SAMPLING]
     theirs, ours = _generator(source_spec), _generator(mine)
     pairs += [(f"the generator's {k}", theirs.get(k), ours.get(k)) for k in SAME_GENERATOR]
-    for name, other, this in pairs:
-        if other != this:
+    for name, other, this in pairs:  # a published spec names local paths portably: so is this one, to compare
+        if portable_value(other) != portable_value(this):
             raise SpecError(FIELD, f"the other run's {name} is {_shown(other)}, this spec's {_shown(this)}: its "
                             f"attempts answer other requests (reuse needs the same teacher, prompt and sampling)")
 
