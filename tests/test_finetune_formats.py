@@ -107,11 +107,34 @@ def test_the_plan_names_every_format_and_the_label_all_baseline(tmp_path, capsys
     assert default["finetune"]["adapters"] == ["trace-sft", "label-sft", "shuffled-trace-sft"]  # as before
     only = _plan(tmp_path, format="multitask")  # the shuffled control shuffles trace-sft's rows: not trained
     assert only["finetune"]["adapters"] == ["trace-sft-multitask", "label-sft"]
+    per_format = _plan(tmp_path, format=["rationale_then_label", "label_then_rationale"],
+                       ablation_shuffled=["label_then_rationale"])  # a control per listed format, none for the others
+    assert per_format["finetune"]["adapters"] == ["trace-sft", "trace-sft-label-first", "label-sft",
+                                                  "shuffled-trace-sft-label-first"]
+    assert "smollm2-135m+shuffled-trace-sft-label-first" in per_format["evaluate"]["variants"]
+    from thinktrace.run.stages import FinetuneStage
+
+    assert "shuffled-trace-sft-label-first" in FinetuneStage.against["trace-sft-label-first"]
     path = write_spec(tmp_path, toy_spec(**{"finetune": {"enabled": True, "base": "smollm2-135m",
                                                          "format": ["multitask"], "ablation_label_all": True}}))
     assert main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "smollm2-135m+trace-sft-multitask" in out and "smollm2-135m+label-sft-all" in out
+
+
+@pytest.mark.parametrize("value, error", [
+    (["label_then_rationale"], "ablation_shuffled names 'label_then_rationale', which is not in format"),
+    (["sideways"], "unknown format 'sideways'; allowed: true, false or a list of"),
+])
+def test_a_shuffled_control_of_a_format_not_trained_is_refused(tmp_path, value, error):
+    from thinktrace.errors import SpecError
+    from thinktrace.spec import load_spec
+
+    path = write_spec(tmp_path, toy_spec(**{"finetune": {"enabled": True, "base": "smollm2-135m",
+                                                         "ablation_shuffled": value}}))
+    with pytest.raises(SpecError, match="finetune.ablation_shuffled") as err:
+        load_spec(path)
+    assert error in str(err.value)
 
 
 def _compile(tmp_path_factory, tiny_model_dir, name: str, **finetune) -> tuple:
@@ -132,7 +155,7 @@ def _compile(tmp_path_factory, tiny_model_dir, name: str, **finetune) -> tuple:
 
 @pytest.fixture(scope="module")
 def run(tiny_model_dir, tmp_path_factory):
-    return _compile(tmp_path_factory, tiny_model_dir, "formats", ablation_shuffled=False,
+    return _compile(tmp_path_factory, tiny_model_dir, "formats", ablation_shuffled=["multitask", "label_then_rationale"],
                     format=["rationale_then_label", "multitask", "label_then_rationale"])
 
 
@@ -181,8 +204,36 @@ def test_variants_are_rated_as_trained_and_paired(run):
     assert multi and all(not p.get("rationale") for p in multi)  # rated by its label alone
     report = (out / "report.md").read_text()
     for question in ("traces vs labels alone, multitask format", "traces vs labels on all train items",
-                     "label-then-rationale vs rationale-then-label format", "rows per label"):
+                     "label-then-rationale vs rationale-then-label format", "rows per label",
+                     "traces vs shuffled traces, label-then-rationale format",
+                     "traces vs shuffled traces, multitask format", "shuffled-trace controls:"):
         assert question in report
+
+
+def test_each_listed_format_gets_its_shuffled_control_trained_and_rated_like_it(run):
+    out, metrics = run
+    ft = metrics["finetune"]
+    assert "shuffled-trace-sft" not in ft  # rationale-then-label is not listed in ablation_shuffled
+    assert ft["shuffled-trace-sft-label-first"]["steps"] == ft["trace-sft-label-first"]["steps"]
+    assert ft["shuffled-trace-sft-multitask"]["steps"] == ft["trace-sft-multitask"]["steps"]
+    first, control = (read_jsonl(out / f) for f in ("sft_label_then_rationale.jsonl",
+                                                    "sft_shuffled_label_then_rationale.jsonl"))
+    assert [r["key"] for r in control] == [r["key"] for r in first]  # the same rows, the same labels
+    assert [r["label"] for r in control] == [r["label"] for r in first]
+    moved = ft["shuffled-trace-sft-label-first"]["trained_on"]["rationales_moved"]
+    assert sum(a["messages"][-1]["content"] != b["messages"][-1]["content"] for a, b in zip(first, control)) == moved
+    assert all(r["messages"][-1]["content"].lower().index("label") <
+               r["messages"][-1]["content"].lower().index("rationale") for r in control)
+    multi = read_jsonl(out / "sft_shuffled_multitask.jsonl")
+    assert [r["task"] for r in multi] == ["label", "rationale"] * len(first)
+    variants = {v["kind"]: v for v in metrics["variants"]}
+    base = variants["trace-sft"]["rater"]
+    pairs = {(c["a"], c["b"]) for c in metrics["splits"]["test"]["comparisons"]}
+    assert (f"{base}+shuffled-trace-sft-label-first", f"{base}+trace-sft-label-first") in pairs
+    assert (f"{base}+shuffled-trace-sft-multitask", f"{base}+trace-sft-multitask") in pairs
+    preds = read_jsonl(out / "predictions.jsonl")
+    multi_preds = [p for p in preds if p["rater"] == f"{base}+shuffled-trace-sft-multitask"]
+    assert multi_preds and all(not p.get("rationale") for p in multi_preds)  # rated by its label alone
 
 
 def test_the_gpu_spec_for_an_8b_student_dry_runs_without_downloading(monkeypatch, capsys):

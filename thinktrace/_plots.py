@@ -10,7 +10,8 @@ KIND_COLORS = {"baseline": "tab:blue", "trace-demos": "tab:cyan", "trace-sft": "
                "refined-guideline": "tab:red", "compiled-rater": "darkred", "guideline-rules": "tab:pink",
                "guideline-examples": "tab:brown",
                "trace-sft-common": "tab:olive", "self-trace-sft": "tab:green", "shuffled-trace-sft": "tab:gray",
-               "trace-sft-multitask": "darkorange", "trace-sft-label-first": "gold", "label-sft-all": "indigo"}
+               "trace-sft-multitask": "darkorange", "trace-sft-label-first": "gold", "label-sft-all": "indigo",
+               "shuffled-trace-sft-label-first": "silver", "shuffled-trace-sft-multitask": "darkgray"}
 
 
 def _figure(width: float, height: float):

@@ -15,7 +15,8 @@ class Variant:
     name: str  #: unique; the `rater` of its prediction records
     model: ModelConfig
     guideline: str
-    #: baseline | prompt | trace-demos | trace-sft | label-sft | shuffled-trace-sft | trace-sft-common |
+    #: baseline | prompt | trace-demos | trace-sft | trace-sft-label-first | trace-sft-multitask | label-sft |
+    #: label-sft-all | shuffled-trace-sft (-label-first, -multitask: the other formats' controls) | trace-sft-common |
     #: self-trace-sft | refined-guideline | guideline-* | compiled-rater (refined guideline + trace demos) |
     #: reviewed-trace-demos | reviewed-trace-sft | reviewed-refined-guideline (`compile --reviewed`: the same, on
     #: the reviewed trace set of thinktrace.review)

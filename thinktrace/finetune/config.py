@@ -110,11 +110,14 @@ class FinetuneConfig(Section):
                                      "it), the practical baseline of a user who has labels for every item; trained "
                                      "for `epochs` over its rows (more rows, more steps), paired against each "
                                      "trace adapter and label-sft.")
-    ablation_shuffled: bool = Field(True, description="Also train the shuffled-trace control `<base>+shuffled-trace-"
-                                    "sft`: trace-sft's rows with each rationale moved to another item of the same "
-                                    "label (a derangement seeded by the spec's seed; a rationale stays only where its "
-                                    "label has no other item, counted), paired trace-sft − shuffled-trace-sft, so "
-                                    "\"traces help\" must beat explanations that do not fit the item.")
+    ablation_shuffled: bool | list[Format] = Field(
+        True, description="Also train the shuffled-trace control: a trace format's rows with each rationale moved to "
+        "another item of the same label (a derangement seeded by the spec's seed; a rationale stays only where its "
+        "label has no other item, counted), paired against that format's adapter, so \"traces help\" must beat "
+        "explanations that do not fit the item. `true`: in the rationale-then-label format "
+        "(`<base>+shuffled-trace-sft`, paired against trace-sft) when it is trained; a list of formats, each of "
+        "them in `format`: one control per format (`<base>+shuffled-trace-sft-label-first`, "
+        "`<base>+shuffled-trace-sft-multitask`), trained and evaluated like that format; `false`: none.")
     max_rows: int | None = Field(None, ge=1, description="Train on at most this many rows (the first ones, in "
                                  "trace order). Null: all.")
     max_per_label: int | None = Field(None, ge=1, description="Train on at most this many examples per label (the "
@@ -159,6 +162,32 @@ class FinetuneConfig(Section):
                 raise ValueError(f"unknown format {bad[0]!r}; allowed: {', '.join(FORMATS)}")
             v = list(dict.fromkeys(v))  # each format once, in the order given
         return v
+
+    @field_validator("ablation_shuffled", mode="before")
+    @classmethod
+    def _shuffled(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, str) else v
+        if isinstance(v, list):
+            bad = [f for f in v if f not in FORMATS]
+            if bad:
+                raise ValueError(f"unknown format {bad[0]!r}; allowed: true, false or a list of {', '.join(FORMATS)}")
+            v = list(dict.fromkeys(v))
+        return v
+
+    @model_validator(mode="after")
+    def _shuffled_formats_trained(self) -> "FinetuneConfig":
+        if isinstance(self.ablation_shuffled, list):
+            missing = [f for f in self.ablation_shuffled if f not in self.format]
+            if missing:
+                raise ValueError(f"ablation_shuffled names {missing[0]!r}, which is not in format "
+                                 f"({', '.join(self.format)}): a control is trained beside its own format")
+        return self
+
+    def shuffled_formats(self) -> list[str]:
+        """The formats a shuffled-trace control is trained in (`ablation_shuffled`), in `format` order."""
+        if self.ablation_shuffled is True:
+            return ["rationale_then_label"] if "rationale_then_label" in self.format else []
+        return [f for f in self.format if f in (self.ablation_shuffled or [])]
 
     @field_validator("base")
     @classmethod

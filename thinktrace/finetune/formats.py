@@ -27,6 +27,15 @@ FORMAT_KINDS = {"rationale_then_label": "trace-sft", "multitask": "trace-sft-mul
 EVAL_ORDER = {"rationale_then_label": "rationale_first", "multitask": "rationale_first",
               "label_then_rationale": "label_first"}
 LABEL_ONLY_AT_EVAL = {"multitask"}
+#: the shuffled-trace control of each format (`finetune.ablation_shuffled`): that format's rows, each rationale on
+#: another item of its label, trained and evaluated like the format
+SHUFFLED_KINDS = {"rationale_then_label": "shuffled-trace-sft", "multitask": "shuffled-trace-sft-multitask",
+                  "label_then_rationale": "shuffled-trace-sft-label-first"}
+
+
+def format_of(kind: str) -> str | None:
+    """The format an adapter kind was trained in (a trace format's kind or its shuffled control); None for others."""
+    return next((f for table in (FORMAT_KINDS, SHUFFLED_KINDS) for f, k in table.items() if k == kind), None)
 
 
 def format_rows(fmt: str, traces: Sequence[dict], signature_of: Callable[[str], object], adapter) -> list[dict]:

@@ -39,9 +39,16 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("(1), multitask format", "trained on the traces as a second task (distilling step-by-step) and rated by "
           "its label alone, the rater agrees with humans better than one fine-tuned on labels alone (same items)",
           (("trace-sft-multitask", "label-sft"),), optional=True),
+    Claim("(1), multitask format, against shuffled traces", "trained on the traces as a second task, the rater "
+          "agrees with humans better than one trained the same way with the rationales shuffled",
+          (("trace-sft-multitask", "shuffled-trace-sft-multitask"),), optional=True),
     Claim("(1), label-then-rationale format", "trained to write the label, then the trace, the rater agrees with "
           "humans better than one fine-tuned on labels alone (same items)",
           (("trace-sft-label-first", "label-sft"),), optional=True),
+    Claim("(1), label-then-rationale format, against shuffled traces", "trained to write the label, then the trace, "
+          "the rater agrees with humans better than one trained the same way on the same rows with the rationales "
+          "shuffled (so the traces' content, not the extra answer tokens, is what helps)",
+          (("trace-sft-label-first", "shuffled-trace-sft-label-first"),), optional=True),
     Claim("(1) against labels on every train item", "some trace format beats label-only fine-tuning on every train "
           "item (the practical baseline: a user has labels for every item, traces only for the explained ones)",
           (("trace-sft", "label-sft-all"), ("trace-sft-multitask", "label-sft-all"),

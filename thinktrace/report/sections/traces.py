@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import thinktrace._plots as _plots
+from thinktrace.finetune.formats import SHUFFLED_KINDS
 from thinktrace.report.format import fmt_diff, fmt_est, fmt_p, num, pct
 from thinktrace.report.model import Block, Figure, Heading, Quote, Strong, Table, Text
 from thinktrace.runview import RunView
@@ -272,14 +273,21 @@ def finetune(run: RunView) -> list[Block]:
                 blocks.append(Text(f"capped at {', '.join(map(str, sorted(caps)))} examples per label "
                                    "(`finetune.max_per_label`, the first ones in trace order), every adapter alike.",
                                    "note"))
-        shuffled = (results.get("shuffled-trace-sft") or {}).get("trained_on") or {}
-        if "rationales_moved" in shuffled:
-            blocks.append(Text(
-                f"shuffled-trace-sft (the control): trace-sft's rows with each rationale moved to another item of "
-                f"the same label; {shuffled['rationales_moved']} rationales moved, "
-                f"{shuffled.get('rationales_kept', 0)} kept on their own item (their label has no other item to "
-                "take them), so trace-sft − shuffled-trace-sft is what fitting the item adds to a rationale.",
-                "note"))
+        controls = {k: results[k]["trained_on"] for k in SHUFFLED_KINDS.values()
+                    if "rationales_moved" in ((results.get(k) or {}).get("trained_on") or {})}
+        if controls:
+            moved = next(iter(controls.values()))
+            counts = (f"{moved['rationales_moved']} rationales moved, {moved.get('rationales_kept', 0)} kept on their "
+                      "own item (their label has no other item to take them)")
+            if list(controls) == ["shuffled-trace-sft"]:
+                text = (f"shuffled-trace-sft (the control): trace-sft's rows with each rationale moved to another item "
+                        f"of the same label; {counts}, so trace-sft − shuffled-trace-sft is what fitting the item adds "
+                        "to a rationale.")
+            else:
+                of = ", ".join(f"{k} ({info.get('selection', '')})" for k, info in controls.items())
+                text = (f"shuffled-trace controls: {of}, each rationale moved to another item of the same label; "
+                        f"{counts}, so a format − its shuffled control is what fitting the item adds to a rationale.")
+            blocks.append(Text(text, "note"))
     if curves:
         rows = [[name, len(pts), pts[-1][0], f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}",
                  f"{min(v for _, v in pts):.4f}"] for name, pts in curves.items()]

@@ -12,20 +12,22 @@ from typing import TYPE_CHECKING
 
 from thinktrace.run.stages.base import PlanContext, Stage, StageResult
 from thinktrace.run.stages.self_traces import COMMON_KINDS, common_jobs, rows_trained_on
-from thinktrace.finetune.formats import EVAL_ORDER, FORMAT_KINDS, LABEL_ONLY_AT_EVAL
+from thinktrace.finetune.formats import EVAL_ORDER, FORMAT_KINDS, LABEL_ONLY_AT_EVAL, SHUFFLED_KINDS, format_of
 from thinktrace.variants import Variant, adapter_name, reviewed
 
 if TYPE_CHECKING:  # pragma: no cover
     from thinktrace.run.context import RunContext
 
-#: the shuffled-trace control: trace-sft's rows, each rationale moved to another item of the same label
-SHUFFLED = "shuffled-trace-sft"
+#: the shuffled-trace control: trace-sft's rows, each rationale moved to another item of the same label (the other
+#: formats' controls: SHUFFLED_KINDS)
+SHUFFLED = SHUFFLED_KINDS["rationale_then_label"]
 #: a reviewed resume's adapter: trace-sft's recipe on the reviewed traces (reviewed/sft.jsonl)
 REVIEWED_SFT = reviewed("trace-sft")
 #: label-only rows on every train example (the practical baseline: a user has labels for every item)
 LABEL_ALL = "label-sft-all"
 #: adapters evaluated by their label alone (label-only prompt, a short answer)
-LABEL_ONLY_KINDS = ("label-sft", LABEL_ALL, *(FORMAT_KINDS[f] for f in sorted(LABEL_ONLY_AT_EVAL)))
+LABEL_ONLY_KINDS = ("label-sft", LABEL_ALL, *(table[f] for f in sorted(LABEL_ONLY_AT_EVAL)
+                                               for table in (FORMAT_KINDS, SHUFFLED_KINDS)))
 
 
 def adapter_kinds(spec, with_reviewed: bool = False) -> list[str]:
@@ -35,26 +37,26 @@ def adapter_kinds(spec, with_reviewed: bool = False) -> list[str]:
     kinds = [FORMAT_KINDS[f] for f in cfg.format]
     kinds += ["label-sft"] if cfg.ablation_label_only else []
     kinds += [LABEL_ALL] if cfg.ablation_label_all else []
-    kinds += [SHUFFLED] if cfg.ablation_shuffled and "rationale_then_label" in cfg.format else []
+    kinds += [SHUFFLED_KINDS[f] for f in cfg.shuffled_formats()]
     kinds += list(COMMON_KINDS) if spec.sampling.self_traces else []
     return kinds + ([REVIEWED_SFT] if with_reviewed else [])
 
 
 def _against() -> dict[str, tuple[str, ...]]:
     """Paired differences besides `− base`: each trace format against label-only on the same items and on all
-    items; the other formats also against trace-sft; trace-sft against the shuffled control; label-sft-all against
-    label-sft; the teacher's vs the student's own traces."""
+    items; the other formats also against trace-sft; each format against its shuffled control; label-sft-all
+    against label-sft; the teacher's vs the student's own traces."""
     out: dict[str, tuple[str, ...]] = {"trace-sft": ("label-sft", LABEL_ALL, SHUFFLED)}
-    for kind in FORMAT_KINDS.values():
-        out.setdefault(kind, ("label-sft", LABEL_ALL, "trace-sft"))
+    for fmt, kind in FORMAT_KINDS.items():
+        out.setdefault(kind, ("label-sft", LABEL_ALL, "trace-sft", SHUFFLED_KINDS[fmt]))
     return {**out, LABEL_ALL: ("label-sft",), COMMON_KINDS[0]: (COMMON_KINDS[1],), REVIEWED_SFT: ("trace-sft",)}
 
 
 class FinetuneStage(Stage):
     name = "finetune"
     artifacts = ("sft_label_only.jsonl", "sft_shuffled.jsonl", "sft_label_all.jsonl", "sft_multitask.jsonl",
-                 "sft_rationale_then_label.jsonl",
-                 "sft_label_then_rationale.jsonl", "finetune/")
+                 "sft_rationale_then_label.jsonl", "sft_label_then_rationale.jsonl", "sft_shuffled_multitask.jsonl",
+                 "sft_shuffled_label_then_rationale.jsonl", "finetune/")
     #: paired differences besides `− base` (Δ = the kind − each listed kind): each trace format vs labels only on
     #: the same items and on all train items; formats vs each other; traces vs the same rows with each rationale on
     #: another item of its label (shuffled); the teacher's vs the student's own traces on the items both explained;
@@ -144,15 +146,21 @@ class FinetuneStage(Stage):
             write_jsonl(ctx.rundir.file(files[LABEL_ALL]), rows[LABEL_ALL])
             trained_on[LABEL_ALL] = rows_trained_on(rows[LABEL_ALL], "the human labels of every train example",
                                                     "every train example (explained by the teacher or not)")
-        if cfg.ablation_shuffled and "rationale_then_label" in cfg.format:  # trace-sft's rows, rationales moved
-            shuffled = shuffled_rationales(traces, ctx.spec.seed)
-            rows[SHUFFLED] = [{**row, "rationale_item_id": t["rationale_item_id"]}
-                              for row, t in zip(sft_rows(shuffled, signature, ctx.prompt_format), shuffled)]
-            write_jsonl(ctx.rundir.file(files[SHUFFLED]), rows[SHUFFLED])
-            moved = sum(t["rationale_moved"] for t in shuffled)
-            trained_on[SHUFFLED] = rows_trained_on(
-                rows[SHUFFLED], "the teacher's accepted traces, each rationale moved to another item of its label",
-                "the rows of trace-sft", rationales_moved=moved, rationales_kept=len(shuffled) - moved)
+        shuffled = shuffled_rationales(traces, ctx.spec.seed) if cfg.shuffled_formats() else []
+        moved = sum(t["rationale_moved"] for t in shuffled)
+        for fmt in cfg.shuffled_formats():  # a format's rows, each rationale moved to another item of its label
+            kind = SHUFFLED_KINDS[fmt]
+            fmt_rows = format_rows(fmt, shuffled, ctx.rater_signature, ctx.prompt_format)
+            per_trace = len(fmt_rows) // max(len(shuffled), 1)  # multitask: two rows per trace
+            rows[kind] = [{**row, "rationale_item_id": shuffled[i // per_trace]["rationale_item_id"]}
+                          for i, row in enumerate(fmt_rows)]
+            configs[kind] = format_config(cfg, fmt, len(traces))
+            files[kind] = "sft_shuffled.jsonl" if kind == SHUFFLED else f"sft_shuffled_{fmt}.jsonl"
+            write_jsonl(ctx.rundir.file(files[kind]), rows[kind])
+            trained_on[kind] = rows_trained_on(
+                rows[kind], "the teacher's accepted traces, each rationale moved to another item of its label",
+                f"the rows of {FORMAT_KINDS[fmt]}", format=fmt, rationales_moved=moved,
+                rationales_kept=len(shuffled) - moved)
         if ctx.spec.sampling.self_traces:  # written by the self_traces stage; without common rows none is trained
             for kind, (file, kind_rows, info) in common_jobs(ctx).items():
                 rows[kind], files[kind], trained_on[kind] = kind_rows, file, info
@@ -199,7 +207,7 @@ class FinetuneStage(Stage):
             label_only = kind in LABEL_ONLY_KINDS
             if label_only:
                 model = model.model_copy(update={"max_tokens": 16})
-            order = next((EVAL_ORDER[f] for f, k in FORMAT_KINDS.items() if k == kind), "rationale_first")
+            order = EVAL_ORDER.get(format_of(kind) or "", "rationale_first")
             against = [adapter_name(base.name, other) for other in self.against.get(kind, ()) if other in rows]
             added.append(Variant(name=model.name, model=model, guideline=ctx.guideline, kind=kind, rater=base.name,
                                  label_only=label_only, order=order, compare_to=[base.name, *against]))
