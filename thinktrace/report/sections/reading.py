@@ -206,9 +206,12 @@ def what_ran(run: RunView) -> list[Block]:
         cut = t.get("cut") or {}
         cut_text = (f"; {cut.get('attempts', 0)} samples were cut by max_tokens ({cut.get('label_matched_rejected', 0)} of "
                     f"them matched the human label and were rejected as cut)" if cut else "")
+        reused = (f"; {t['reused_attempts']} of the samples (of {t.get('reused_examples', 0)} examples) were replayed "
+                  f"from {t.get('attempts_from') or 'another run'} (`sampling.attempts_from`), not sampled again"
+                  if t.get("reused_attempts") else "")
         items.append([Strong("Traces"), f": strategy {s.get('strategy', 'n/a')}, k = {s.get('k', 'n/a')}, temperature "
                       f"{s.get('temperature', 'n/a')}; {t.get('explained', 0)} of {t['examples']} train items explained, "
-                      f"{t.get('accepted', 0)} of {t.get('attempts', 0)} samples accepted{cut_text}."])
+                      f"{t.get('accepted', 0)} of {t.get('attempts', 0)} samples accepted{cut_text}{reused}."])
     leaks = (m.get("trace_quality") or {}).get("leaks") or {}
     if leaks.get("accepted"):
         acc, rej = leaks["accepted"], leaks.get("rejected") or {}
