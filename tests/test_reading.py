@@ -143,3 +143,21 @@ def test_some_format_beating_labels_on_every_item():
     assert any_format_verdict([worse, worse]).startswith("contradicted")
     assert any_format_verdict([worse, same]).startswith("not shown")
     assert any_format_verdict([("better (CI above 0)", "no clear difference (p_adj 0.2)")]).endswith("table's rows")
+
+
+def test_a_comparison_to_a_collapsed_rater_is_no_evidence_for_a_claim(tmp_path):
+    """convabuse-distill-balanced: every trace format read 'better' than label-only on all train items, which
+    answered -1 for 145/150 items; the claim must not read 'shown' off a rater whose α is not an agreement."""
+    metrics_raters = {**RATERS, "s+label-sft-all": {**RATERS["s+label-sft"], "alpha": _est(-0.5, -0.6, -0.4),
+                                                    "collapse": {"collapsed": True, "top_label": "-1",
+                                                                 "top_count": 48, "n": 50}}}
+    comps = [_comparison("s+label-sft", "s+trace-sft", 0.45, 0.5, -0.05, 0.15),
+             _comparison("s+label-sft-all", "s+trace-sft", -0.5, 0.5, 0.8, 1.2)]
+    _run(tmp_path, comps, metrics_raters)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["variants"] += [{"name": "s+label-sft-all", "kind": "label-sft-all"}]
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    text = _text(RunView(tmp_path))
+    line = text.split("**Claim (1) against labels on every train item**")[1].split("\n")[0]
+    assert "not shown (a comparison is to a rater that failed or collapsed" in line and "shown (a format" not in line
+    assert "s+label-sft-all: answers -1 for 48/50 items — its α is not a rater's agreement." in text

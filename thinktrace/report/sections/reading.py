@@ -82,12 +82,20 @@ def comparison_sentences(run: RunView, split: str) -> list[tuple[str, str, str, 
                            f" ({b} − {a}): α {fmt_est({'value': c.get('value_a')})} → {fmt_est({'value': c.get('value_b')})}, Δα {fmt_diff(c)}, "
                            f"{says}; Holm over the table's rows: {adjusted}. Answers cut before their label: {a} "
                            f"{_cut(ma)}, {b} {_cut(mb)}."]
+            flagged = False
             for name, m in ((a, ma), (b, mb)):
                 flags = rater_flags(m)
                 if flags:
+                    flagged = True
                     parts.append(f" {name}: {'; '.join(flags)} — its α is not a rater's agreement.")
+            if flagged:  # a difference to a rater that failed or collapsed is no evidence for or against a claim
+                says = adjusted = FLAGGED
             out.append((b_kind, a_kind, a, (says, adjusted), parts))
     return out
+
+
+#: a claim's reading of a comparison in which a rater failed or collapsed (the sentence keeps its CI reading)
+FLAGGED = "flagged: a compared rater failed or collapsed"
 
 
 def claim_verdict(readings: list[str], adjusted: list[str] | None = None) -> str:
@@ -106,6 +114,9 @@ def claim_verdict(readings: list[str], adjusted: list[str] | None = None) -> str
         return f"contradicted (a comparison reads worse){holm_note}"
     if all(r.startswith("better") for r in readings):
         return f"shown (every comparison that tests it reads better){holm_note}"
+    if any(r == FLAGGED for r in readings):
+        return ("not shown (a comparison is to a rater that failed or collapsed, whose α is not a rater's agreement; "
+                "no other comparison reads worse)")
     return "not shown (a comparison's CI spans 0 or is undefined; that is no evidence of no effect either)"
 
 
@@ -125,7 +136,7 @@ def any_format_verdict(found: list[tuple[str, str]]) -> str:
         return "shown (a format reads better)" + ("" if any(a.startswith("better") for a in better) else holm)
     if len(worse) == len(raw):
         return "contradicted (every format reads worse)" + ("" if any(a.startswith("worse") for a in worse) else holm)
-    return claim_verdict(["no clear difference"])
+    return claim_verdict([FLAGGED] if all(r == FLAGGED for r in raw) else ["no clear difference"])
 
 
 def reading_blocks(run: RunView) -> list[Block]:
