@@ -203,7 +203,8 @@ def main() -> None:
     rows = [{"stage": name, **usage, **(replay.get("stages", {}).get(name) or {})} for name, usage in stages.items()]
     unattributed = {k: v for k, v in (replay.get("stages") or {}).items() if k not in stages}
     spec = Path(args.spec).resolve()  # as the repository names it: a published file names no local folder
-    result = {"spec": str(spec.relative_to(ROOT)) if spec.is_relative_to(ROOT) else spec.name, "sets": args.sets, "status": ran["status"], "run_wall_s": round(run_wall, 1),
+    spec_name = str(spec.relative_to(ROOT)) if spec.is_relative_to(ROOT) else spec.name
+    result = {"spec": spec_name, "sets": args.sets, "status": ran["status"], "run_wall_s": round(run_wall, 1),
               "run_peak_rss_mib": round(ran["rss_mib"]), "run_children_peak_rss_mib": round(ran["children_rss_mib"]),
               "replay_peak_rss_mib": round(replay["rss_mib"]) if replay else None, "stages": rows,
               "requests_outside_stages": unattributed}

@@ -276,17 +276,12 @@ def finetune(run: RunView) -> list[Block]:
         controls = {k: results[k]["trained_on"] for k in SHUFFLED_KINDS.values()
                     if "rationales_moved" in ((results.get(k) or {}).get("trained_on") or {})}
         if controls:
-            moved = next(iter(controls.values()))
-            counts = (f"{moved['rationales_moved']} rationales moved, {moved.get('rationales_kept', 0)} kept on their "
-                      "own item (their label has no other item to take them)")
-            if list(controls) == ["shuffled-trace-sft"]:
-                text = (f"shuffled-trace-sft (the control): trace-sft's rows with each rationale moved to another item "
-                        f"of the same label; {counts}, so trace-sft − shuffled-trace-sft is what fitting the item adds "
-                        "to a rationale.")
-            else:
-                of = ", ".join(f"{k} ({info.get('selection', '')})" for k, info in controls.items())
-                text = (f"shuffled-trace controls: {of}, each rationale moved to another item of the same label; "
-                        f"{counts}, so a format − its shuffled control is what fitting the item adds to a rationale.")
+            first = next(iter(controls.values()))
+            of = ", ".join(f"{k} ({info.get('selection', '')})" for k, info in controls.items())
+            text = (f"shuffled-trace controls: {of}, each rationale moved to another item of the same label; "
+                    f"{first['rationales_moved']} rationales moved, {first.get('rationales_kept', 0)} kept on their "
+                    "own item (their label has no other item to take them), so a format − its shuffled control is "
+                    "what fitting the item adds to a rationale.")
             blocks.append(Text(text, "note"))
     if curves:
         rows = [[name, len(pts), pts[-1][0], f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}",
