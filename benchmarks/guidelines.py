@@ -1,20 +1,27 @@
 """The compiled-rater benchmark (issue 27): three real corpora, one table.
 
     python benchmarks/guidelines.py [--corpus vader|convabuse|newsroom ...] [--runs DIR] [--out DIR] [--table-only]
+                                    [--results DIR] [--docs DIR] [--no-publish]
 
 For each corpus spec under experiments/guidelines/ (committed before its test split was evaluated): a compile run
 into `<runs>/<spec name>/` (default runs/guidelines/, git-ignored: run folders hold item text). A run folder that
 exists is resumed (`--out` resumes); a complete one (metrics.json status complete) is not run again, so the whole
-benchmark is resumable: rerun the same command after a kill. Each run is its own process (its models, its memory).
+benchmark is resumable: rerun the same command after a kill.  Each run is its own process (its models, its memory).
 
-Then the published table is written from the runs' metrics.json and predictions.jsonl to `<out>/guidelines.md` and
-`<out>/guidelines.json` (default benchmarks/results/): per corpus and rater, the compiled rater (refined guideline +
+A complete corpus is recorded at once, so that the benchmark also survives losing its run folders (a corpus takes
+hours on 2 cores; a new checkout has no runs/): its row of the table goes to `<out>/guidelines/<corpus>.json`
+(item ids only) and the run is published to `results/guidelines-<corpus>/` with its docs page
+(`docs/results/guidelines-<corpus>.md`): with its journals when the corpus ships in a package (VADER), by item id
+only otherwise (the ../shared corpora). A corpus with a recorded row is not run again (delete the row to rerun it).
+
+Then the published table is written from every recorded row to `<out>/guidelines.md` and `<out>/guidelines.json`
+(default benchmarks/results/): per corpus and rater, the compiled rater (refined guideline +
 trace demos) against the original zero-shot rater, against demos alone and against the refined guideline alone,
 and the refined guideline against the original (paired Δα, 95 % CIs, test split); α among the LLM raters, original
 vs compiled (paired); the selection on dev (what was chosen, whether dev separated it from the original) and dev's
 power; writer faults (fallbacks), rules found faulty / rewritten / dropped per reason; the overlap of neighbouring
 label sections; runtime per stage on this machine. Item ids only, never item text. With --table-only, no run is
-started: the table is built from the run folders there are.
+started: the table is built from the rows recorded (and the complete run folders there are).
 
 Goal (docs/concepts/guidelines.md): the compiled rater beats the original with a CI above 0 on at least two
 corpora, and on none is the refined guideline worse with a CI below 0. The table states, per rater, whether it was
@@ -211,11 +218,50 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_table(runs: list[Path], out: Path) -> dict:
-    rows = {}
-    for run in runs:
-        if (run / "metrics.json").exists():
-            rows[run.name.removeprefix("guidelines-")] = corpus_row(run)
+def row_file(out: Path, corpus: str) -> Path:
+    return out / "guidelines" / f"{corpus}.json"
+
+
+def record(run: Path, out: Path, corpus: str) -> dict:
+    """Write the row of a complete run to `<out>/guidelines/<corpus>.json` (item ids only) and return it."""
+    row = corpus_row(run)
+    path = row_file(out, corpus)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return row
+
+
+def is_public(spec: Path) -> bool:
+    """Whether the corpus ships with the code (a `package:` source, like VADER): then its run's journals, which
+    quote items, may be published; otherwise it is published by item id only."""
+    import yaml
+
+    source = str((yaml.safe_load(spec.read_text(encoding="utf-8")).get("data") or {}).get("source") or "")
+    return source.startswith("package:")
+
+
+def publish(run: Path, spec: Path, results: Path, docs: Path | None) -> Path:
+    """Publish a complete run to `<results>/<run name>/` (and its docs page under `docs`, when given)."""
+    from thinktrace.results import docs_page, publish as publish_run
+    from thinktrace.runview import RunView
+
+    out = results / run.name
+    public = is_public(spec)
+    publish_run(run, out, ids_only=not public, with_journals=public)
+    if docs is not None:
+        docs.mkdir(parents=True, exist_ok=True)
+        (docs / f"{run.name}.md").write_text(docs_page(RunView(out), out.name), encoding="utf-8")
+    return out
+
+
+def recorded_rows(out: Path) -> dict[str, dict]:
+    """Every corpus row recorded under `<out>/guidelines/`, in CORPORA order (others after, by name)."""
+    found = {p.stem: p for p in (out / "guidelines").glob("*.json")}
+    order = [c for c in CORPORA if c in found] + sorted(set(found) - set(CORPORA))
+    return {c: json.loads(found[c].read_text(encoding="utf-8")) for c in order}
+
+
+def build_table(rows: dict[str, dict], out: Path) -> dict:
     goals = goal(rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "guidelines.json").write_text(json.dumps({"corpora": rows, "goal": goals}, indent=2, ensure_ascii=False)
@@ -229,21 +275,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", action="append", choices=CORPORA, help="only this corpus (repeatable); default: all")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "guidelines", help="where the run folders go")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where the table goes")
-    p.add_argument("--table-only", action="store_true", help="build the table from the runs there are; run nothing")
+    p.add_argument("--results", type=Path, default=ROOT / "results",
+                   help="where a complete corpus run is published (results/guidelines-<corpus>/)")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results",
+                   help="where the published run's docs page goes (<docs>/guidelines-<corpus>.md)")
+    p.add_argument("--no-publish", action="store_true", help="record the rows, publish no results folder or page")
+    p.add_argument("--table-only", action="store_true", help="build the table from the rows recorded; run nothing")
     args = p.parse_args(argv)
-    specs = [SPECS / f"{c}.yaml" for c in (args.corpus or CORPORA)]
-    folders, failed = [], []
-    for spec in specs:
-        if args.table_only:
-            folders.append(args.runs / spec_name(spec))
+    failed = []
+    for corpus in args.corpus or CORPORA:
+        spec = SPECS / f"{corpus}.yaml"
+        run = args.runs / spec_name(spec)
+        if row_file(args.out, corpus).exists() and not is_complete(run):
+            print(f"{corpus}: recorded in {row_file(args.out, corpus)} (delete it to run the corpus again)")
             continue
-        run, code, seconds = run_corpus(spec, args.runs)
-        folders.append(run)
-        print(f"{spec.stem}: {'complete' if code == 0 else f'stopped (exit {code})'} in {seconds:.0f} s -> {run}")
-        if code != 0:
-            failed.append(spec.stem)
-    table = build_table(folders, args.out)
-    print(f"table: {args.out / 'guidelines.md'} ({len(table['corpora'])} corpora)")
+        if not args.table_only:
+            run, code, seconds = run_corpus(spec, args.runs)
+            print(f"{corpus}: {'complete' if code == 0 else f'stopped (exit {code})'} in {seconds:.0f} s -> {run}")
+            if code != 0:
+                failed.append(corpus)
+        if is_complete(run):
+            record(run, args.out, corpus)
+            if not args.no_publish:
+                print(f"{corpus}: published to {publish(run, spec, args.results, args.docs)}")
+    table = build_table(recorded_rows(args.out), args.out)
+    print(f"table: {args.out / 'guidelines.md'} ({len(table['corpora'])} corpora: {', '.join(table['corpora'])})")
     if failed:
         print(f"incomplete: {', '.join(failed)}; rerun the same command to resume", file=sys.stderr)
         return 3

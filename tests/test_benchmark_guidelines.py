@@ -35,7 +35,8 @@ def test_a_complete_run_is_not_rerun_and_the_table_has_ids_not_text(tmp_path):
     stamp = (run / "metrics.json").stat().st_mtime_ns
     again, code, seconds = b.run_corpus(spec, tmp_path / "runs")
     assert again == run and code == 0 and seconds == 0.0 and (run / "metrics.json").stat().st_mtime_ns == stamp
-    table = b.build_table([run], tmp_path / "out")
+    b.record(run, tmp_path / "out", "toy")
+    table = b.build_table(b.recorded_rows(tmp_path / "out"), tmp_path / "out")
     row = table["corpora"]["toy"]
     comps = row["raters"]["a"]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -64,3 +65,33 @@ def test_the_goal_needs_two_corpora_and_no_refined_loss():
     assert b.goal({"v": row(win, flat), "c": row(win, flat), "n": row(flat, flat)})["q"]["reached"]
     assert not b.goal({"v": row(win, flat), "c": row(win, flat), "n": row(flat, loss)})["q"]["reached"]
     assert not b.goal({"v": row(win, flat), "c": row(flat, flat), "n": row(flat, flat)})["q"]["reached"]
+
+
+def test_a_recorded_corpus_survives_its_run_folder_and_is_published_by_id(tmp_path, monkeypatch):
+    """A corpus takes hours: once complete, its row and its published results outlive the run folder, and the
+    benchmark does not run it again; a corpus not shipped with the code is published without item text."""
+    import shutil
+
+    b = bench()
+    spec = toy(tmp_path)
+    run, code, _ = b.run_corpus(spec, tmp_path / "runs")
+    assert code == 0
+    monkeypatch.setattr(b, "SPECS", tmp_path)
+    monkeypatch.setattr(b, "CORPORA", ("toy",))
+    shutil.copy(spec, tmp_path / "toy.yaml")
+    out, results, docs = tmp_path / "out", tmp_path / "results", tmp_path / "docs"
+    args = ["--corpus", "toy", "--runs", str(tmp_path / "runs"), "--out", str(out), "--results", str(results),
+            "--docs", str(docs), "--table-only"]
+    assert b.main(args) == 0
+    published = results / "guidelines-toy"
+    assert (published / "metrics.json").exists() and (published / "summary.md").exists()
+    assert not (published / "report.md").exists() and not (published / "attempts.jsonl").exists()
+    assert (docs / "guidelines-toy.md").exists() and not b.is_public(spec)
+    shutil.rmtree(run)
+    calls = []
+    monkeypatch.setattr(b, "run_corpus", lambda *a: calls.append(a) or (run, 1, 0.0))
+    assert b.main(args[:-1]) == 0 and not calls  # recorded: not run again
+    table = json.loads((out / "guidelines.json").read_text())
+    assert list(table["corpora"]) == ["toy"] and table["corpora"]["toy"]["raters"]["a"]
+    (out / "guidelines" / "toy.json").unlink()
+    assert b.main(args[:-1]) == 3 and len(calls) == 1  # no row, no run: it runs (here: fails) again
