@@ -243,6 +243,33 @@ def test_competitors_write_into_the_same_pool(tmp_path):
         GuidelinesConfig(compete=["copro"])
 
 
+def test_competitors_can_write_fewer_candidates_in_fewer_rounds(tmp_path):
+    """compete_rounds / compete_candidates: gepa and mipro rate dev inside every candidate run, so a benchmark may
+    let them write once; the loop and the plan agree on who writes what."""
+    from thinktrace.registry import guideline_optimizers
+
+    def keyword(ref, round_, index, parent):
+        return lambda rollout: (GUIDE + f"\nKEYWORD from a competitor {round_}-{index}",
+                                {"kind": "kw", "writer_calls": 0, "fallbacks": []})
+    keyword.plan = lambda cfg, round_, sizes: {"writer_calls": 5, "rater_calls": 7}
+    guideline_optimizers.register("test-keyword", keyword, replace=True)
+    try:
+        writer = ScriptWriter(map_=lambda inputs: f"- BADWORD cue {inputs['label']}")
+        cfg = GuidelinesConfig(enabled=True, rounds=2, candidates=2, batch_size=4, compete=["test-keyword"],
+                               compete_rounds=1, compete_candidates=1)
+        result = refine(tmp_path, cfg, writer)
+        ids = [r["id"] for r in result["candidates"]]
+        assert ids == ["0-0", "1-0", "1-1", "1-test-keyword0", "2-0", "2-1"]
+        plan = plan_calls(cfg, {"negative": 3}, n_raters=2, n_dev=24)
+        assert [r["rater_calls"] for r in plan["rounds"]] == [2 * 48 + (48 + 7), 2 * 48]
+        assert [r["writer_calls"] for r in plan["rounds"]][0] == 2 * 1 + 5
+        full = plan_calls(cfg.model_copy(update={"compete_rounds": None, "compete_candidates": None}),
+                          {"negative": 3}, n_raters=2, n_dev=24)
+        assert [r["rater_calls"] for r in full["rounds"]] == [2 * 48 + 2 * (48 + 7)] * 2
+    finally:
+        guideline_optimizers.unregister("test-keyword")
+
+
 def test_refinement_reports_rule_faults_and_overlap(tmp_path):
     writer = ScriptWriter(map_=lambda inputs: f"- KEYWORD cue {inputs['label']}\n- see train text 0")
     cfg = GuidelinesConfig(enabled=True, rounds=1, candidates=1, batch_size=4)

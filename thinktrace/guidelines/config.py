@@ -83,6 +83,12 @@ class GuidelinesConfig(Section):
                                "names) whose candidates join the same selection: each writes `candidates` "
                                "candidates per round from the best guideline so far, scored on dev like the "
                                "main optimizer's; the best on dev wins, whatever wrote it.")
+    compete_rounds: int | None = Field(None, ge=1, description="The optimizers in `compete` write in the first "
+                                       "this many rounds only (later rounds: the main optimizer alone revises the "
+                                       "best so far, whoever wrote it). Null: every round.")
+    compete_candidates: int | None = Field(None, ge=1, description="Candidates each optimizer in `compete` writes "
+                                           "per round it writes in (gepa and mipro also rate dev items inside each "
+                                           "candidate run, so they cost more per candidate). Null: `candidates`.")
     max_dev_items: int | None = Field(None, ge=1, description="Score candidates on at most this many dev items "
                                       "(the first in split order). Null: the whole dev split.")
     max_train_items: int | None = Field(50, ge=1, description="gepa / mipro: most train items given to the "
@@ -137,6 +143,16 @@ class GuidelinesConfig(Section):
         return self
 
 
+def candidates_in(cfg: GuidelinesConfig, optimizer: str, round_: int) -> int:
+    """How many candidates `optimizer` writes in round `round_` (the main one: `candidates`; a competitor:
+    `compete_candidates`, none after `compete_rounds`)."""
+    if optimizer == cfg.optimizer:
+        return cfg.candidates
+    if cfg.compete_rounds is not None and round_ > cfg.compete_rounds:
+        return 0
+    return cfg.compete_candidates or cfg.candidates
+
+
 def _module_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
@@ -172,7 +188,8 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
                n_train: int = 0, n_labels: int | None = None, with_demos: bool = False) -> dict:
     """LM calls of a refinement, per round and in total (for a dry-run plan); an upper bound for a fresh run.
 
-    every round, for the main optimizer and each one in `compete`: C x n_raters x n_dev rater calls (dev
+    every round, for the main optimizer and each one in `compete` (C = its candidates that round,
+    `candidates_in`): C x n_raters x n_dev rater calls (dev
     scoring), plus n_raters x n_dev once for the original (and twice more with `with_demos`: the demos-only and
     the compiled program are selection candidates too);
     per candidate, the optimizer's own calls, from its optional `plan(cfg, round_, sizes)` hook (sizes: the
@@ -189,22 +206,21 @@ def plan_calls(cfg: GuidelinesConfig, traces_per_label: Mapping[str, int], n_rat
     mipro: mipro_num_trials x n_dev x n_raters rater calls per candidate; writer calls about
       mipro_num_candidates + ceil(n_train / 10) + 2 (dataset summary and proposals).
     """
-    c = cfg.candidates
     dev = min(n_dev, cfg.max_dev_items or n_dev)
     scoring = n_raters * dev
-    plans = [getattr(guideline_optimizers.get(name, "guidelines.optimizer"), "plan", None)
-             for name in [cfg.optimizer, *cfg.compete]]
+    names = [cfg.optimizer, *cfg.compete]
+    plans = [getattr(guideline_optimizers.get(name, "guidelines.optimizer"), "plan", None) for name in names]
     sizes = {"traces_per_label": dict(traces_per_label), "n_raters": n_raters, "n_dev": dev, "n_train": n_train,
              "n_labels": n_labels}
     rounds = []
     for r in range(1, cfg.rounds + 1):
-        writer = inner = total = 0
-        for plan in plans:
-            own = plan(cfg, r, sizes) if plan is not None else {}
-            writer += own.get("writer_calls", 0)
-            inner += own.get("rater_calls", 0)
-            total += scoring
-        rounds.append({"round": r, "writer_calls": c * writer, "rater_calls": c * (total + inner)})
+        writer = rater = 0
+        for name, plan in zip(names, plans):
+            c = candidates_in(cfg, name, r)
+            own = plan(cfg, r, sizes) if plan is not None and c else {}
+            writer += c * own.get("writer_calls", 0)
+            rater += c * (scoring + own.get("rater_calls", 0))
+        rounds.append({"round": r, "writer_calls": writer, "rater_calls": rater})
     once = scoring * (3 if with_demos else 1)
     return {"original_rater_calls": scoring, "rounds": rounds,
             "writer_calls": sum(r["writer_calls"] for r in rounds),

@@ -21,8 +21,8 @@ from thinktrace.loader import load_object
 from thinktrace.records import Prediction
 from thinktrace.rundir import JsonlLog, json_safe, write_atomic
 
-from thinktrace.guidelines.config import (DEFAULT_WRITER, KEPT_ORIGINAL_NOTE, GuidelinesConfig, check_optimizer,
-                                          optimizer_of)
+from thinktrace.guidelines.config import (DEFAULT_WRITER, KEPT_ORIGINAL_NOTE, GuidelinesConfig, candidates_in,
+                                          check_optimizer, optimizer_of)
 from thinktrace.guidelines.rater_programs import adapter_of, factory_of
 from thinktrace.guidelines.rule_check import FAULTS
 from thinktrace.guidelines.selection import select
@@ -251,7 +251,7 @@ class _Refinement:
             for name in names:  # competitors write into the same pool, from the same best-so-far
                 optimizer = guideline_optimizers.get(name, "guidelines.optimizer")
                 self.optimizer_name = name
-                for index in range(self.cfg.candidates):
+                for index in range(candidates_in(self.cfg, name, round_)):
                     make = optimizer(self, round_, index, parent)
                     self.candidate(round_, index, parent, make, optimizer=name)
             self.optimizer_name = self.cfg.optimizer
