@@ -49,7 +49,7 @@ def test_a_complete_run_is_not_rerun_and_the_table_has_ids_not_text(tmp_path):
     assert row["inter_rater"]["change"]["n"] == test["n_items"]
     assert row["selection"]["chosen"] and row["power"]["n_dev"] > 0 and row["overlap"]
     md = (tmp_path / "out" / "guidelines.md").read_text()
-    assert "| toy | a |" in md and ("**not reached**" in md or "**reached**" in md)
+    assert "| toy | a |" in md and ("**not reached**" in md or "**open: 1 of 3 corpora measured**" in md)
     texts = [json.loads(line)["item"] for line in (run / "traces.jsonl").read_text().splitlines()]
     assert texts and not any(t in md or t in (tmp_path / "out" / "guidelines.json").read_text() for t in texts)
 
@@ -65,6 +65,10 @@ def test_the_goal_needs_two_corpora_and_no_refined_loss():
     assert b.goal({"v": row(win, flat), "c": row(win, flat), "n": row(flat, flat)})["q"]["reached"]
     assert not b.goal({"v": row(win, flat), "c": row(win, flat), "n": row(flat, loss)})["q"]["reached"]
     assert not b.goal({"v": row(win, flat), "c": row(flat, flat), "n": row(flat, flat)})["q"]["reached"]
+    assert b.goal({"v": row(win, flat), "c": row(flat, flat), "n": row(flat, flat)})["q"]["verdict"] == "not reached"
+    assert b.goal({"v": row(win, flat)})["q"]["verdict"] == "open: 1 of 3 corpora measured"
+    assert b.goal({"v": row(flat, flat), "c": row(flat, flat)})["q"]["verdict"] == "not reached"
+    assert b.goal({"v": row(win, loss)})["q"]["verdict"] == "not reached"
 
 
 def test_a_recorded_corpus_survives_its_run_folder_and_is_published_by_id(tmp_path, monkeypatch):
@@ -95,3 +99,16 @@ def test_a_recorded_corpus_survives_its_run_folder_and_is_published_by_id(tmp_pa
     assert list(table["corpora"]) == ["toy"] and table["corpora"]["toy"]["raters"]["a"]
     (out / "guidelines" / "toy.json").unlink()
     assert b.main(args[:-1]) == 3 and len(calls) == 1  # no row, no run: it runs (here: fails) again
+
+
+def test_the_committed_table_is_what_the_recorded_rows_render():
+    """benchmarks/results/guidelines.md (quoted by the docs) says what the recorded rows say, nothing more."""
+    b = bench()
+    out = ROOT / "benchmarks" / "results"
+    rows = b.recorded_rows(out)
+    if not rows:
+        assert not (out / "guidelines.md").exists(), "a table without recorded rows"
+        return
+    assert (out / "guidelines.md").read_text(encoding="utf-8") == b.markdown(rows, b.goal(rows)), (
+        "benchmarks/results/guidelines.md is stale: run `python benchmarks/guidelines.py --table-only`")
+    assert json.loads((out / "guidelines.json").read_text(encoding="utf-8"))["corpora"] == rows
