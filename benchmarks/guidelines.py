@@ -133,6 +133,10 @@ def corpus_row(run: Path) -> dict:
         "power": sel.get("power"),
         "writer": {"calls": g.get("writer_calls"), "fallbacks": g.get("fallbacks"),
                    "stats": g.get("writer_stats")},
+        "refined_id": g.get("refined_id"),
+        "refined_kind": next((c.get("kind") for c in g.get("candidates") or [] if c.get("id") == g.get("refined_id")),
+                             None),
+        "candidates_dev": [{k: c.get(k) for k in ("id", "kind", "mean", "alpha")} for c in g.get("candidates") or []],
         "rule_faults": g.get("rule_faults"), "rules_dropped": g.get("rules_dropped"),
         "rule_faults_all_candidates": g.get("rule_faults_all_candidates"),
         "overlap": g.get("overlap"), "overlap_threshold": g.get("overlap_threshold"),
@@ -198,21 +202,37 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
         lines.append(f"| {corpus} | {row['n_test']} | {_est(ir['original'])} | {_est(ir['compiled'])} | "
                      f"{_fmt(ir['change'])} | {sel.get('chosen')} ({sel.get('chosen_kind')}) | "
                      f"{'yes' if sel.get('separated') else 'no'} | {needed} | {row['runtime_total_s']} s |")
-    lines += ["", "| corpus | writer calls | writer fallbacks | rules: quotes an item (found/rewritten/dropped) | "
-              "states a label | restates the original | neighbouring sections overlap (Jaccard, before → after) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "Rules found faulty by the rule check, found/rewritten/dropped: in the refined guideline (n/a when "
+              "it has no label sections: a gepa or mipro instruction), then summed over every candidate written by "
+              "the trace writer.", "",
+              "| corpus | refined guideline | writer calls | writer fallbacks | quotes an item | states a label | "
+              "restates the original | neighbouring sections overlap (Jaccard, before → after) |",
+              "|---|---|---|---|---|---|---|---|"]
     for corpus, row in rows.items():
-        f = row["rule_faults"] or {}
-
         def frd(k: str) -> str:
-            v = f.get(k) or {}
-            return f"{v.get('found', 0)}/{v.get('rewritten', 0)}/{v.get('dropped', 0)}" if f else "n/a"
+            return " · ".join(f"{v.get('found', 0)}/{v.get('rewritten', 0)}/{v.get('dropped', 0)}" if f else "n/a"
+                              for f in (row["rule_faults"] or {}, row.get("rule_faults_all_candidates") or {})
+                              for v in [f.get(k) or {}])
         ov = "; ".join(f"{o['a']} vs {o['b']} {o['before']} → {o['after']}" for o in row["overlap"] or []) or "n/a"
-        lines.append(f"| {corpus} | {row['writer']['calls']} | {row['writer']['fallbacks']} | {frd('quotes_item')} | "
-                     f"{frd('states_label')} | {frd('restates_original')} | {ov} |")
+        lines.append(f"| {corpus} | {row.get('refined_id')} ({row.get('refined_kind')}) | {row['writer']['calls']} | "
+                     f"{row['writer']['fallbacks']} | {frd('quotes_item')} | {frd('states_label')} | "
+                     f"{frd('restates_original')} | {ov} |")
     lines += ["", "**Selection on dev.**", ""]
     for corpus, row in rows.items():
         lines.append(f"- {corpus}: {row['selection'].get('reason')}")
+    lines += ["", "**Candidates on dev** (α per rater and their mean, the selection's score; a candidate whose text "
+              "is the original's is scored as the original):", ""]
+    for corpus, row in rows.items():
+        cands = row.get("candidates_dev") or []
+        raters = list((cands[0].get("alpha") or {}) if cands else [])
+        lines += [f"| {corpus}: candidate | kind | mean α | " + " | ".join(raters) + " |",
+                  "|---|---|---|" + "---|" * len(raters)]
+        for c in cands:
+            alphas = " | ".join("n/a" if (c.get("alpha") or {}).get(r) is None else f"{c['alpha'][r]:.3f}"
+                                for r in raters)
+            mean = "n/a" if c.get("mean") is None else f"{c['mean']:.3f}"
+            lines.append(f"| {c['id']} | {c.get('kind')} | {mean} | {alphas} |")
+        lines.append("")
     lines += ["", "**The goal.**", "",
               "The compiled rater beats the original with a CI above 0 on at least two corpora, and on none is the "
               "refined guideline worse with a CI below 0.", ""]
