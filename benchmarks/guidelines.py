@@ -6,7 +6,7 @@
 For each corpus spec under experiments/guidelines/ (committed before its test split was evaluated): a compile run
 into `<runs>/<spec name>/` (default runs/guidelines/, git-ignored: run folders hold item text). A run folder that
 exists is resumed (`--out` resumes); a complete one (metrics.json status complete) is not run again, so the whole
-benchmark is resumable: rerun the same command after a kill.  Each run is its own process (its models, its memory).
+benchmark is resumable: rerun the same command after a kill. Each run is its own process (its models, its memory).
 
 A complete corpus is recorded at once, so that the benchmark also survives losing its run folders (a corpus takes
 hours on 2 cores; a new checkout has no runs/): its row of the table goes to `<out>/guidelines/<corpus>.json`
@@ -208,15 +208,18 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
               "| corpus | refined guideline | writer calls | writer fallbacks | quotes an item | states a label | "
               "restates the original | neighbouring sections overlap (Jaccard, before → after) |",
               "|---|---|---|---|---|---|---|---|"]
+    def frd(faults: dict | None, k: str) -> str:
+        v = (faults or {}).get(k) or {}
+        return f"{v.get('found', 0)}/{v.get('rewritten', 0)}/{v.get('dropped', 0)}" if faults else "n/a"
+
     for corpus, row in rows.items():
-        def frd(k: str) -> str:
-            return " · ".join(f"{v.get('found', 0)}/{v.get('rewritten', 0)}/{v.get('dropped', 0)}" if f else "n/a"
-                              for f in (row["rule_faults"] or {}, row.get("rule_faults_all_candidates") or {})
-                              for v in [f.get(k) or {}])
+        refined, every = row["rule_faults"], row.get("rule_faults_all_candidates")
         ov = "; ".join(f"{o['a']} vs {o['b']} {o['before']} → {o['after']}" for o in row["overlap"] or []) or "n/a"
         lines.append(f"| {corpus} | {row.get('refined_id')} ({row.get('refined_kind')}) | {row['writer']['calls']} | "
-                     f"{row['writer']['fallbacks']} | {frd('quotes_item')} | {frd('states_label')} | "
-                     f"{frd('restates_original')} | {ov} |")
+                     f"{row['writer']['fallbacks']} | "
+                     + " | ".join(f"{frd(refined, k)} · {frd(every, k)}"
+                                  for k in ("quotes_item", "states_label", "restates_original"))
+                     + f" | {ov} |")
     lines += ["", "**Selection on dev.**", ""]
     for corpus, row in rows.items():
         lines.append(f"- {corpus}: {row['selection'].get('reason')}")
@@ -233,7 +236,7 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
             mean = "n/a" if c.get("mean") is None else f"{c['mean']:.3f}"
             lines.append(f"| {c['id']} | {c.get('kind')} | {mean} | {alphas} |")
         lines.append("")
-    lines += ["", "**The goal.**", "",
+    lines += ["**The goal.**", "",
               "The compiled rater beats the original with a CI above 0 on at least two corpora, and on none is the "
               "refined guideline worse with a CI below 0.", ""]
     for rater, g in goals.items():
@@ -267,15 +270,15 @@ def is_public(spec: Path) -> bool:
 
 def publish(run: Path, spec: Path, results: Path, docs: Path | None) -> Path:
     """Publish a complete run to `<results>/<run name>/` (and its docs page under `docs`, when given)."""
-    from thinktrace.results import docs_page, publish as publish_run
-    from thinktrace.runview import RunView
+    from thinktrace.results import main as publish_run
 
     out = results / run.name
-    public = is_public(spec)
-    publish_run(run, out, ids_only=not public, with_journals=public)
+    args = [str(run), str(out), "--with-journals" if is_public(spec) else "--ids-only"]
     if docs is not None:
         docs.mkdir(parents=True, exist_ok=True)
-        (docs / f"{run.name}.md").write_text(docs_page(RunView(out), out.name), encoding="utf-8")
+        args += ["--docs", str(docs / f"{run.name}.md")]
+    if publish_run(args) != 0:
+        raise SystemExit(f"publishing {run} failed (the error is above)")
     return out
 
 

@@ -81,7 +81,8 @@ class GuidelinesConfig(Section):
                                             "drops). Every pair's overlap is reported. Null: report only.")
     compete: list[str] = Field(default_factory=list, description="Other optimizers (gepa, mipro, or registered "
                                "names) whose candidates join the same selection: each writes `candidates` "
-                               "candidates per round from the best guideline so far, scored on dev like the "
+                               "candidates per round (see `compete_rounds`, `compete_candidates`) from the best "
+                               "guideline so far, scored on dev like the "
                                "main optimizer's; the best on dev wins, whatever wrote it.")
     compete_rounds: int | None = Field(None, ge=1, description="The optimizers in `compete` write in the first "
                                        "this many rounds only (later rounds: the main optimizer alone revises the "
