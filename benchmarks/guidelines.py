@@ -20,7 +20,8 @@ trace demos) against the original zero-shot rater, against demos alone and again
 and the refined guideline against the original (paired Δα, 95 % CIs, test split); α among the LLM raters, original
 vs compiled (paired); the selection on dev (what was chosen, whether dev separated it from the original) and dev's
 power; writer faults (fallbacks), rules found faulty / rewritten / dropped per reason; the overlap of neighbouring
-label sections; runtime per stage on this machine. Item ids only, never item text. With --table-only, no run is
+label sections; runtime per stage on this machine; the variants whose test answers were flagged (collapsed or
+parse-failed), marked ⚑ in the table. Item ids only, never item text. With --table-only, no run is
 started: the table is built from the rows recorded (and the complete run folders there are).
 
 Goal (docs/concepts/guidelines.md): the compiled rater beats the original with a CI above 0 on at least two
@@ -113,6 +114,8 @@ def inter_rater_change(run: Path, metrics: dict, raters: list[str]) -> dict | No
 
 def corpus_row(run: Path) -> dict:
     """What the published table needs from one run folder (item ids only)."""
+    from thinktrace.report.flags import flag_text
+
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     test = (metrics.get("splits") or {}).get("test") or {}
     raters = [v["name"] for v in metrics.get("variants") or [] if v.get("kind") == "baseline"]
@@ -122,8 +125,9 @@ def corpus_row(run: Path) -> dict:
     sel = g.get("selection") or {}
     return {
         "run": run.name, "status": (metrics.get("status") or {}).get("state"), "n_test": test.get("n_items"),
-        "sizes": (metrics.get("data") or {}).get("per_split"),
+        "sizes": ((metrics.get("data") or {}).get("stats") or {}).get("per_split"),
         "raters": per_rater,
+        "flags": {name: text for name, m in (test.get("raters") or {}).items() if (text := flag_text(m))},
         "inter_rater": {"original": (test.get("inter_rater") or {}).get("baseline"),
                         "compiled": (test.get("inter_rater") or {}).get("compiled-rater"),
                         "change": inter_rater_change(run, metrics, raters) if test else None},
@@ -147,7 +151,9 @@ def corpus_row(run: Path) -> dict:
 def goal(rows: dict[str, dict]) -> dict:
     """Per rater: corpora where compiled beats the original (CI above 0) and where the refined guideline is worse
     (CI below 0); reached when the first has >= 2 corpora and the second none, all corpora measured; the verdict
-    is "not reached" as soon as the corpora left cannot reach it, "open" before."""
+    is "not reached" as soon as the corpora left cannot reach it, "open" before. A comparison with a flagged side
+    (collapsed or parse-failed test answers) still counts, as its α is still that rater's agreement with the humans,
+    and is named in `flagged` so the table says so."""
     out: dict[str, dict] = {}
     for corpus, row in rows.items():
         for rater, comps in row["raters"].items():
@@ -156,8 +162,12 @@ def goal(rows: dict[str, dict]) -> dict:
             c, r = comps["compiled vs original zero-shot"], comps["refined guideline vs original"]
             if c and c["ci"] and c["ci"][0] is not None and c["ci"][0] > 0:
                 g["compiled_beats_original"].append(corpus)
+                if _flagged(row, rater, f"{rater}+compiled"):
+                    g.setdefault("flagged", []).append(f"{corpus} (compiled vs original)")
             if r and r["ci"] and r["ci"][1] is not None and r["ci"][1] < 0:
                 g["refined_worse"].append(corpus)
+                if _flagged(row, rater, f"{rater}+refined"):
+                    g.setdefault("flagged", []).append(f"{corpus} (refined vs original)")
     for g in out.values():
         left = len(CORPORA) - len(g["corpora"])  # corpora not measured yet could still add wins
         g["reached"] = len(g["compiled_beats_original"]) >= 2 and not g["refined_worse"] and not left
@@ -165,6 +175,11 @@ def goal(rows: dict[str, dict]) -> dict:
         g["verdict"] = ("reached" if g["reached"] else "not reached" if lost
                         else f"open: {len(g['corpora'])} of {len(CORPORA)} corpora measured")
     return out
+
+
+def _flagged(row: dict, *variants: str) -> list[str]:
+    """The variants among `variants` whose test answers were flagged (collapsed or parse-failed) in `row`."""
+    return [v for v in variants if v in (row.get("flags") or {})]
 
 
 def _fmt(d: dict | None) -> str:
@@ -192,7 +207,13 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
               "Δα refined − original |", "|---|---|---|---|---|---|"]
     for corpus, row in rows.items():
         for rater, comps in row["raters"].items():
-            lines.append(f"| {corpus} | {rater} | " + " | ".join(_fmt(comps[k]) for k, _, _ in COMPARISONS) + " |")
+            cells = [_fmt(comps[k]) + (" ⚑" if _flagged(row, a.format(r=rater), b.format(r=rater)) else "")
+                     for k, a, b in COMPARISONS]
+            lines.append(f"| {corpus} | {rater} | " + " | ".join(cells) + " |")
+    flagged = [f"{corpus} {name}: {text}" for corpus, row in rows.items()
+               for name, text in (row.get("flags") or {}).items()]
+    lines += ["", "⚑ one side's test answers were flagged (collapsed or parse-failed): that Δα measures a collapse "
+              "or a failure as much as a rating. Flagged: " + ("; ".join(flagged) if flagged else "none") + "."]
     lines += ["", "| corpus | test items | α among LLM raters: original | compiled | Δ (paired) | chosen on dev | "
               "dev separated it | dev items needed for Δα 0.10 at 80 % | runtime (2 cores) |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -242,7 +263,8 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
     for rater, g in goals.items():
         lines.append(f"- {rater}: compiled beats the original on {', '.join(g['compiled_beats_original']) or 'none'}; "
                      f"refined worse on {', '.join(g['refined_worse']) or 'none'} "
-                     f"(of {', '.join(g['corpora'])}): **{g['verdict']}**")
+                     f"(of {', '.join(g['corpora'])}): **{g['verdict']}**"
+                     + (f"; counted with a flagged side (⚑): {', '.join(g['flagged'])}" if g.get("flagged") else ""))
     return "\n".join(lines) + "\n"
 
 

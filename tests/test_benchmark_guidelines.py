@@ -71,6 +71,27 @@ def test_the_goal_needs_two_corpora_and_no_refined_loss():
     assert b.goal({"v": row(win, loss)})["q"]["verdict"] == "not reached"
 
 
+def test_a_flagged_side_is_marked_in_the_table_and_named_by_the_goal():
+    """A Δα against a collapsed rater still counts (its α is its agreement), but the table marks it and says why."""
+    b = bench()
+    win = {"diff": 0.2, "ci": [0.05, 0.3], "ci_undefined": False}
+    flat = {"diff": 0.0, "ci": [-0.1, 0.1], "ci_undefined": False}
+    comps = {"compiled vs original zero-shot": win, "compiled vs demos alone": flat,
+             "compiled vs refined guideline alone": flat, "refined guideline vs original": flat}
+    row = {"raters": {"q": comps}, "flags": {"q": "collapsed: answers 5 for 160/168 items"}, "n_test": 168,
+           "inter_rater": {"original": None, "compiled": None, "change": None}, "power": {}, "selection": {},
+           "runtime_total_s": 1.0, "rule_faults": None, "overlap": None, "writer": {"calls": 0, "fallbacks": 0}}
+    goals = b.goal({"n": row})
+    assert goals["q"]["compiled_beats_original"] == ["n"] and goals["q"]["flagged"] == ["n (compiled vs original)"]
+    md = b.markdown({"n": row}, goals)
+    assert "| n | q | +0.200 [+0.050, +0.300] ⚑ | +0.000 [-0.100, +0.100] |" in md
+    assert "Flagged: n q: collapsed: answers 5 for 160/168 items." in md
+    assert "counted with a flagged side (⚑): n (compiled vs original)" in md
+    plain = dict(row, flags={})
+    assert "| n | q | +0.200 [+0.050, +0.300] |" in b.markdown({"n": plain}, b.goal({"n": plain}))
+    assert "flagged" not in b.goal({"n": plain})["q"]
+
+
 def test_a_recorded_corpus_survives_its_run_folder_and_is_published_by_id(tmp_path, monkeypatch):
     """A corpus takes hours: once complete, its row and its published results outlive the run folder, and the
     benchmark does not run it again; a corpus not shipped with the code is published without item text."""
