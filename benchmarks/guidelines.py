@@ -15,7 +15,8 @@ hours on 2 cores; a new checkout has no runs/): its row of the table goes to `<o
 only otherwise (the ../shared corpora). A corpus with a recorded row is not run again (delete the row to rerun it).
 
 Then the published table is written from every recorded row to `<out>/guidelines.md` and `<out>/guidelines.json`
-(default benchmarks/results/): per corpus and rater, the compiled rater (refined guideline +
+(default benchmarks/results/), with a forest plot of its Δα (`--figure`, default
+docs/images/guidelines-benchmark.png): per corpus and rater, the compiled rater (refined guideline +
 trace demos) against the original zero-shot rater, against demos alone and against the refined guideline alone,
 and the refined guideline against the original (paired Δα, 95 % CIs, test split); α among the LLM raters, original
 vs compiled (paired); the selection on dev (what was chosen, whether dev separated it from the original) and dev's
@@ -311,9 +312,38 @@ def recorded_rows(out: Path) -> dict[str, dict]:
     return {c: json.loads(found[c].read_text(encoding="utf-8")) for c in order}
 
 
-def build_table(rows: dict[str, dict], out: Path) -> dict:
+COMPARISON_COLORS = {"compiled vs original zero-shot": "darkred", "compiled vs demos alone": "tab:cyan",
+                     "compiled vs refined guideline alone": "tab:orange", "refined guideline vs original": "tab:red"}
+
+
+def figure(rows: dict[str, dict]) -> bytes:
+    """The table's paired Δα as a forest plot: one row per corpus, rater and comparison (the colour; ⚑: a flagged
+    side)."""
+    from thinktrace._plots import alpha_forest
+
+    points = []
+    for corpus, row in rows.items():
+        for rater, comps in row["raters"].items():
+            for k, a, b in COMPARISONS:
+                d = comps.get(k) or {}
+                ci = d.get("ci") if not d.get("ci_undefined") else None
+                flag = " ⚑" if _flagged(row, a.format(r=rater), b.format(r=rater)) else ""
+                points.append({"label": f"{corpus} · {rater}{flag}",
+                               "value": d.get("diff"), "lo": (ci or [None, None])[0], "hi": (ci or [None, None])[1],
+                               "kind": k})
+    return alpha_forest(points, title="Compiled rater: paired Δα on test", colors=COMPARISON_COLORS,
+                        xlabel="Δα: the first named minus the second (paired bootstrap 95% CI)")
+
+
+def build_table(rows: dict[str, dict], out: Path, figure_path: Path | None = None) -> dict:
+    """Write the table (`<out>/guidelines.md` and `.json`) and its figure (`figure_path`, default
+    `<out>/guidelines.png`) from the recorded rows."""
     goals = goal(rows)
     out.mkdir(parents=True, exist_ok=True)
+    if rows:
+        figure_path = figure_path or out / "guidelines.png"
+        figure_path.parent.mkdir(parents=True, exist_ok=True)
+        figure_path.write_bytes(figure(rows))
     (out / "guidelines.json").write_text(json.dumps({"corpora": rows, "goal": goals}, indent=2, ensure_ascii=False)
                                          + "\n", encoding="utf-8")
     (out / "guidelines.md").write_text(markdown(rows, goals), encoding="utf-8")
@@ -329,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where a complete corpus run is published (results/guidelines-<corpus>/)")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "results",
                    help="where the published run's docs page goes (<docs>/guidelines-<corpus>.md)")
+    p.add_argument("--figure", type=Path, default=ROOT / "docs" / "images" / "guidelines-benchmark.png",
+                   help="where the table's Δα forest plot goes (the docs show it)")
     p.add_argument("--no-publish", action="store_true", help="record the rows, publish no results folder or page")
     p.add_argument("--table-only", action="store_true", help="build the table from the rows recorded; run nothing")
     args = p.parse_args(argv)
@@ -348,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             record(run, args.out, corpus)
             if not args.no_publish:
                 print(f"{corpus}: published to {publish(run, spec, args.results, args.docs)}")
-    table = build_table(recorded_rows(args.out), args.out)
+    table = build_table(recorded_rows(args.out), args.out, args.figure)
     print(f"table: {args.out / 'guidelines.md'} ({len(table['corpora'])} corpora: {', '.join(table['corpora'])})")
     if failed:
         print(f"incomplete: {', '.join(failed)}; rerun the same command to resume", file=sys.stderr)

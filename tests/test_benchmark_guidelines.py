@@ -49,6 +49,7 @@ def test_a_complete_run_is_not_rerun_and_the_table_has_ids_not_text(tmp_path):
     assert row["inter_rater"]["change"]["n"] == test["n_items"]
     assert row["selection"]["chosen"] and row["power"]["n_dev"] > 0 and row["overlap"]
     md = (tmp_path / "out" / "guidelines.md").read_text()
+    assert (tmp_path / "out" / "guidelines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| toy | a |" in md and ("**not reached**" in md or "**open: 1 of 3 corpora measured**" in md)
     texts = [json.loads(line)["item"] for line in (run / "traces.jsonl").read_text().splitlines()]
     assert texts and not any(t in md or t in (tmp_path / "out" / "guidelines.json").read_text() for t in texts)
@@ -106,8 +107,9 @@ def test_a_recorded_corpus_survives_its_run_folder_and_is_published_by_id(tmp_pa
     shutil.copy(spec, tmp_path / "toy.yaml")
     out, results, docs = tmp_path / "out", tmp_path / "results", tmp_path / "docs"
     args = ["--corpus", "toy", "--runs", str(tmp_path / "runs"), "--out", str(out), "--results", str(results),
-            "--docs", str(docs), "--table-only"]
+            "--docs", str(docs), "--figure", str(tmp_path / "fig.png"), "--table-only"]
     assert b.main(args) == 0
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     published = results / "guidelines-toy"
     assert (published / "metrics.json").exists() and (published / "summary.md").exists()
     assert not (published / "report.md").exists() and not (published / "attempts.jsonl").exists()

@@ -35,9 +35,11 @@ def _short(text: str, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def alpha_forest(rows: Sequence[Mapping], ceiling: Mapping | None = None, title: str = "") -> bytes:
+def alpha_forest(rows: Sequence[Mapping], ceiling: Mapping | None = None, title: str = "",
+                 xlabel: str = "Krippendorff's α vs human (95% CI)", colors: Mapping[str, str] | None = None) -> bytes:
     """Horizontal forest plot: one row per {label, value, lo, hi, kind}; the human ceiling {value, lo, hi} as a
-    green band. Rows without a value are listed with an 'n/a' marker at 0."""
+    green band. Rows without a value are listed with an 'n/a' marker at 0. `xlabel` names the axis (e.g. a paired
+    Δα); `colors` maps a kind to its colour (default: KIND_COLORS), and the legend names the kinds."""
     n = max(len(rows), 1)
     fig = _figure(7.5, 1.2 + 0.38 * n)
     ax = fig.add_subplot(1, 1, 1)
@@ -50,7 +52,7 @@ def alpha_forest(rows: Sequence[Mapping], ceiling: Mapping | None = None, title:
     for i, r in enumerate(rows):
         y = n - 1 - i
         kind = r.get("kind") or "other"
-        color = KIND_COLORS.get(kind, "tab:gray")
+        color = (colors or KIND_COLORS).get(kind, "tab:gray")
         if r.get("value") is None:
             ax.plot([0], [y], marker="x", color="tab:gray")
             ax.annotate("α n/a", (0, y), xytext=(6, -3), textcoords="offset points", fontsize=7, color="tab:gray")
@@ -62,7 +64,7 @@ def alpha_forest(rows: Sequence[Mapping], ceiling: Mapping | None = None, title:
         seen.add(kind)
     ax.set_yticks(range(n), [_short(r.get("label", ""), 40) for r in rows][::-1] if rows else [""], fontsize=8)
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel("Krippendorff's α vs human (95% CI)")
+    ax.set_xlabel(xlabel)
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
