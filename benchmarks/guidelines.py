@@ -313,7 +313,7 @@ def recorded_rows(out: Path) -> dict[str, dict]:
 
 
 COMPARISON_COLORS = {"compiled vs original zero-shot": "darkred", "compiled vs demos alone": "tab:cyan",
-                     "compiled vs refined guideline alone": "tab:orange", "refined guideline vs original": "tab:red"}
+                     "compiled vs refined guideline alone": "tab:orange", "refined guideline vs original": "tab:purple"}
 
 
 def figure(rows: dict[str, dict]) -> bytes:
