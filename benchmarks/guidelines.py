@@ -183,6 +183,11 @@ def _flagged(row: dict, *variants: str) -> list[str]:
     return [v for v in variants if v in (row.get("flags") or {})]
 
 
+def _mark(row: dict, rater: str, a: str, b: str) -> str:
+    """" ⚑" when a side of the comparison `a` vs `b` (templates of COMPARISONS) of `rater` was flagged, else ""."""
+    return " ⚑" if _flagged(row, a.format(r=rater), b.format(r=rater)) else ""
+
+
 def _fmt(d: dict | None) -> str:
     if not d or d.get("diff") is None:
         return "n/a"
@@ -208,8 +213,7 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
               "Δα refined − original |", "|---|---|---|---|---|---|"]
     for corpus, row in rows.items():
         for rater, comps in row["raters"].items():
-            cells = [_fmt(comps[k]) + (" ⚑" if _flagged(row, a.format(r=rater), b.format(r=rater)) else "")
-                     for k, a, b in COMPARISONS]
+            cells = [_fmt(comps[k]) + _mark(row, rater, a, b) for k, a, b in COMPARISONS]
             lines.append(f"| {corpus} | {rater} | " + " | ".join(cells) + " |")
     flagged = [f"{corpus} {name}: {text}" for corpus, row in rows.items()
                for name, text in (row.get("flags") or {}).items()]
@@ -326,11 +330,9 @@ def figure(rows: dict[str, dict]) -> bytes:
         for rater, comps in row["raters"].items():
             for k, a, b in COMPARISONS:
                 d = comps.get(k) or {}
-                ci = d.get("ci") if not d.get("ci_undefined") else None
-                flag = " ⚑" if _flagged(row, a.format(r=rater), b.format(r=rater)) else ""
-                points.append({"label": f"{corpus} · {rater}{flag}",
-                               "value": d.get("diff"), "lo": (ci or [None, None])[0], "hi": (ci or [None, None])[1],
-                               "kind": k})
+                lo, hi = (d.get("ci") if not d.get("ci_undefined") else None) or (None, None)
+                points.append({"label": f"{corpus} · {rater}{_mark(row, rater, a, b)}", "value": d.get("diff"),
+                               "lo": lo, "hi": hi, "kind": k})
     return alpha_forest(points, title="Compiled rater: paired Δα on test", colors=COMPARISON_COLORS,
                         xlabel="Δα: the first named minus the second (paired bootstrap 95% CI)")
 
