@@ -53,9 +53,10 @@ class LlamaSettings(Section):
         default=False,
         description="Compute a prefix that many requests share (a variant's system text, guideline and demos) once "
         "and copy it to the other slots with llama.cpp's slot save/restore, instead of once per slot: each request "
-        "is pinned to the slot that holds most of its prompt (thinktrace.lm.prefix). Off by default: on the quantized "
-        "teacher, greedy answers differed from those without it (`benchmarks/prefix.py`), and whether that is "
-        "llama.cpp's batch-dependent arithmetic or the copy is not yet known.",
+        "is pinned to the slot that holds most of its prompt (thinktrace.lm.prefix). Off by default. Greedy answers "
+        "differ with and without it on the quantized teacher, but neither way repeats its own answers across runs "
+        "(llama.cpp's arithmetic depends on which requests are batched together), so it makes a run no less "
+        "reproducible (`benchmarks/prefix.py`).",
     )
 
 
