@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--keep", help="folder for the run folders (default: a temporary one)")
     args = ap.parse_args()
 
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="thinktrace-commits-bench-"))
+    work = (Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="thinktrace-commits-bench-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     base_tree = work / "base-tree"
     if not base_tree.exists():
