@@ -82,6 +82,35 @@ def test_stage_times_add_up_over_a_run_and_its_resumes(tmp_path, monkeypatch):
     assert all(second[k] >= first[k] for k in first) and second["traces"] >= 0.3
 
 
+def test_a_running_stage_journals_its_time_so_far(tmp_path, monkeypatch):
+    """A session killed inside a stage keeps the time it spent there: timing.json holds the stage's time so far
+    while it runs (every TIMING_TICK_S), not only after it ends."""
+    import json
+    import time
+
+    from thinktrace.run import pipeline as pipeline_module
+    from thinktrace.run.pipeline import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline_module, "TIMING_TICK_S", 0.05)
+    spec = write_spec(tmp_path, toy_spec())
+    out = tmp_path / "runs" / "toy" / "fixed"
+    real = Pipeline.run_stage
+    seen = {}
+
+    def watched(self, name, fn):
+        def slow():
+            time.sleep(0.4)  # what a session killed now would leave behind
+            seen[name] = json.loads(self.rundir.file("timing.json").read_text()).get(name)
+            return fn()
+        return real(self, name, slow if name == "traces" else fn)
+
+    monkeypatch.setattr(Pipeline, "run_stage", watched)
+    assert main([str(spec), "--out", str(out)]) == 0
+    assert seen["traces"] is not None and seen["traces"] >= 0.2
+    assert json.loads((out / "timing.json").read_text())["traces"] >= 0.4
+
+
 def test_resume_with_another_spec_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs" / "toy" / "fixed"

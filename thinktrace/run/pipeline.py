@@ -5,6 +5,7 @@ memory trimmed after it, its result folded into the run's variants; then the met
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from thinktrace.run.resume import check_same_spec
 from thinktrace.run.stages import stages
 from thinktrace.run.stages.base import StageResult
 from thinktrace.rundir import RunDir, json_safe
+
+#: how often a running stage's time so far is journalled in timing.json: a session killed inside a stage (a
+#: machine that goes away, SIGKILL) loses at most this much of the stage's time instead of all of it
+TIMING_TICK_S = 30.0
 
 
 class Pipeline:
@@ -42,7 +47,8 @@ class Pipeline:
         reset_endpoints()  # every run (and resume) starts with closed breakers
         self.meter = None  #: the run's budget meter, started by `run()` (a failed preflight leaves none behind)
         #: seconds per stage over every session of this run folder (a resume adds its own time to what the
-        #: sessions before it spent, journalled in timing.json after each stage, so a kill loses at most one stage's)
+        #: sessions before it spent, journalled in timing.json while a stage runs, so a kill loses at most
+        #: TIMING_TICK_S of it)
         self.timing: dict[str, float] = self._timing_so_far()
         #: the command that continues this run (the compile command sets it; named in outage messages)
         self.resume_command = f"python -m thinktrace.compile {loaded.path} --resume {rundir.path}"
@@ -92,6 +98,10 @@ class Pipeline:
 
         footprint = StageFootprint.start()
         start = time.perf_counter()
+        stop = threading.Event()
+        ticker = threading.Thread(target=self._journal_time_so_far, args=(name, start, stop), daemon=True,
+                                  name=f"timing-{name}")
+        ticker.start()
         try:
             result = fn()
         except EndpointDown as err:
@@ -105,6 +115,8 @@ class Pipeline:
                 raise RunIncomplete(name, f"an LM call failed after its retries: {one_line(err)}") from err
             raise
         finally:
+            stop.set()
+            ticker.join()
             release_engines()  # local models hold memory only while a stage uses them
             trim_heap()
             seconds = time.perf_counter() - start
@@ -114,6 +126,15 @@ class Pipeline:
             self.rundir.write_json("footprints.json", {**self._earlier_footprints,
                                                        **{k: f.record() for k, f in self.footprints.items()}})
         return result
+
+    def _journal_time_so_far(self, name: str, start: float, stop: threading.Event) -> None:
+        """While stage `name` runs, write timing.json every TIMING_TICK_S with the stage's time so far added."""
+        while not stop.wait(TIMING_TICK_S):
+            so_far = {**self.timing, name: self.timing.get(name, 0.0) + time.perf_counter() - start}
+            try:
+                self.rundir.write_json("timing.json", {k: round(v, 3) for k, v in so_far.items()})
+            except OSError:
+                pass  # a figure, never the run's work: the stage's end writes it again
 
     def apply(self, result: StageResult) -> None:
         """Fold a stage's result into the run: replaced variants swapped in place, new ones appended, the best
