@@ -208,7 +208,7 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
     lines = ["Test split, paired bootstrap (95 % CI) on the same items. *compiled* = refined guideline + trace demos "
              "(what program.json holds). Written by `python benchmarks/guidelines.py` from the rows it recorded "
              "(benchmarks/results/guidelines/, each from a complete run's metrics.json and predictions); item ids "
-             f"only. Corpora: {', '.join(rows) or 'none yet'} of {', '.join(CORPORA)}.", ""]
+             f"only. Corpora recorded: {len(rows)} of {len(CORPORA)} ({', '.join(rows) or 'none yet'}).", ""]
     lines += ["| corpus | rater | Δα compiled − original | Δα compiled − demos | Δα compiled − refined | "
               "Δα refined − original |", "|---|---|---|---|---|---|"]
     for corpus, row in rows.items():
@@ -228,6 +228,9 @@ def markdown(rows: dict[str, dict], goals: dict) -> str:
         lines.append(f"| {corpus} | {row['n_test']} | {_est(ir['original'])} | {_est(ir['compiled'])} | "
                      f"{_fmt(ir['change'])} | {sel.get('chosen')} ({sel.get('chosen_kind')}) | "
                      f"{'yes' if sel.get('separated') else 'no'} | {needed} | {row['runtime_total_s']} s |")
+    lines += ["", "Runtime: the stages' seconds in the run's metrics.json. A stage replayed from the DSPy cache counts "
+              "the replay. Runs made before a running stage journalled its time (VADER, ConvAbuse, Newsroom) count a "
+              "stage that was stopped and resumed only in the session that finished it."]
     lines += ["", "Rules found faulty by the rule check, found/rewritten/dropped: in the refined guideline (n/a when "
               "it has no label sections: a gepa or mipro instruction), then summed over every candidate written by "
               "the trace writer.", "",
