@@ -2,6 +2,7 @@
 
     python benchmarks/commits.py --base f8a92a5 [--spec experiments/quickstart.yaml] [--set FIELD=VALUE ...]
                                  [--also FIELD=VALUE ...] [--json out.json] [--markdown table.md] [--keep DIR]
+                                 [--render-only]
 
 Each side compiles its own copy of the spec (the commit's shipped defaults, with the same `--set` overrides) into
 a fresh run folder with a fresh DSPy cache, one after the other (base first), in a child process under this
@@ -77,7 +78,10 @@ def side_stats(out: Path) -> dict:
         seconds = (metrics.get("timing") or {}).get(stage)
         if seconds is None:
             continue
-        stages[stage] = {"seconds": seconds, **journal_calls(out / journal)}
+        usage = (metrics.get("stages") or {}).get(stage) or {}  # llama.cpp's own counts, where the commit has them
+        cached = (usage.get("cached_prompt_tokens") / usage["prompt_tokens"]
+                  if usage.get("prompt_tokens") and usage.get("cached_prompt_tokens") is not None else None)
+        stages[stage] = {"seconds": seconds, **journal_calls(out / journal), "cached_share": cached}
     return {"stages": stages, "splits": {k: sorted(map(str, v)) for k, v in splits.items()},
             "variants": [v["name"] for v in metrics.get("variants") or []]}
 
@@ -89,7 +93,7 @@ def per_call(s: dict, key: str) -> float | None:
 def table(sides: list[tuple[str, dict]]) -> str:
     """One row per stage and side; the first side is the base every later side's per-call time is divided by."""
     head_cells = ["stage", "side", "wall s", "LM calls", "s per call", "prompt tokens per call",
-                  "generated tokens per call", "s per call / base's"]
+                  "prompt tokens from llama.cpp's cache", "generated tokens per call", "s per call / base's"]
     lines = ["| " + " | ".join(head_cells) + " |", "|" + "---|" * len(head_cells)]
     base = sides[0][1]
     for stage in JOURNALS:
@@ -105,6 +109,7 @@ def table(sides: list[tuple[str, dict]]) -> str:
             lines.append("| " + " | ".join([
                 stage, name, f"{s['seconds']:.1f}", f"{s['calls']:,}", f"{pc:.2f}" if pc else "",
                 f"{per_call(s, 'prompt_tokens'):.0f}" if s["calls"] else "",
+                f"{s['cached_share']:.0%}" if s.get("cached_share") is not None else "n/a",
                 f"{per_call(s, 'generated_tokens'):.1f}" if s["calls"] else "", ratio]) + " |")
     return "\n".join(lines)
 
@@ -121,32 +126,45 @@ def main() -> None:
     ap.add_argument("--json", help="write every number here")
     ap.add_argument("--markdown", help="write the table here")
     ap.add_argument("--keep", help="folder for the run folders (default: a temporary one)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="run nothing: read the run folders an earlier invocation left in --keep")
     args = ap.parse_args()
+    if args.render_only and not args.keep:
+        ap.error("--render-only reads the run folders of --keep")
 
     work = (Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="thinktrace-commits-bench-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     base_tree = work / "base-tree"
-    if not base_tree.exists():
-        worktree(args.base, base_tree)
     plan = [(args.base, base_tree, args.sets, "base"), ("head", ROOT, args.sets, "head")]
     if args.also:
         plan.append(("head with " + ", ".join(args.also), ROOT, args.sets + args.also, "head-also"))
-    wall, sides = {}, []
-    try:
-        for name, tree, sets, folder in plan:
-            wall[name] = run_side(tree, args.spec, sets, work / folder)
-            sides.append((name, side_stats(work / folder)))
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, capture_output=True)
+    measured_path = work / "measured.json"  # wall times and the conditions, as measured (for --render-only)
+    measured: dict = {"wall_s": {}, "conditions": None}
+    sides = []
+    if args.render_only:
+        measured = json.loads(measured_path.read_text(encoding="utf-8"))
+        sides = [(name, side_stats(work / folder)) for name, _, _, folder in plan]
+    else:
+        if not base_tree.exists():
+            worktree(args.base, base_tree)
+        try:
+            for name, tree, sets, folder in plan:
+                if tree == ROOT and measured["conditions"] is None:  # the commit the head sides load
+                    measured["conditions"] = conditions(str(ROOT / args.spec), args.sets)
+                measured["wall_s"][name] = round(run_side(tree, args.spec, sets, work / folder), 1)
+                sides.append((name, side_stats(work / folder)))
+                measured_path.write_text(json.dumps(measured), encoding="utf-8")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, capture_output=True)
+    wall = measured["wall_s"]
     same = all(side["splits"] == sides[0][1]["splits"] for _, side in sides)
     text = table(sides)
     summary = ("Whole runs (process start to end, in this order): "
                + "; ".join(f"{name} {seconds:.0f} s" for name, seconds in wall.items())
                + f". Same items in every split: {'yes' if same else 'NO'}.")
-    result = {"base": args.base, "spec": args.spec, "sets": args.sets, "also": args.also,
-              "wall_s": {k: round(v, 1) for k, v in wall.items()}, "same_items": same,
-              "sides": [{"name": name, **side} for name, side in sides],
-              "conditions": conditions(str(ROOT / args.spec), args.sets)}
+    result = {"base": args.base, "spec": args.spec, "sets": args.sets, "also": args.also, "wall_s": wall,
+              "same_items": same, "sides": [{"name": name, **side} for name, side in sides],
+              "conditions": measured["conditions"]}
     print(text + "\n\n" + summary)
     if not same:
         print("the sides split the data differently: their per-call times are not of the same items", file=sys.stderr)
