@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import benchmark
 
 
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_commits", ROOT / "benchmarks" / "commits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("commits")
 
 
 def run_folder(path: Path, evaluate_s: float, predictions: list[dict], test_ids: list[str]) -> Path:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+from support import benchmark
 from support.specs import fake_model, toy_spec, write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_guidelines", ROOT / "benchmarks" / "guidelines.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("guidelines")
 
 
 def toy(tmp_path: Path) -> Path:

@@ -8,11 +8,12 @@ on sys.path; a test that starts a Python child process puts it there itself).
 - toy_runs: compiled toy run folders with later stages' artifacts, for the report / compare tests;
 - tiny_model: a tiny random Llama checkpoint and LoRA adapter, fine-tuning rows and configs, and running
   thinktrace's child-process work (fine-tuning, GGUF conversion) in the test process;
-- here: the repository paths, `read_jsonl`, `shared_datasets`.
+- here: the repository paths, `read_jsonl`, `shared_datasets`, `benchmark` (a script of benchmarks/ as a module).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -36,3 +37,11 @@ def read_jsonl(path: Path, *, missing_ok: bool = False, partial_ok: bool = False
 def shared_datasets() -> Path:
     """Real corpora for tests (THINKTRACE_SHARED_DATASETS, default ../shared/datasets next to the repo)."""
     return Path(os.environ.get("THINKTRACE_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+def benchmark(name: str):
+    """benchmarks/<name>.py loaded as a module (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
