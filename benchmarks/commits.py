@@ -9,7 +9,7 @@ a fresh run folder with a fresh DSPy cache, one after the other (base first), in
 checkout's virtual environment: the base side runs from a `git worktree` of that commit (its code on `sys.path`
 first), so both sides share the installed dependencies and the embedded models. Per stage, from each run folder:
 wall time (metrics.json `timing`), LM calls (the stage's journal: attempts.jsonl for traces, predictions.jsonl for
-evaluation; a retried call counts once), seconds per call, prompt and generated tokens per call, and the ratio
+evaluation; the last settled record of each unit, so a retried call counts once), seconds per call, prompt and generated tokens per call, and the ratio
 to the base's seconds per call. `--also` adds a third side: this checkout with more overrides (a setting that is
 off by default). The sides must rate the same items: the benchmark checks that their splits hold the same ids.
 
@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from pipeline import conditions  # noqa: E402  (benchmarks/ is not a package)
 
-#: the journal whose records are a stage's LM calls
-JOURNALS = {"traces": "attempts.jsonl", "evaluate": "predictions.jsonl"}
+#: the journal whose records are a stage's LM calls, and its unit of work (thinktrace.journal: the same at both
+#: commits this was written against)
+JOURNALS = {"traces": ("attempts.jsonl", "attempt_key"), "evaluate": ("predictions.jsonl", "prediction_key")}
 
 
 def worktree(commit: str, where: Path) -> Path:
@@ -56,17 +57,14 @@ def run_side(tree: Path, spec: str, sets: list[str], out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def journal_calls(path: Path) -> dict:
-    """Calls (one per unit of work, its last record), prompt and generated tokens of one journal."""
-    last: dict = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                r = json.loads(line)
-                # the unit of work (thinktrace.journal's prediction_key / attempt_key, the same at both commits)
-                last[json.dumps([r.get(k) for k in ("split", "rater", "item_id", "key", "strategy", "attempt")])] = r
-    tokens = [r.get("tokens") or {} for r in last.values()]
-    return {"calls": len(last), "prompt_tokens": sum(t.get("prompt") or 0 for t in tokens),
+def journal_calls(path: Path, key: str) -> dict:
+    """Calls (one per unit of work, its last settled record), prompt and generated tokens of one journal."""
+    from thinktrace import journal
+
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+               if line.strip()] if path.exists() else []
+    tokens = [r.get("tokens") or {} for r in journal.latest_settled(records, getattr(journal, key)).values()]
+    return {"calls": len(tokens), "prompt_tokens": sum(t.get("prompt") or 0 for t in tokens),
             "generated_tokens": sum(t.get("completion") or 0 for t in tokens)}
 
 
@@ -74,14 +72,14 @@ def side_stats(out: Path) -> dict:
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     splits = json.loads((out / "data.json").read_text(encoding="utf-8")).get("splits") or {}
     stages = {}
-    for stage, journal in JOURNALS.items():
+    for stage, (journal, key) in JOURNALS.items():
         seconds = (metrics.get("timing") or {}).get(stage)
         if seconds is None:
             continue
         usage = (metrics.get("stages") or {}).get(stage) or {}  # llama.cpp's own counts, where the commit has them
         cached = (usage.get("cached_prompt_tokens") / usage["prompt_tokens"]
                   if usage.get("prompt_tokens") and usage.get("cached_prompt_tokens") is not None else None)
-        stages[stage] = {"seconds": seconds, **journal_calls(out / journal), "cached_share": cached}
+        stages[stage] = {"seconds": seconds, **journal_calls(out / journal, key), "cached_share": cached}
     return {"stages": stages, "splits": {k: sorted(map(str, v)) for k, v in splits.items()},
             "variants": [v["name"] for v in metrics.get("variants") or []]}
 
