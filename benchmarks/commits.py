@@ -10,8 +10,9 @@ checkout's virtual environment: the base side runs from a `git worktree` of that
 first), so both sides share the installed dependencies and the embedded models. Per stage, from each run folder:
 wall time (metrics.json `timing`), LM calls (the stage's journal: attempts.jsonl for traces, predictions.jsonl for
 evaluation; the last settled record of each unit, so a retried call counts once), seconds per call, prompt and
-generated tokens per call, and the ratio to the base's seconds per call. `--also` adds a third side: this checkout with more overrides (a setting that is
-off by default). The sides must rate the same items: the benchmark checks that their splits hold the same ids.
+generated tokens per call, and the ratio to the base's seconds per call. `--also` adds a third side: this checkout
+with more overrides (a setting that is off by default). The sides must rate the same items: the benchmark checks
+that their splits hold the same ids.
 
 What it does not control: the variant lists and prompts are each commit's own (that is what is compared), and the
 cores' other load (run it on quiet cores; the order is fixed, base then head). Offline; needs the embedded models.
